@@ -1,0 +1,112 @@
+//! The engine's one error type, split by who must act.
+//!
+//! * [`ErrorKind::InvalidInput`]: the caller passed something the engine cannot accept (a vector
+//!   of the wrong length, a NaN, an unsupported bit width). Fix the request.
+//! * Later variants (I/O, corruption) will name the file and point at the operator.
+//!
+//! Errors never carry vector data, only positions and sizes, so they are cheap to build and safe
+//! to log.
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who has to act on an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller sent a request the engine refuses; retrying it unchanged fails again.
+    InvalidInput,
+}
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A vector's length differs from the dimension of the quantizer or index.
+    #[error("dimension mismatch: expected a vector of {expected} components, got {actual}")]
+    DimensionMismatch {
+        /// The dimension the index was built with.
+        expected: usize,
+        /// The length of the vector that was passed.
+        actual: usize,
+    },
+    /// A component is NaN or infinite.
+    #[error("vector component {index} is {value}: every component must be a finite number")]
+    NonFinite {
+        /// Position of the first offending component.
+        index: usize,
+        /// The offending value (NaN or ±inf).
+        value: f32,
+    },
+    /// The vector is all zeros (or its norm underflows), so it has no direction to quantize.
+    #[error(
+        "the vector has zero norm: TurboQuant encodes a direction and a norm, and a zero vector has no direction"
+    )]
+    ZeroVector,
+    /// The vector's norm does not fit in an f32.
+    #[error("the vector's norm ({norm:e}) overflows f32: scale the vector down")]
+    NormOverflow {
+        /// The norm computed in f64.
+        norm: f64,
+    },
+    /// The bit width is outside 1..=8.
+    #[error("unsupported bit width {bits}: TurboQuant codes use 1 to 8 bits per coordinate")]
+    InvalidBits {
+        /// The requested bits per coordinate.
+        bits: u8,
+    },
+    /// The dimension cannot be used.
+    #[error("unsupported dimension {dim}: {reason}")]
+    InvalidDimension {
+        /// The requested dimension.
+        dim: usize,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A parameter of a call is out of range (k = 0, a buffer of the wrong size, ...).
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument {
+        /// The parameter's name as the API spells it.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Who must act on this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::DimensionMismatch { .. }
+            | Error::NonFinite { .. }
+            | Error::ZeroVector
+            | Error::NormOverflow { .. }
+            | Error::InvalidBits { .. }
+            | Error::InvalidDimension { .. }
+            | Error::InvalidArgument { .. } => ErrorKind::InvalidInput,
+        }
+    }
+
+    pub(crate) fn invalid_argument(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks that `v` has `dim` components, all finite.
+pub(crate) fn check_vector(v: &[f32], dim: usize) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            actual: v.len(),
+        });
+    }
+    if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::NonFinite {
+            index,
+            value: v[index],
+        });
+    }
+    Ok(())
+}

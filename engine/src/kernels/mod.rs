@@ -1,0 +1,108 @@
+//! Scoring kernels.
+//!
+//! This module owns the arithmetic inner loops. For now it holds the portable f32 kernels used by
+//! the exact oracle and the dense rotation; the code-domain SIMD kernels (with their scalar twins
+//! and runtime dispatch) land here next.
+//!
+//! Invariant: every kernel sums in a fixed order, written out in the code (eight independent
+//! lanes, then a fixed reduction tree), so the compiler may vectorise it without changing a bit
+//! of the result.
+
+/// Inner product of two equal-length f32 slices.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    reduce8(lanes) + tail
+}
+
+/// Squared Euclidean distance between two equal-length f32 slices.
+#[inline]
+pub fn squared_l2_f32(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            lanes[i] += d * d;
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += (x - y) * (x - y);
+    }
+    reduce8(lanes) + tail
+}
+
+/// Squared L2 norm of a slice, accumulated in f64 (norms feed divisions; they must not
+/// overflow for finite f32 input).
+#[inline]
+pub fn squared_norm_f64(a: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    let mut chunks = a.chunks_exact(4);
+    for x in &mut chunks {
+        for i in 0..4 {
+            lanes[i] += f64::from(x[i]) * f64::from(x[i]);
+        }
+    }
+    let mut tail = 0.0f64;
+    for &x in chunks.remainder() {
+        tail += f64::from(x) * f64::from(x);
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
+}
+
+#[inline(always)]
+fn reduce8(l: [f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRng;
+
+    #[test]
+    fn dot_matches_f64_reference_for_every_length() {
+        let mut rng = SeededRng::for_data(1);
+        for n in 0..=80 {
+            let a: Vec<f32> = (0..n).map(|_| rng.gaussian() as f32).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.gaussian() as f32).collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let got = dot_f32(&a, &b);
+            assert!(
+                (f64::from(got) - want).abs() < 1e-5 * (n as f64 + 1.0),
+                "n={n}"
+            );
+            let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
+            assert!((squared_norm_f64(&a) - norm).abs() <= 1e-12 * norm.max(1.0));
+        }
+    }
+
+    #[test]
+    fn squared_norm_does_not_overflow() {
+        let v = vec![f32::MAX; 16];
+        assert!(squared_norm_f64(&v).is_finite());
+    }
+}

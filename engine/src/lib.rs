@@ -1,0 +1,40 @@
+//! # Gyre
+//!
+//! An approximate-nearest-neighbour search engine over TurboQuant codes: vectors are rotated by
+//! a seeded random rotation and quantized coordinate by coordinate with the Lloyd-Max codebook of
+//! the known coordinate law, so nothing is trained and every vector is indexed on arrival.
+//!
+//! ```
+//! use gyre::{Estimator, Quantizer, QuantizerConfig};
+//!
+//! # fn main() -> Result<(), gyre::Error> {
+//! let quantizer = Quantizer::new(QuantizerConfig::new(64, 4))?;
+//! let x: Vec<f32> = (0..64).map(|i| (i as f32).sin()).collect();
+//! let codes = quantizer.encode_batch(&x)?;          // 32 bytes of codes + 2 scalars
+//! let query = quantizer.prepare_query(&x)?;        // rotated query + lookup tables
+//! let estimate = query.inner_product(codes.get(0), Estimator::Renormalized);
+//! let exact: f32 = x.iter().map(|v| v * v).sum();
+//! assert!((estimate - exact).abs() < 0.05 * exact);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`quantizer`] (rotation, codebooks, encoding, query tables), [`search`] (exact
+//! oracle, top-k), [`kernels`] (arithmetic inner loops), [`random`] (portable seeded randomness).
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod kernels;
+mod metric;
+pub mod quantizer;
+pub mod random;
+pub mod search;
+
+pub use error::{Error, ErrorKind, Result};
+pub use metric::Metric;
+pub use quantizer::{
+    CodeRef, EncodedBatch, Encoder, Estimator, Quantizer, QuantizerConfig, QueryLut, RotationKind,
+    Variant, VectorScalars,
+};
+pub use search::{ExactIndex, Neighbor};

@@ -1,0 +1,174 @@
+//! The per-query object: rotated query and float lookup tables, built once, used for every code.
+//!
+//! For coordinate `j` and cell `k`, `T[j][k] = q'_j · c_k` with `q' = Π q`, so
+//! `<q', ĉ> = Σ_j T[j][code_j]`. Estimators (all for the original, unrotated vectors):
+//!
+//! * `Mse`, renormalised (default): `<q, x> ≈ scale · <q', ĉ>` with `scale = ||x|| / <y, ĉ>`;
+//! * `Mse`, plain: `<q, x> ≈ ||x|| · <q', ĉ>` (biased low by the factor `1 - D_mse` on average);
+//! * `Prod`: `<q, x> ≈ ||x|| · (<q', ĉ> + γ·√(π/2)/d · <S q', sign(S r)>)`, unbiased.
+//!
+//! Cosine and squared L2 follow from the inner product and the norms.
+
+use super::{CodeRef, Quantizer, Variant, packing, qjl};
+use crate::error::{Result, check_vector};
+use crate::kernels::squared_norm_f64;
+
+/// Which inner-product estimator to use for `Mse` codes (ignored for `Prod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Estimator {
+    /// Multiply by the per-vector length-renormalisation scalar (default).
+    #[default]
+    Renormalized,
+    /// Multiply by the norm alone, as the paper's decoder does.
+    Plain,
+}
+
+/// A prepared query (see the module docs).
+#[derive(Debug, Clone)]
+pub struct QueryLut {
+    variant: Variant,
+    dim: usize,
+    bits: u8,
+    levels: usize,
+    norm: f32,
+    rotated: Vec<f32>,
+    table: Vec<f32>,
+    projected: Vec<f32>,
+    qjl_coefficient: f32,
+}
+
+impl QueryLut {
+    pub(super) fn new(quantizer: &Quantizer, query: &[f32]) -> Result<Self> {
+        let d = quantizer.dim();
+        check_vector(query, d)?;
+        let mut rotated = query.to_vec();
+        let mut scratch = vec![0.0; d];
+        quantizer.rotation.apply(&mut rotated, &mut scratch);
+        let (bits, table) = match &quantizer.codebook {
+            Some(cb) => {
+                let c = cb.centroids_f32();
+                let mut table = Vec::with_capacity(d * c.len());
+                for &qj in &rotated {
+                    table.extend(c.iter().map(|&ck| qj * ck));
+                }
+                (cb.bits(), table)
+            }
+            None => (0, Vec::new()),
+        };
+        let (projected, qjl_coefficient) = match &quantizer.qjl {
+            Some(s) => {
+                let mut p = vec![0.0; d];
+                s.project(&rotated, &mut p);
+                (p, s.coefficient())
+            }
+            None => (Vec::new(), 0.0),
+        };
+        Ok(QueryLut {
+            variant: quantizer.config.variant,
+            dim: d,
+            bits,
+            levels: 1 << bits,
+            norm: squared_norm_f64(query).sqrt() as f32,
+            rotated,
+            table,
+            projected,
+            qjl_coefficient,
+        })
+    }
+
+    /// `||q||`.
+    pub fn norm(&self) -> f32 {
+        self.norm
+    }
+
+    /// The rotated query `Π q`.
+    pub fn rotated(&self) -> &[f32] {
+        &self.rotated
+    }
+
+    /// The float lookup table, `dim × 2^bits`, row `j` holding `q'_j · c_k`.
+    pub fn table(&self) -> &[f32] {
+        &self.table
+    }
+
+    /// `<q', ĉ> = Σ_j T[j][code_j]` for packed codes.
+    pub fn code_dot(&self, codes: &[u8]) -> f32 {
+        if self.bits == 0 {
+            return 0.0;
+        }
+        let l = self.levels;
+        let t = &self.table;
+        let mut lanes = [0.0f32; 4];
+        match self.bits {
+            8 => {
+                for (j, &c) in codes.iter().enumerate() {
+                    lanes[j % 4] += t[j * l + c as usize];
+                }
+            }
+            4 | 2 | 1 => {
+                let per_byte = 8 / self.bits as usize;
+                let mask = (l - 1) as u8;
+                for (i, &byte) in codes.iter().enumerate() {
+                    let first = i * per_byte;
+                    let count = per_byte.min(self.dim - first.min(self.dim));
+                    for k in 0..count {
+                        let c = (byte >> (k * self.bits as usize)) & mask;
+                        lanes[k % 4] += t[(first + k) * l + c as usize];
+                    }
+                }
+            }
+            _ => {
+                let mut idx = [0u8; 64];
+                let chunk_bytes = self.bits as usize * 8; // 64 codes
+                for (n, bytes) in codes.chunks(chunk_bytes).enumerate() {
+                    let first = n * 64;
+                    let count = 64.min(self.dim - first);
+                    packing::unpack(
+                        &bytes[..packing::packed_len(count, self.bits)],
+                        self.bits,
+                        &mut idx[..count],
+                    );
+                    for (k, &c) in idx[..count].iter().enumerate() {
+                        lanes[k % 4] += t[(first + k) * l + c as usize];
+                    }
+                }
+            }
+        }
+        (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    }
+
+    /// Estimated `<q, x>`.
+    pub fn inner_product(&self, code: CodeRef<'_>, estimator: Estimator) -> f32 {
+        let s = code.scalars;
+        match self.variant {
+            Variant::Mse => {
+                let factor = match estimator {
+                    Estimator::Renormalized => s.scale,
+                    Estimator::Plain => s.norm,
+                };
+                factor * self.code_dot(code.codes)
+            }
+            Variant::Prod => {
+                let sketch = qjl::signed_sum(&self.projected, code.sketch);
+                s.norm
+                    * (self.code_dot(code.codes) + s.residual_norm * self.qjl_coefficient * sketch)
+            }
+        }
+    }
+
+    /// Estimated cosine similarity (0 when the query is zero).
+    pub fn cosine(&self, code: CodeRef<'_>, estimator: Estimator) -> f32 {
+        let denom = self.norm * code.scalars.norm;
+        if denom > 0.0 {
+            self.inner_product(code, estimator) / denom
+        } else {
+            0.0
+        }
+    }
+
+    /// Estimated squared Euclidean distance, `||q||² + ||x||² - 2<q, x>` (clamped at 0).
+    pub fn squared_l2(&self, code: CodeRef<'_>, estimator: Estimator) -> f32 {
+        let n = code.scalars.norm;
+        (self.norm * self.norm + n * n - 2.0 * self.inner_product(code, estimator)).max(0.0)
+    }
+}

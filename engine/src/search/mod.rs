@@ -1,0 +1,8 @@
+//! Search: exact brute force (the oracle every approximate result is judged against) and the
+//! bounded top-k structure shared by all search paths.
+
+mod exact;
+mod topk;
+
+pub use exact::{ExactIndex, Neighbor};
+pub use topk::TopK;
