@@ -192,6 +192,8 @@ pub struct Codebook {
     boundaries: Vec<f64>,
     centroids_f32: Vec<f32>,
     boundaries_f32: Vec<f32>,
+    /// `boundaries_f32` padded with +inf to 256 entries, for the branch-free searches.
+    padded: Box<[f32; 256]>,
     mse: f64,
     iterations: usize,
 }
@@ -199,7 +201,8 @@ pub struct Codebook {
 impl Codebook {
     /// The memoised codebook for `(dim, bits)`; computed on first use (milliseconds).
     pub fn get(dim: usize, bits: u8) -> Result<Arc<Codebook>> {
-        static CACHE: OnceLock<Mutex<HashMap<(usize, u8), Arc<Codebook>>>> = OnceLock::new();
+        type Memo = Mutex<HashMap<(usize, u8), Arc<Codebook>>>;
+        static CACHE: OnceLock<Memo> = OnceLock::new();
         if !(1..=8).contains(&bits) {
             return Err(Error::InvalidBits { bits });
         }
@@ -280,9 +283,14 @@ impl Codebook {
         full_b.push(0.0);
         full_b.extend(bounds[1..half].iter().copied());
 
+        let mut padded = Box::new([f32::INFINITY; 256]);
+        for (p, &b) in padded.iter_mut().zip(&full_b) {
+            *p = b as f32;
+        }
         Codebook {
             dim: law.dim,
             bits,
+            padded,
             centroids_f32: full_c.iter().map(|&c| c as f32).collect(),
             boundaries_f32: full_b.iter().map(|&b| b as f32).collect(),
             centroids: full_c,
@@ -335,18 +343,46 @@ impl Codebook {
     /// The index of the cell holding `y`: the number of boundaries strictly below it.
     #[inline]
     pub fn quantize(&self, y: f32) -> u8 {
-        // Branch-free binary search over the boundaries padded to 2^b entries with +inf.
-        let b = &self.boundaries_f32;
-        let mut idx = 0usize;
-        let mut step = 1usize << (self.bits - 1);
-        while step > 0 {
-            let probe = idx + step - 1;
-            if probe < b.len() && y > b[probe] {
-                idx += step;
+        let mut out = [0u8];
+        self.quantize_all(&[y], &mut out);
+        out[0]
+    }
+
+    /// Quantizes every element of `ys` into `out` (same length). Branch-free: a linear count of
+    /// boundaries below `y` for b ≤ 4 (vectorises across coordinates), a branch-free binary search
+    /// over boundaries padded to 256 entries above that.
+    pub fn quantize_all(&self, ys: &[f32], out: &mut [u8]) {
+        assert_eq!(ys.len(), out.len());
+        match self.bits {
+            1 => count_below::<1>(&self.padded, ys, out),
+            2 => count_below::<3>(&self.padded, ys, out),
+            3 => count_below::<7>(&self.padded, ys, out),
+            4 => count_below::<15>(&self.padded, ys, out),
+            bits => {
+                let b = &self.padded;
+                for (o, &y) in out.iter_mut().zip(ys) {
+                    let mut idx = 0usize;
+                    let mut step = 1usize << (bits - 1);
+                    while step > 0 {
+                        idx += step * usize::from(y > b[(idx + step - 1) & 0xff]);
+                        step >>= 1;
+                    }
+                    *o = idx as u8;
+                }
             }
-            step >>= 1;
         }
-        idx as u8
+    }
+}
+
+#[inline]
+fn count_below<const N: usize>(padded: &[f32; 256], ys: &[f32], out: &mut [u8]) {
+    let bounds: [f32; N] = std::array::from_fn(|k| padded[k]);
+    for (o, &y) in out.iter_mut().zip(ys) {
+        let mut c = 0u8;
+        for &b in &bounds {
+            c += u8::from(y > b);
+        }
+        *o = c;
     }
 }
 
@@ -526,6 +562,27 @@ mod tests {
                 "a boundary belongs to the lower cell"
             );
             assert_eq!(cb.quantize(x.next_up()), i as u8 + 1);
+        }
+    }
+
+    #[test]
+    fn quantize_all_counts_boundaries_below_for_every_width() {
+        let mut rng = crate::random::SeededRng::for_data(4);
+        for b in 1..=8u8 {
+            let cb = Codebook::get(100, b).unwrap();
+            let bounds = cb.boundaries_f32();
+            let mut ys: Vec<f32> = (0..2000).map(|_| (rng.gaussian() * 0.15) as f32).collect();
+            // Every boundary, its neighbours, and the extremes.
+            for &x in bounds {
+                ys.extend([x, x.next_up(), x.next_down()]);
+            }
+            ys.extend([-1.0, 1.0, 0.0, -0.0, f32::MAX, f32::MIN, 1e-30, -1e-30]);
+            let mut got = vec![0u8; ys.len()];
+            cb.quantize_all(&ys, &mut got);
+            for (&y, &g) in ys.iter().zip(&got) {
+                let want = bounds.iter().filter(|&&x| y > x).count();
+                assert_eq!(usize::from(g), want, "b={b} y={y}");
+            }
         }
     }
 

@@ -18,7 +18,7 @@ mod rotation;
 pub use codebook::{Cdf, Codebook, CoordinateLaw, MIN_DIM};
 pub use qjl::QjlSketch;
 pub use query::{Estimator, QueryLut};
-pub use rotation::{DenseRotation, HadamardRotation, Rotation, RotationKind};
+pub use rotation::{DenseRotation, HadamardRotation, Rotation, RotationKind, default_rounds};
 
 use std::sync::Arc;
 
@@ -234,7 +234,7 @@ impl Quantizer {
     /// over chunks and [`EncodedBatch::append`] the results).
     pub fn encode_batch(&self, rows: &[f32]) -> Result<EncodedBatch> {
         let d = self.config.dim;
-        if rows.len() % d != 0 {
+        if !rows.len().is_multiple_of(d) {
             return Err(Error::invalid_argument(
                 "rows",
                 format!(
@@ -354,10 +354,10 @@ impl Encoder<'_> {
         let mut y_dot_c = [0.0f32; 4];
         match &q.codebook {
             Some(cb) => {
+                cb.quantize_all(y, &mut self.indices);
                 let c = cb.centroids_f32();
-                for (i, (idx, yj)) in self.indices.iter_mut().zip(y.iter_mut()).enumerate() {
-                    *idx = cb.quantize(*yj);
-                    let cj = c[*idx as usize];
+                for (i, (&idx, yj)) in self.indices.iter().zip(y.iter_mut()).enumerate() {
+                    let cj = c[usize::from(idx)];
                     y_dot_c[i % 4] += *yj * cj;
                     *yj -= cj;
                 }

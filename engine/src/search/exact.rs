@@ -41,7 +41,7 @@ impl<'a> ExactIndex<'a> {
                 reason: "vectors need at least one component",
             });
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(Error::invalid_argument(
                 "data",
                 format!(
@@ -150,7 +150,7 @@ impl<'a> ExactIndex<'a> {
     /// [`search`](Self::search) for every row of a row-major `m × dim` query matrix, in
     /// parallel over blocks of queries.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
-        if queries.len() % self.dim != 0 {
+        if !queries.len().is_multiple_of(self.dim) {
             return Err(Error::invalid_argument(
                 "queries",
                 format!(

@@ -65,10 +65,10 @@ impl TopK {
         let e = Entry { key, id };
         if self.heap.len() < self.k {
             self.heap.push(e);
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            if e < *worst {
-                *worst = e;
-            }
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && e < *worst
+        {
+            *worst = e;
         }
     }
 

@@ -115,11 +115,14 @@ impl Rotation {
 
     fn batch(&self, rows: &mut [f32], f: fn(&Self, &mut [f32], &mut [f32])) -> Result<()> {
         let dim = self.dim();
-        if rows.len() % dim != 0 {
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                actual: rows.len() % dim,
-            });
+        if !rows.len().is_multiple_of(dim) {
+            return Err(Error::invalid_argument(
+                "rows",
+                format!(
+                    "{} floats is not a whole number of {dim}-dimensional rows",
+                    rows.len()
+                ),
+            ));
         }
         let mut scratch = vec![0.0f32; dim];
         for row in rows.chunks_exact_mut(dim) {
