@@ -85,6 +85,12 @@ impl Rotation {
         }
     }
 
+    /// The law each coordinate of a rotated uniformly random unit vector follows,
+    /// `f_d(t) ∝ (1 - t²)^((d-3)/2)` (needs `d ≥ 3`).
+    pub fn coordinate_law(&self) -> Result<super::CoordinateLaw> {
+        super::CoordinateLaw::new(self.dim())
+    }
+
     /// `v ← Π v`. `v` and `scratch` must both have `dim` elements.
     #[inline]
     pub fn apply(&self, v: &mut [f32], scratch: &mut [f32]) {

@@ -135,6 +135,18 @@ fn batch_forms_match_single() {
 }
 
 #[test]
+fn rotations_report_their_coordinate_law() {
+    for r in rotations(384, 1) {
+        assert_eq!(r.coordinate_law().unwrap().dim(), 384);
+    }
+    let r = Rotation::new(RotationKind::Hadamard, 2, 1).unwrap();
+    assert!(
+        r.coordinate_law().is_err(),
+        "d = 2 has the arcsine law, which Gyre refuses"
+    );
+}
+
+#[test]
 fn tiny_dimensions_are_refused() {
     for kind in [RotationKind::Hadamard, RotationKind::Dense] {
         assert!(matches!(

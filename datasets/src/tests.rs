@@ -1,0 +1,164 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("gyre-datasets-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sample(rows: usize, dim: usize) -> Matrix<f32> {
+    let mut rng = gyre::random::SeededRng::for_data(rows as u64 * 31 + dim as u64);
+    Matrix::new(
+        rows,
+        dim,
+        (0..rows * dim).map(|_| rng.gaussian() as f32).collect(),
+    )
+}
+
+fn assert_malformed(result: Result<Matrix<f32>>, path: &Path, needle: &str) {
+    match result {
+        Err(e @ DatasetError::Malformed { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "error must name the file: {msg}"
+            );
+            assert!(msg.contains(needle), "expected {needle:?} in {msg}");
+        }
+        other => panic!(
+            "expected a malformed-file error for {}, got {other:?}",
+            path.display()
+        ),
+    }
+}
+
+#[test]
+fn every_float_format_round_trips_to_identical_vectors() {
+    let dir = TempDir::new("roundtrip");
+    let m = sample(57, 13);
+    texmex::write_fvecs(&dir.path("a.fvecs"), &m).unwrap();
+    bigann::write_fbin(&dir.path("a.fbin"), &m).unwrap();
+    npy::write_npy_f32(&dir.path("a.npy"), &m).unwrap();
+    for f in ["a.fvecs", "a.fbin", "a.npy"] {
+        let back = read_vectors(&dir.path(f)).unwrap();
+        assert_eq!(back, m, "{f}");
+    }
+}
+
+#[test]
+fn integer_formats_round_trip() {
+    let dir = TempDir::new("ints");
+    let ids = Matrix::new(3, 4, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, -1]);
+    texmex::write_ivecs(&dir.path("g.ivecs"), &ids).unwrap();
+    assert_eq!(texmex::read_ivecs(&dir.path("g.ivecs")).unwrap(), ids);
+    bigann::write_ibin(&dir.path("g.ibin"), &ids).unwrap();
+    assert_eq!(bigann::read_ibin(&dir.path("g.ibin")).unwrap(), ids);
+    let bytes = Matrix::new(2, 3, vec![0u8, 128, 255, 1, 2, 3]);
+    texmex::write_bvecs(&dir.path("b.bvecs"), &bytes).unwrap();
+    assert_eq!(
+        read_vectors(&dir.path("b.bvecs")).unwrap().as_slice(),
+        &[0.0, 128.0, 255.0, 1.0, 2.0, 3.0]
+    );
+    let gt = bigann::GroundTruth {
+        ids: Matrix::new(2, 2, vec![5u32, 7, 1, 0]),
+        distances: Matrix::new(2, 2, vec![0.1f32, 0.2, 0.3, 0.4]),
+    };
+    bigann::write_groundtruth(&dir.path("gt.bin"), &gt).unwrap();
+    assert_eq!(bigann::read_groundtruth(&dir.path("gt.bin")).unwrap(), gt);
+}
+
+#[test]
+fn the_shared_query_file_reads_when_present() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/docs-minilm-384-angular_query.fvecs");
+    if !path.exists() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("SKIPPED: {} not present", path.display());
+        }
+        return;
+    }
+    let q = texmex::read_fvecs(&path).unwrap();
+    assert_eq!((q.rows(), q.dim()), (1000, 384));
+    let gt = texmex::read_ivecs(&path.with_file_name("docs-minilm-384-angular_groundtruth.ivecs"))
+        .unwrap();
+    assert_eq!((gt.rows(), gt.dim()), (1000, 100));
+    let norm: f32 = q.row(0).iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn truncated_and_inconsistent_files_are_refused_with_their_name() {
+    let dir = TempDir::new("bad");
+    let m = sample(10, 8);
+
+    let p = dir.path("t.fvecs");
+    texmex::write_fvecs(&p, &m).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+    assert_malformed(texmex::read_fvecs(&p), &p, "truncated");
+    // A record with another dimension but the same total size.
+    let mut mixed = bytes.clone();
+    mixed[36..40].copy_from_slice(&9i32.to_le_bytes());
+    std::fs::write(&p, &mixed).unwrap();
+    assert_malformed(texmex::read_fvecs(&p), &p, "vector 1");
+    std::fs::write(&p, (-4i32).to_le_bytes()).unwrap();
+    assert_malformed(texmex::read_fvecs(&p), &p, "dimension -4");
+    std::fs::write(&p, b"").unwrap();
+    assert_malformed(texmex::read_fvecs(&p), &p, "empty");
+
+    let p = dir.path("t.fbin");
+    bigann::write_fbin(&p, &m).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+    assert_malformed(bigann::read_fbin(&p), &p, "header says 10 × 8");
+    let mut wrong = bytes.clone();
+    wrong[..4].copy_from_slice(&11u32.to_le_bytes());
+    std::fs::write(&p, &wrong).unwrap();
+    assert_malformed(bigann::read_fbin(&p), &p, "header says 11 × 8");
+    std::fs::write(&p, [1u8, 2, 3]).unwrap();
+    assert_malformed(bigann::read_fbin(&p), &p, "shorter than the 8-byte header");
+
+    let p = dir.path("t.npy");
+    npy::write_npy_f32(&p, &m).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+    assert_malformed(npy::read_npy_f32(&p), &p, "needs 320 data bytes");
+    std::fs::write(&p, b"NOTNUMPY-----").unwrap();
+    assert_malformed(npy::read_npy_f32(&p), &p, "magic");
+    let mut f8 = bytes.clone();
+    let at = f8.windows(3).position(|w| w == b"<f4").unwrap();
+    f8[at..at + 3].copy_from_slice(b"<f8");
+    std::fs::write(&p, &f8).unwrap();
+    assert!(matches!(
+        npy::read_npy_f32(&p),
+        Err(DatasetError::Unsupported { .. })
+    ));
+
+    let missing = dir.path("missing.fvecs");
+    let err = texmex::read_fvecs(&missing).unwrap_err();
+    assert!(
+        matches!(err, DatasetError::Io { .. }) && err.to_string().contains("missing.fvecs"),
+        "{err}"
+    );
+    assert!(matches!(
+        read_vectors(&dir.path("x.csv")),
+        Err(DatasetError::Unsupported { .. })
+    ));
+}
