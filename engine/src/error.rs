@@ -110,3 +110,17 @@ pub(crate) fn check_vector(v: &[f32], dim: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// Checks that `values` is a whole number of `dim`-long rows; `name` is the parameter's name.
+pub(crate) fn check_rows(values: &[f32], dim: usize, name: &'static str) -> Result<()> {
+    if dim == 0 || !values.len().is_multiple_of(dim) {
+        return Err(Error::invalid_argument(
+            name,
+            format!(
+                "{} floats is not a whole number of {dim}-dimensional rows",
+                values.len()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ pub use rotation::{DenseRotation, HadamardRotation, Rotation, RotationKind, defa
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result, check_vector};
+use crate::error::{Error, Result, check_rows, check_vector};
 use crate::kernels::squared_norm_f64;
 
 /// Largest dimension for the O(d²) options (dense rotation, QJL sketch): their matrices take
@@ -234,15 +234,7 @@ impl Quantizer {
     /// over chunks and [`EncodedBatch::append`] the results).
     pub fn encode_batch(&self, rows: &[f32]) -> Result<EncodedBatch> {
         let d = self.config.dim;
-        if !rows.len().is_multiple_of(d) {
-            return Err(Error::invalid_argument(
-                "rows",
-                format!(
-                    "{} floats is not a whole number of {d}-dimensional rows",
-                    rows.len()
-                ),
-            ));
-        }
+        check_rows(rows, d, "rows")?;
         let mut batch = EncodedBatch::new(self);
         batch.reserve(rows.len() / d);
         let mut encoder = self.encoder();

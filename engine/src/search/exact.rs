@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result, check_vector};
+use crate::error::{Error, Result, check_rows, check_vector};
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
 use crate::search::TopK;
@@ -41,15 +41,7 @@ impl<'a> ExactIndex<'a> {
                 reason: "vectors need at least one component",
             });
         }
-        if !data.len().is_multiple_of(dim) {
-            return Err(Error::invalid_argument(
-                "data",
-                format!(
-                    "{} floats is not a whole number of {dim}-dimensional rows",
-                    data.len()
-                ),
-            ));
-        }
+        check_rows(data, dim, "data")?;
         let rows: Vec<&[f32]> = data.chunks_exact(dim).collect();
         let inv_norms = rows
             .par_iter()
@@ -150,16 +142,7 @@ impl<'a> ExactIndex<'a> {
     /// [`search`](Self::search) for every row of a row-major `m × dim` query matrix, in
     /// parallel over blocks of queries.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
-        if !queries.len().is_multiple_of(self.dim) {
-            return Err(Error::invalid_argument(
-                "queries",
-                format!(
-                    "{} floats is not a whole number of {}-dimensional rows",
-                    queries.len(),
-                    self.dim
-                ),
-            ));
-        }
+        check_rows(queries, self.dim, "queries")?;
         let qs: Vec<&[f32]> = queries.chunks_exact(self.dim).collect();
         let inv = qs
             .iter()

@@ -15,7 +15,7 @@ mod hadamard;
 pub use dense::DenseRotation;
 pub use hadamard::{HadamardRotation, default_rounds};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_rows};
 
 /// Which rotation a quantizer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -121,15 +121,7 @@ impl Rotation {
 
     fn batch(&self, rows: &mut [f32], f: fn(&Self, &mut [f32], &mut [f32])) -> Result<()> {
         let dim = self.dim();
-        if !rows.len().is_multiple_of(dim) {
-            return Err(Error::invalid_argument(
-                "rows",
-                format!(
-                    "{} floats is not a whole number of {dim}-dimensional rows",
-                    rows.len()
-                ),
-            ));
-        }
+        check_rows(rows, dim, "rows")?;
         let mut scratch = vec![0.0f32; dim];
         for row in rows.chunks_exact_mut(dim) {
             f(self, row, &mut scratch);
