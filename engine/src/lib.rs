@@ -37,4 +37,4 @@ pub use quantizer::{
     CodeRef, EncodedBatch, Encoder, Estimator, Quantizer, QuantizerConfig, QueryLut, RotationKind,
     Variant, VectorScalars,
 };
-pub use search::{ExactIndex, Neighbor};
+pub use search::{ExactIndex, FlatIndex, Neighbor, RerankStorage, SearchParams};

@@ -2,7 +2,9 @@
 //! bounded top-k structure shared by all search paths.
 
 mod exact;
+mod flat;
 mod topk;
 
 pub use exact::{ExactIndex, Neighbor};
+pub use flat::{FlatIndex, RerankStorage, SearchParams};
 pub use topk::TopK;

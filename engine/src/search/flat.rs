@@ -1,0 +1,441 @@
+//! `FlatIndex`: an in-memory index that scans every code.
+//!
+//! Stage 1 scores every stored code with the query's float lookup table and keeps the
+//! `k × oversample` best; stage 2 (optional) reranks those candidates against full-precision
+//! vectors kept beside the codes (f32 or f16) and returns exact scores. The scan here is the
+//! portable float-LUT reference path; the blocked SIMD kernels replace stage 1's inner loop
+//! without changing what it computes.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result, check_rows, check_vector};
+use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
+use crate::metric::Metric;
+use crate::quantizer::{EncodedBatch, Estimator, Quantizer, QuantizerConfig, QueryLut};
+use crate::search::{Neighbor, TopK};
+
+/// Full-precision copies kept for reranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum RerankStorage {
+    /// No copies: results carry code-domain estimates.
+    #[default]
+    None,
+    /// Half-precision copies (2 bytes per component).
+    F16,
+    /// Single-precision copies (4 bytes per component).
+    F32,
+}
+
+impl RerankStorage {
+    /// The name used on command lines and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            RerankStorage::None => "none",
+            RerankStorage::F16 => "f16",
+            RerankStorage::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for RerankStorage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(RerankStorage::None),
+            "f16" => Ok(RerankStorage::F16),
+            "f32" => Ok(RerankStorage::F32),
+            other => Err(Error::invalid_argument(
+                "rerank",
+                format!("unknown rerank storage {other:?}: use none, f16 or f32"),
+            )),
+        }
+    }
+}
+
+/// Per-search knobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchParams {
+    /// Candidates kept by the code scan, as a multiple of k (≥ 1).
+    pub oversample: usize,
+    /// Rerank candidates on the stored full vectors (needs rerank storage).
+    pub rescore: bool,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            oversample: 1,
+            rescore: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+enum Vectors {
+    #[default]
+    None,
+    F16(Vec<half::f16>),
+    F32(Vec<f32>),
+}
+
+/// Rows per parallel task when one query is split across threads.
+const ROW_CHUNK: usize = 4096;
+
+/// An in-memory flat index over TurboQuant codes (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FlatIndex {
+    quantizer: Quantizer,
+    metric: Metric,
+    ids: Vec<u64>,
+    codes: EncodedBatch,
+    vectors: Vectors,
+}
+
+impl FlatIndex {
+    /// An empty index.
+    pub fn new(config: QuantizerConfig, metric: Metric, rerank: RerankStorage) -> Result<Self> {
+        let quantizer = Quantizer::new(config)?;
+        let codes = EncodedBatch::new(&quantizer);
+        let vectors = match rerank {
+            RerankStorage::None => Vectors::None,
+            RerankStorage::F16 => Vectors::F16(Vec::new()),
+            RerankStorage::F32 => Vectors::F32(Vec::new()),
+        };
+        Ok(FlatIndex {
+            quantizer,
+            metric,
+            ids: Vec::new(),
+            codes,
+            vectors,
+        })
+    }
+
+    /// The quantizer.
+    pub fn quantizer(&self) -> &Quantizer {
+        &self.quantizer
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Bytes held: codes, sketches, per-vector scalars, ids and rerank copies.
+    pub fn memory_bytes(&self) -> usize {
+        let vectors = match &self.vectors {
+            Vectors::None => 0,
+            Vectors::F16(v) => 2 * v.len(),
+            Vectors::F32(v) => 4 * v.len(),
+        };
+        self.codes.codes().len()
+            + self.codes.sketches().len()
+            + 12 * self.codes.len()
+            + 8 * self.ids.len()
+            + vectors
+    }
+
+    /// Encodes and appends `rows` (row-major, `ids.len() × dim`), in parallel. All rows are
+    /// validated first: on error nothing is added. Ids are not deduplicated here.
+    pub fn add(&mut self, ids: &[u64], rows: &[f32]) -> Result<()> {
+        let d = self.quantizer.dim();
+        check_rows(rows, d, "rows")?;
+        if rows.len() / d != ids.len() {
+            return Err(Error::invalid_argument(
+                "ids",
+                format!("{} ids for {} rows", ids.len(), rows.len() / d),
+            ));
+        }
+        if self.metric == Metric::Cosine {
+            if let Some(row) = rows
+                .chunks_exact(d)
+                .position(|r| squared_norm_f64(r) == 0.0)
+            {
+                return Err(Error::invalid_argument(
+                    "rows",
+                    format!("row {row} is a zero vector, which has no cosine similarity"),
+                ));
+            }
+        }
+        let parts = rows
+            .par_chunks(d * 1024)
+            .map(|chunk| self.quantizer.encode_batch(chunk))
+            .collect::<Result<Vec<_>>>()?;
+        for part in &parts {
+            self.codes.append(part);
+        }
+        self.ids.extend_from_slice(ids);
+        match &mut self.vectors {
+            Vectors::None => {}
+            Vectors::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
+            Vectors::F32(v) => v.extend_from_slice(rows),
+        }
+        Ok(())
+    }
+
+    fn check_query(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
+        if k == 0 {
+            return Err(Error::invalid_argument("k", "k must be at least 1"));
+        }
+        if params.oversample == 0 {
+            return Err(Error::invalid_argument("oversample", "must be at least 1"));
+        }
+        check_vector(query, self.quantizer.dim())?;
+        if self.metric == Metric::Cosine && squared_norm_f64(query) == 0.0 {
+            return Err(Error::ZeroVector);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn estimate(&self, lut: &QueryLut, row: usize) -> f32 {
+        let code = self.codes.get(row);
+        let est = Estimator::Renormalized;
+        match self.metric {
+            Metric::Cosine => lut.cosine(code, est),
+            Metric::Dot => lut.inner_product(code, est),
+            Metric::L2 => lut.squared_l2(code, est),
+        }
+    }
+
+    fn scan(&self, lut: &QueryLut, rows: std::ops::Range<usize>, keep: usize) -> TopK {
+        let mut top = TopK::new(keep);
+        for row in rows {
+            top.push(row as u64, self.metric.to_key(self.estimate(lut, row)));
+        }
+        top
+    }
+
+    fn exact_score(&self, query: &[f32], q_norm: f32, row: usize, buf: &mut [f32]) -> Option<f32> {
+        let d = self.quantizer.dim();
+        let x: &[f32] = match &self.vectors {
+            Vectors::None => return None,
+            Vectors::F32(v) => &v[row * d..(row + 1) * d],
+            Vectors::F16(v) => {
+                for (b, h) in buf.iter_mut().zip(&v[row * d..(row + 1) * d]) {
+                    *b = h.to_f32();
+                }
+                buf
+            }
+        };
+        Some(match self.metric {
+            Metric::Dot => dot_f32(query, x),
+            Metric::L2 => squared_l2_f32(query, x),
+            Metric::Cosine => {
+                let n = squared_norm_f64(x).sqrt() as f32;
+                dot_f32(query, x) / (q_norm * n)
+            }
+        })
+    }
+
+    fn finish(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        candidates: TopK,
+    ) -> Vec<Neighbor> {
+        let candidates = candidates.into_sorted();
+        let rerank = params.rescore && !matches!(self.vectors, Vectors::None);
+        if !rerank {
+            return candidates
+                .into_iter()
+                .take(k)
+                .map(|(row, key)| Neighbor {
+                    id: self.ids[row as usize],
+                    score: self.metric.to_key(key),
+                })
+                .collect();
+        }
+        let q_norm = squared_norm_f64(query).sqrt() as f32;
+        let mut buf = vec![0.0f32; self.quantizer.dim()];
+        let mut top = TopK::new(k);
+        for (row, _) in candidates {
+            let score = self
+                .exact_score(query, q_norm, row as usize, &mut buf)
+                .expect("rerank storage present");
+            top.push(row, self.metric.to_key(score));
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|(row, key)| Neighbor {
+                id: self.ids[row as usize],
+                score: self.metric.to_key(key),
+            })
+            .collect()
+    }
+
+    /// The `min(k, len)` best matches for `query`; the scan is split across threads.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
+        self.check_query(query, k, params)?;
+        let lut = self.quantizer.prepare_query(query)?;
+        let keep = k.saturating_mul(params.oversample);
+        let n = self.len();
+        let top = (0..n.div_ceil(ROW_CHUNK))
+            .into_par_iter()
+            .map(|c| self.scan(&lut, c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n), keep))
+            .reduce(
+                || TopK::new(keep),
+                |mut a, b| {
+                    a.merge(b);
+                    a
+                },
+            );
+        Ok(self.finish(query, k, params, top))
+    }
+
+    /// [`search`](Self::search) for every row of `queries`, in parallel over queries.
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Neighbor>>> {
+        let d = self.quantizer.dim();
+        check_rows(queries, d, "queries")?;
+        for q in queries.chunks_exact(d) {
+            self.check_query(q, k, params)?;
+        }
+        let keep = k.saturating_mul(params.oversample);
+        queries
+            .par_chunks(d)
+            .map(|q| {
+                let lut = self.quantizer.prepare_query(q)?;
+                let top = self.scan(&lut, 0..self.len(), keep);
+                Ok(self.finish(q, k, params, top))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRng;
+    use crate::search::ExactIndex;
+
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SeededRng::for_data(seed);
+        (0..n * d).map(|_| rng.gaussian() as f32).collect()
+    }
+
+    #[test]
+    fn rerank_with_full_oversampling_is_exact() {
+        let (n, d) = (700, 24);
+        let rows = data(n, d, 1);
+        let queries = data(20, d, 2);
+        let ids: Vec<u64> = (0..n as u64).map(|i| i * 3 + 5).collect();
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for storage in [RerankStorage::F32, RerankStorage::F16] {
+                let mut index =
+                    FlatIndex::new(QuantizerConfig::new(d, 2), metric, storage).unwrap();
+                index.add(&ids, &rows).unwrap();
+                let exact = ExactIndex::new(d, metric, &rows).unwrap();
+                // Oversampling that covers the whole index makes stage 1 irrelevant.
+                let params = SearchParams {
+                    oversample: n,
+                    rescore: true,
+                };
+                let got = index.search_batch(&queries, 10, &params).unwrap();
+                for (q, g) in queries.chunks_exact(d).zip(&got) {
+                    let want: Vec<u64> = exact
+                        .search(q, 10)
+                        .unwrap()
+                        .iter()
+                        .map(|n| ids[n.id as usize])
+                        .collect();
+                    let have: Vec<u64> = g.iter().map(|n| n.id).collect();
+                    if storage == RerankStorage::F32 {
+                        assert_eq!(have, want, "{metric:?}");
+                    } else {
+                        let common = have.iter().filter(|i| want.contains(i)).count();
+                        assert!(common >= 9, "{metric:?} f16: {common}/10");
+                    }
+                    assert_eq!(index.search(q, 10, &params).unwrap(), *g, "single == batch");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn code_scan_finds_most_true_neighbours_at_4_bits() {
+        let (n, d) = (2000, 64);
+        let rows = data(n, d, 3);
+        let queries = data(30, d, 4);
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let mut index =
+            FlatIndex::new(QuantizerConfig::new(d, 4), Metric::Dot, RerankStorage::None).unwrap();
+        index.add(&ids, &rows).unwrap();
+        let exact = ExactIndex::new(d, Metric::Dot, &rows).unwrap();
+        let mut hits = 0;
+        for q in queries.chunks_exact(d) {
+            let want: Vec<u64> = exact.search(q, 10).unwrap().iter().map(|n| n.id).collect();
+            let got = index
+                .search(
+                    q,
+                    10,
+                    &SearchParams {
+                        oversample: 1,
+                        rescore: false,
+                    },
+                )
+                .unwrap();
+            hits += got.iter().filter(|n| want.contains(&n.id)).count();
+        }
+        assert!(hits as f64 / 300.0 > 0.8, "recall {}", hits as f64 / 300.0);
+    }
+
+    #[test]
+    fn edge_cases_and_bad_input() {
+        let mut index = FlatIndex::new(
+            QuantizerConfig::new(8, 4),
+            Metric::Cosine,
+            RerankStorage::F32,
+        )
+        .unwrap();
+        let p = SearchParams::default();
+        assert!(
+            index.search(&[1.0; 8], 5, &p).unwrap().is_empty(),
+            "empty index"
+        );
+        index.add(&[1, 2], &data(2, 8, 5)).unwrap();
+        assert_eq!(
+            index.search(&[1.0; 8], 5, &p).unwrap().len(),
+            2,
+            "k > n returns n"
+        );
+        assert!(matches!(
+            index.search(&[1.0; 7], 5, &p),
+            Err(Error::DimensionMismatch { .. })
+        ));
+        assert!(matches!(
+            index.search(&[0.0; 8], 5, &p),
+            Err(Error::ZeroVector)
+        ));
+        assert!(matches!(
+            index.search(&[1.0; 8], 0, &p),
+            Err(Error::InvalidArgument { name: "k", .. })
+        ));
+        let bad = SearchParams {
+            oversample: 0,
+            rescore: true,
+        };
+        assert!(matches!(
+            index.search(&[1.0; 8], 1, &bad),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(
+            index.add(&[3], &[0.0; 8]).is_err(),
+            "zero vector under cosine"
+        );
+        assert!(index.add(&[3, 4], &[1.0; 8]).is_err(), "ids/rows mismatch");
+        let mut nan = vec![1.0; 8];
+        nan[3] = f32::NAN;
+        assert!(index.add(&[3], &nan).is_err());
+        assert_eq!(index.len(), 2, "failed adds change nothing");
+    }
+}
