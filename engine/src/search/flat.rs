@@ -150,16 +150,15 @@ impl FlatIndex {
                 format!("{} ids for {} rows", ids.len(), rows.len() / d),
             ));
         }
-        if self.metric == Metric::Cosine {
-            if let Some(row) = rows
+        if self.metric == Metric::Cosine
+            && let Some(row) = rows
                 .chunks_exact(d)
                 .position(|r| squared_norm_f64(r) == 0.0)
-            {
-                return Err(Error::invalid_argument(
-                    "rows",
-                    format!("row {row} is a zero vector, which has no cosine similarity"),
-                ));
-            }
+        {
+            return Err(Error::invalid_argument(
+                "rows",
+                format!("row {row} is a zero vector, which has no cosine similarity"),
+            ));
         }
         let parts = rows
             .par_chunks(d * 1024)
