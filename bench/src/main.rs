@@ -4,9 +4,12 @@
 //!   beside the paper's figures.
 //! * `fingerprint`: a checksum of the codes a configuration produces, to compare encoders across
 //!   processes, builds and machines.
+//! * `recall`: the ann-benchmarks-style recall runner; `plot` charts result CSVs together.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod distortion;
+mod recall;
+mod report;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,10 @@ enum Command {
     Distortion(distortion::Args),
     /// Print a checksum of the codes for a configuration and seeded random vectors.
     Fingerprint(FingerprintArgs),
+    /// Recall vs QPS on an ann-benchmarks dataset (ann-benchmarks' recall definition).
+    Recall(recall::Args),
+    /// Chart several result CSVs (Gyre's and the baselines') together.
+    Plot(recall::PlotArgs),
 }
 
 #[derive(clap::Args)]
@@ -82,8 +89,10 @@ fn fingerprint(args: &FingerprintArgs) -> Result<(), gyre::Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Distortion(args) => distortion::run(args),
-        Command::Fingerprint(args) => fingerprint(args),
+        Command::Distortion(args) => distortion::run(args).map_err(|e| e.to_string()),
+        Command::Fingerprint(args) => fingerprint(args).map_err(|e| e.to_string()),
+        Command::Recall(args) => recall::run(args),
+        Command::Plot(args) => recall::plot(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

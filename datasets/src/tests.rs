@@ -178,3 +178,129 @@ fn truncated_and_inconsistent_files_are_refused_with_their_name() {
         Err(DatasetError::Unsupported { .. })
     ));
 }
+
+fn small_dataset() -> AnnDataset {
+    let train = sample(300, 12);
+    let test = sample(17, 12);
+    let (neighbors, distances) =
+        groundtruth::exact_neighbors(&train, &test, Distance::Angular, 10, |_| {}).unwrap();
+    AnnDataset {
+        train,
+        test,
+        neighbors,
+        distances,
+        distance: Distance::Angular,
+    }
+}
+
+#[test]
+fn hdf5_fvecs_ivecs_and_fbin_hold_identical_data() {
+    let dir = TempDir::new("same");
+    let ds = small_dataset();
+    annb::write_hdf5(&dir.path("d.hdf5"), &ds).unwrap();
+    texmex::write_fvecs(&dir.path("train.fvecs"), &ds.train).unwrap();
+    texmex::write_fvecs(&dir.path("test.fvecs"), &ds.test).unwrap();
+    texmex::write_ivecs(&dir.path("gt.ivecs"), &ds.neighbors).unwrap();
+    bigann::write_fbin(&dir.path("train.fbin"), &ds.train).unwrap();
+
+    let back = annb::read_hdf5(&dir.path("d.hdf5")).unwrap();
+    assert_eq!(back, ds);
+    assert_eq!(read_vectors(&dir.path("train.fvecs")).unwrap(), back.train);
+    assert_eq!(read_vectors(&dir.path("train.fbin")).unwrap(), back.train);
+    assert_eq!(read_vectors(&dir.path("test.fvecs")).unwrap(), back.test);
+    assert_eq!(
+        texmex::read_ivecs(&dir.path("gt.ivecs")).unwrap(),
+        back.neighbors
+    );
+}
+
+#[test]
+fn ground_truth_matches_a_naive_sort() {
+    let ds = small_dataset();
+    for q in 0..ds.test.rows() {
+        let mut all: Vec<(f64, i32)> = (0..ds.train.rows())
+            .map(|i| {
+                (
+                    Distance::Angular.between(ds.test.row(q), ds.train.row(i)),
+                    i as i32,
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let want: Vec<i32> = all[..10].iter().map(|a| a.1).collect();
+        assert_eq!(ds.neighbors.row(q), &want[..], "query {q}");
+        assert!(ds.distances.row(q).windows(2).all(|w| w[0] <= w[1]));
+    }
+}
+
+#[test]
+fn malformed_hdf5_files_are_refused_with_their_name() {
+    let dir = TempDir::new("badh5");
+    let ds = small_dataset();
+    let p = dir.path("d.hdf5");
+    annb::write_hdf5(&p, &ds).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    for (what, broken) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("header", {
+            let mut b = bytes.clone();
+            b[..8].copy_from_slice(b"NOTHDF5!");
+            b
+        }),
+        ("empty", Vec::new()),
+    ] {
+        std::fs::write(&p, &broken).unwrap();
+        let err = annb::read_hdf5(&p).unwrap_err();
+        assert!(
+            matches!(err, DatasetError::Malformed { .. }) && err.to_string().contains("d.hdf5"),
+            "{what}: {err}"
+        );
+    }
+    // Inconsistent parts: ground truth for fewer queries than the file has.
+    let mut short = small_dataset();
+    short.neighbors = Matrix::new(1, 10, short.neighbors.as_slice()[..10].to_vec());
+    let err = annb::write_hdf5(&p, &short).unwrap_err();
+    assert!(err.to_string().contains("17 test queries"), "{err}");
+    // Ids outside train.
+    let mut bad_ids = small_dataset();
+    let mut ids = bad_ids.neighbors.clone().into_vec();
+    ids[3] = 300;
+    bad_ids.neighbors = Matrix::new(17, 10, ids);
+    assert!(
+        annb::write_hdf5(&p, &bad_ids)
+            .unwrap_err()
+            .to_string()
+            .contains("outside train")
+    );
+}
+
+#[test]
+fn shared_dataset_ground_truth_is_reproduced() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/docs-minilm-384-angular.hdf5");
+    if !path.exists() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("SKIPPED: {} not present", path.display());
+        }
+        return;
+    }
+    let ds = annb::read_hdf5(&path).unwrap();
+    assert_eq!(
+        (ds.train.rows(), ds.train.dim(), ds.test.rows()),
+        (50_000, 384, 1000)
+    );
+    assert_eq!(ds.distance, Distance::Angular);
+    // The first 100 queries: our exact top-10 must be within the stored 10th distance + 1e-3
+    // (the ann-benchmarks hit rule), i.e. recall 1.
+    let test = Matrix::new(100, 384, ds.test.as_slice()[..100 * 384].to_vec());
+    let (ids, _) =
+        groundtruth::exact_neighbors(&ds.train, &test, Distance::Angular, 10, |_| {}).unwrap();
+    for q in 0..100 {
+        let limit = f64::from(ds.distances.row(q)[9]) + 1e-3;
+        for &id in ids.row(q) {
+            let d = Distance::Angular.between(test.row(q), ds.train.row(id as usize));
+            assert!(d <= limit, "query {q}: id {id} at {d} beyond {limit}");
+        }
+    }
+}

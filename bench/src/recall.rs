@@ -1,0 +1,527 @@
+//! `gyre-bench recall`: the ann-benchmarks-style runner.
+//!
+//! Builds an index per configuration, runs the dataset's queries in batch mode (all queries in
+//! one call) or single mode (one call per query), and reports recall computed exactly as
+//! ann-benchmarks does (distances of the returned ids are recomputed; a hit is within the true
+//! k-th distance + 1e-3), recall@1@k, QPS (best of runs), latency percentiles (single mode),
+//! build time and index size.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use gyre::{
+    ExactIndex, FlatIndex, Neighbor, QuantizerConfig, RerankStorage, RotationKind, SearchParams,
+    Variant,
+};
+use gyre_datasets::annb::read_hdf5;
+use gyre_datasets::{AnnDataset, Distance};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::report::{self, Row};
+
+/// Where the shared development dataset lives, relative to the repository.
+const SHARED_DATASET: &str = "../shared/datasets/docs-minilm-384-angular.hdf5";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// All queries in one call.
+    Batch,
+    /// One query per call.
+    Single,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Algorithm {
+    /// Gyre's flat index over TurboQuant codes.
+    Gyre,
+    /// Brute force on full vectors (the oracle; recall must be 1).
+    Exact,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ann-benchmarks HDF5 file (default: the shared docs-minilm-384-angular set).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Override the file's distance: angular, euclidean or dot.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Algorithms to run.
+    #[arg(long, value_delimiter = ',', default_value = "gyre,exact")]
+    algorithm: Vec<Algorithm>,
+    /// Bits per coordinate (gyre).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    bits: Vec<u8>,
+    /// Candidates kept by the code scan, as multiples of k (gyre; only with rerank).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    oversample: Vec<usize>,
+    /// Full-precision copies for reranking: none, f16, f32 (gyre).
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    rerank: Vec<RerankStorage>,
+    /// Quantizer variant (gyre).
+    #[arg(long, default_value = "mse")]
+    variant: Variant,
+    /// Rotation (gyre).
+    #[arg(long, default_value = "hadamard")]
+    rotation: RotationKind,
+    /// Quantizer seed (gyre).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Thread counts to run with.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    threads: Vec<usize>,
+    /// batch, single, or both.
+    #[arg(long, value_delimiter = ',', default_value = "batch")]
+    mode: Vec<Mode>,
+    /// Timed runs per configuration (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Use only the first N queries.
+    #[arg(long)]
+    queries: Option<usize>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Directory for CSV, JSON Lines, Markdown and charts.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// File stem of the outputs (default: `<dataset>-gyre`).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// Resident set size in bytes, when the platform tells.
+fn rss_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn dataset_path(args: &Args) -> Result<PathBuf, String> {
+    if let Some(p) = &args.dataset {
+        return Ok(p.clone());
+    }
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(SHARED_DATASET);
+    if shared.exists() {
+        return Ok(shared);
+    }
+    Err("no --dataset given and the shared docs-minilm-384-angular.hdf5 is not present; fetch one with `cargo run --release -p gyre-datasets -- fetch glove-50`".into())
+}
+
+/// ann-benchmarks recall and recall@1@k of `results` against the dataset's ground truth.
+pub fn recall(
+    ds: &AnnDataset,
+    distance: Distance,
+    k: usize,
+    results: &[Vec<Neighbor>],
+) -> (f64, f64) {
+    let mut hits = 0usize;
+    let mut top1 = 0usize;
+    for (q, found) in results.iter().enumerate() {
+        let query = ds.test.row(q);
+        let gt = ds.distances.row(q);
+        let threshold = f64::from(gt[k - 1]) + 1e-3;
+        let best = f64::from(gt[0]) + 1e-6;
+        let dists: Vec<f64> = found
+            .iter()
+            .take(k)
+            .map(|n| distance.between(query, ds.train.row(n.id as usize)))
+            .collect();
+        hits += dists.iter().filter(|&&d| d <= threshold).count();
+        top1 += usize::from(dists.iter().any(|&d| d <= best));
+    }
+    let n = results.len() as f64;
+    (hits as f64 / (n * k as f64), top1 as f64 / n)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs one configuration `runs` times and keeps the best timing.
+struct Timing {
+    qps: f64,
+    latencies_ms: Option<Vec<f64>>,
+    results: Vec<Vec<Neighbor>>,
+}
+
+fn time_queries(
+    pool: &rayon::ThreadPool,
+    mode: Mode,
+    runs: usize,
+    nq: usize,
+    bar: &ProgressBar,
+    batch: &(dyn Fn() -> Result<Vec<Vec<Neighbor>>, gyre::Error> + Sync),
+    single: &(dyn Fn(usize) -> Result<Vec<Neighbor>, gyre::Error> + Sync),
+) -> Result<Timing, gyre::Error> {
+    let mut best: Option<Timing> = None;
+    for _ in 0..runs {
+        let timing = pool.install(|| -> Result<Timing, gyre::Error> {
+            match mode {
+                Mode::Batch => {
+                    let t = Instant::now();
+                    let results = batch()?;
+                    let secs = t.elapsed().as_secs_f64();
+                    bar.inc(nq as u64);
+                    Ok(Timing {
+                        qps: nq as f64 / secs,
+                        latencies_ms: None,
+                        results,
+                    })
+                }
+                Mode::Single => {
+                    let mut lat = Vec::with_capacity(nq);
+                    let mut results = Vec::with_capacity(nq);
+                    let t = Instant::now();
+                    for q in 0..nq {
+                        let s = Instant::now();
+                        results.push(single(q)?);
+                        lat.push(s.elapsed().as_secs_f64() * 1e3);
+                        if q % 64 == 63 {
+                            bar.inc(64);
+                        }
+                    }
+                    let secs = t.elapsed().as_secs_f64();
+                    bar.inc((nq % 64) as u64);
+                    lat.sort_by(f64::total_cmp);
+                    Ok(Timing {
+                        qps: nq as f64 / secs,
+                        latencies_ms: Some(lat),
+                        results,
+                    })
+                }
+            }
+        })?;
+        if best.as_ref().is_none_or(|b| timing.qps > b.qps) {
+            best = Some(timing);
+        }
+    }
+    Ok(best.expect("runs ≥ 1"))
+}
+
+struct Built<'a> {
+    algorithm: &'static str,
+    params: String,
+    build_s: f64,
+    index_bytes: u64,
+    rss_delta: Option<i64>,
+    oversample: Vec<usize>,
+    index: Index<'a>,
+}
+
+enum Index<'a> {
+    Exact(ExactIndex<'a>),
+    Gyre(FlatIndex),
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    if args.k == 0 || args.runs == 0 {
+        return Err("--k and --runs must be at least 1".into());
+    }
+    if args.threads.iter().any(|&t| t == 0) {
+        return Err("--threads values must be at least 1".into());
+    }
+    let path = dataset_path(args)?;
+    eprintln!("loading {}", path.display());
+    let mut ds = read_hdf5(&path).map_err(|e| e.to_string())?;
+    let distance = match &args.metric {
+        Some(m) => Distance::parse(m)
+            .ok_or_else(|| format!("unknown --metric {m:?}: use angular, euclidean or dot"))?,
+        None => ds.distance,
+    };
+    if args.k > ds.neighbors.dim() {
+        return Err(format!(
+            "--k {} exceeds the {} ground-truth neighbours in the file",
+            args.k,
+            ds.neighbors.dim()
+        ));
+    }
+    if let Some(limit) = args.queries {
+        let limit = limit.min(ds.test.rows()).max(1);
+        let d = ds.test.dim();
+        let kk = ds.neighbors.dim();
+        ds.test = gyre_datasets::Matrix::new(limit, d, ds.test.as_slice()[..limit * d].to_vec());
+        ds.neighbors =
+            gyre_datasets::Matrix::new(limit, kk, ds.neighbors.as_slice()[..limit * kk].to_vec());
+        ds.distances =
+            gyre_datasets::Matrix::new(limit, kk, ds.distances.as_slice()[..limit * kk].to_vec());
+    }
+    let dataset_name = path
+        .file_stem()
+        .map_or("dataset".into(), |s| s.to_string_lossy().into_owned());
+    let (n, d, nq) = (ds.train.rows(), ds.train.dim(), ds.test.rows());
+    eprintln!(
+        "{dataset_name}: {n} × {d} train, {nq} queries, {} distance, k = {}",
+        distance.name(),
+        args.k
+    );
+    let cpu = cpu_name();
+    let metric = distance.metric();
+    let max_threads = args.threads.iter().copied().max().unwrap_or(1);
+    let build_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(max_threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<u64> = (0..n as u64).collect();
+
+    // Every index to measure, built one at a time so the RSS delta belongs to it.
+    let mut specs: Vec<(Algorithm, u8, RerankStorage)> = Vec::new();
+    for &a in &args.algorithm {
+        match a {
+            Algorithm::Exact => specs.push((a, 0, RerankStorage::None)),
+            Algorithm::Gyre => {
+                for &b in &args.bits {
+                    for &r in &args.rerank {
+                        specs.push((a, b, r));
+                    }
+                }
+            }
+        }
+    }
+    let total_runs: usize = specs
+        .iter()
+        .map(|(a, _, r)| {
+            let os = if *a == Algorithm::Gyre && *r != RerankStorage::None {
+                args.oversample.len()
+            } else {
+                1
+            };
+            os * args.threads.len() * args.mode.len() * args.runs * nq
+        })
+        .sum();
+    let bar = ProgressBar::new(total_runs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>30} [{bar:30}] {pos}/{len} queries ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+
+    let mut rows = Vec::new();
+    for (algorithm, bits, rerank) in specs {
+        let rss0 = rss_bytes();
+        let t = Instant::now();
+        let built = match algorithm {
+            Algorithm::Exact => {
+                bar.set_message("building exact");
+                let index = build_pool
+                    .install(|| ExactIndex::new(d, metric, ds.train.as_slice()))
+                    .map_err(|e| e.to_string())?;
+                Built {
+                    algorithm: "exact",
+                    params: "brute-force f32".into(),
+                    build_s: t.elapsed().as_secs_f64(),
+                    index_bytes: (n * d * 4) as u64,
+                    rss_delta: None,
+                    oversample: vec![1],
+                    index: Index::Exact(index),
+                }
+            }
+            Algorithm::Gyre => {
+                bar.set_message(format!("building gyre {bits}-bit"));
+                let config = QuantizerConfig {
+                    dim: d,
+                    bits,
+                    variant: args.variant,
+                    rotation: args.rotation,
+                    seed: args.seed,
+                };
+                let mut index =
+                    FlatIndex::new(config, metric, rerank).map_err(|e| e.to_string())?;
+                build_pool
+                    .install(|| index.add(&ids, ds.train.as_slice()))
+                    .map_err(|e| e.to_string())?;
+                let build_s = t.elapsed().as_secs_f64();
+                Built {
+                    algorithm: "gyre",
+                    params: format!(
+                        "bits={bits} variant={} rotation={} rerank={}",
+                        args.variant.name(),
+                        args.rotation.name(),
+                        rerank.name()
+                    ),
+                    build_s,
+                    index_bytes: index.memory_bytes() as u64,
+                    rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
+                    oversample: if rerank == RerankStorage::None {
+                        vec![1]
+                    } else {
+                        args.oversample.clone()
+                    },
+                    index: Index::Gyre(index),
+                }
+            }
+        };
+        for &oversample in &built.oversample {
+            let params = SearchParams {
+                oversample,
+                rescore: true,
+            };
+            let label = match built.index {
+                Index::Exact(_) => built.params.clone(),
+                Index::Gyre(_) => format!("{} oversample={oversample}", built.params),
+            };
+            for &threads in &args.threads {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                for &mode in &args.mode {
+                    bar.set_message(format!(
+                        "{} {}b {:?} {threads}t",
+                        built.algorithm, bits, mode
+                    ));
+                    let queries = ds.test.as_slice();
+                    let k = args.k;
+                    let timing = match &built.index {
+                        Index::Exact(ix) => time_queries(
+                            &pool,
+                            mode,
+                            args.runs,
+                            nq,
+                            &bar,
+                            &|| ix.search_batch(queries, k),
+                            &|q| ix.search(ds.test.row(q), k),
+                        ),
+                        Index::Gyre(ix) => time_queries(
+                            &pool,
+                            mode,
+                            args.runs,
+                            nq,
+                            &bar,
+                            &|| ix.search_batch(queries, k, &params),
+                            &|q| ix.search(ds.test.row(q), k, &params),
+                        ),
+                    }
+                    .map_err(|e| e.to_string())?;
+                    let (rec, rec1) = recall(&ds, distance, k, &timing.results);
+                    let lat = timing.latencies_ms.as_deref();
+                    let row = Row {
+                        dataset: dataset_name.clone(),
+                        algorithm: built.algorithm.into(),
+                        params: label.clone(),
+                        k,
+                        recall: rec,
+                        recall_1_at_k: rec1,
+                        qps: timing.qps,
+                        p50_ms: lat.map(|l| percentile(l, 0.50)),
+                        p95_ms: lat.map(|l| percentile(l, 0.95)),
+                        p99_ms: lat.map(|l| percentile(l, 0.99)),
+                        build_s: built.build_s,
+                        index_bytes: built.index_bytes,
+                        rss_delta_bytes: built.rss_delta,
+                        threads,
+                        mode: format!("{mode:?}").to_lowercase(),
+                        cpu: cpu.clone(),
+                        isa: "portable".into(),
+                        queries: nq,
+                        runs: args.runs,
+                    };
+                    if args.json {
+                        bar.suspend(|| {
+                            println!("{}", serde_json::to_string(&row).expect("rows serialise"))
+                        });
+                    } else {
+                        bar.suspend(|| {
+                            println!(
+                                "{:<6} {:<58} {}t {:<6} recall {:.4} r@1@k {:.4} {:>9.1} QPS{}",
+                                row.algorithm,
+                                row.params,
+                                row.threads,
+                                row.mode,
+                                row.recall,
+                                row.recall_1_at_k,
+                                row.qps,
+                                row.p50_ms.map_or(String::new(), |p| format!(
+                                    "  p50 {p:.2} ms p99 {:.2} ms",
+                                    row.p99_ms.unwrap_or(f64::NAN)
+                                ))
+                            )
+                        });
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let stem = args.out.join(
+        args.name
+            .clone()
+            .unwrap_or_else(|| format!("{dataset_name}-gyre")),
+    );
+    let csv = stem.with_extension("csv");
+    report::write_csv(&csv, &rows)?;
+    report::write_jsonl(&stem.with_extension("jsonl"), &rows)?;
+    let md = stem.with_extension("md");
+    std::fs::write(&md, report::markdown(&rows)).map_err(|e| format!("{}: {e}", md.display()))?;
+    let (charts, note) = report::chart(&stem, &rows)?;
+    eprintln!(
+        "wrote {}, {}, {}",
+        csv.display(),
+        stem.with_extension("jsonl").display(),
+        md.display()
+    );
+    for c in charts {
+        eprintln!("wrote {}", c.display());
+    }
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    Ok(())
+}
+
+/// `gyre-bench plot`: one chart from several CSV files (Gyre's and the baselines').
+#[derive(clap::Args)]
+pub struct PlotArgs {
+    /// CSV files in the runner's schema.
+    #[arg(required = true)]
+    csv: Vec<PathBuf>,
+    /// Output stem (writes STEM.svg and STEM.png).
+    #[arg(long, default_value = "results/chart")]
+    out: PathBuf,
+}
+
+pub fn plot(args: &PlotArgs) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for p in &args.csv {
+        rows.extend(report::read_csv(p)?);
+    }
+    if rows.is_empty() {
+        return Err("the CSV files hold no rows".into());
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let (charts, note) = report::chart(&args.out, &rows)?;
+    std::fs::write(args.out.with_extension("md"), report::markdown(&rows))
+        .map_err(|e| e.to_string())?;
+    for c in charts {
+        println!("{}", c.display());
+    }
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    Ok(())
+}
