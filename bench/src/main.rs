@@ -30,7 +30,7 @@ enum Command {
     /// Print a checksum of the codes for a configuration and seeded random vectors.
     Fingerprint(FingerprintArgs),
     /// Recall vs QPS on an ann-benchmarks dataset (ann-benchmarks' recall definition).
-    Recall(recall::Args),
+    Recall(Box<recall::Args>),
     /// Chart several result CSVs (Gyre's and the baselines') together.
     Plot(recall::PlotArgs),
 }

@@ -236,7 +236,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     if args.k == 0 || args.runs == 0 {
         return Err("--k and --runs must be at least 1".into());
     }
-    if args.threads.iter().any(|&t| t == 0) {
+    if args.threads.contains(&0) {
         return Err("--threads values must be at least 1".into());
     }
     let path = dataset_path(args)?;
