@@ -40,7 +40,8 @@ pub enum Algorithm {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ann-benchmarks HDF5 file (default: the shared docs-minilm-384-angular set).
+    /// ann-benchmarks HDF5 file, or `glove-50` (downloaded and built under data/ on first use).
+    /// Default: the shared docs-minilm-384-angular set.
     #[arg(long)]
     dataset: Option<PathBuf>,
     /// Override the file's distance: angular, euclidean or dot.
@@ -114,6 +115,30 @@ pub fn cpu_name() -> String {
 
 fn dataset_path(args: &Args) -> Result<PathBuf, String> {
     if let Some(p) = &args.dataset {
+        // A known dataset name (glove-50) that is not a file: build it under data/ once.
+        let name = p.to_string_lossy();
+        if !p.exists() && gyre_datasets::fetch::KNOWN.contains(&name.as_ref()) {
+            let pb = ProgressBar::new(0);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            pb.set_message("groundtruth");
+            let out = gyre_datasets::fetch::fetch(
+                &name,
+                Path::new("data"),
+                &|l| pb.suspend(|| eprintln!("{l}")),
+                &mut |done, total| {
+                    pb.set_length(total as u64);
+                    pb.set_position(done as u64);
+                },
+            );
+            pb.finish_and_clear();
+            return out.map_err(|e| e.to_string());
+        }
         return Ok(p.clone());
     }
     let shared = Path::new(env!("CARGO_MANIFEST_DIR"))

