@@ -56,7 +56,7 @@ pub struct Args {
     /// Bits per coordinate (gyre).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     bits: Vec<u8>,
-    /// Candidates kept by the code scan, as multiples of k (gyre; only with rerank).
+    /// Candidates kept by the first (integer) stage, as multiples of k (gyre).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     oversample: Vec<usize>,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
@@ -249,6 +249,7 @@ struct Built<'a> {
     index_bytes: u64,
     rss_delta: Option<i64>,
     oversample: Vec<usize>,
+    isa: &'static str,
     index: Index<'a>,
 }
 
@@ -358,6 +359,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     index_bytes: (n * d * 4) as u64,
                     rss_delta: None,
                     oversample: vec![1],
+                    isa: "portable",
                     index: Index::Exact(index),
                 }
             }
@@ -387,11 +389,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                     build_s,
                     index_bytes: index.memory_bytes() as u64,
                     rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
-                    oversample: if rerank == RerankStorage::None {
-                        vec![1]
-                    } else {
-                        args.oversample.clone()
-                    },
+                    oversample: args.oversample.clone(),
+                    isa: index.kernel(),
                     index: Index::Gyre(index),
                 }
             }
@@ -457,7 +456,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                         threads,
                         mode: format!("{mode:?}").to_lowercase(),
                         cpu: cpu.clone(),
-                        isa: "portable".into(),
+                        isa: built.isa.into(),
                         queries: nq,
                         runs: args.runs,
                     };

@@ -1,12 +1,14 @@
 //! Scoring kernels.
 //!
-//! This module owns the arithmetic inner loops. For now it holds the portable f32 kernels used by
-//! the exact oracle and the dense rotation; the code-domain SIMD kernels (with their scalar twins
-//! and runtime dispatch) land here next.
+//! This module owns the arithmetic inner loops: the f32 kernels of the exact oracle and the dense
+//! rotation (here), and the code-domain [`fastscan`] kernels with their scalar twins and runtime
+//! dispatch.
 //!
 //! Invariant: every kernel sums in a fixed order, written out in the code (eight independent
 //! lanes, then a fixed reduction tree), so the compiler may vectorise it without changing a bit
 //! of the result.
+
+pub mod fastscan;
 
 /// Inner product of two equal-length f32 slices.
 #[inline]

@@ -10,6 +10,7 @@
 //! ([`packing`]); the blocked scan layout is built from them elsewhere.
 
 mod codebook;
+pub mod layout;
 pub mod packing;
 mod qjl;
 mod query;
@@ -17,7 +18,7 @@ mod rotation;
 
 pub use codebook::{Cdf, Codebook, CoordinateLaw, MIN_DIM};
 pub use qjl::QjlSketch;
-pub use query::{Estimator, QueryLut};
+pub use query::{Estimator, NibbleLut, QueryLut};
 pub use rotation::{DenseRotation, HadamardRotation, Rotation, RotationKind, default_rounds};
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //!
 //! Cosine and squared L2 follow from the inner product and the norms.
 
-use super::{CodeRef, Quantizer, Variant, packing, qjl};
+use super::{CodeRef, Quantizer, Variant, layout, packing, qjl};
 use crate::error::{Result, check_vector};
 use crate::kernels::squared_norm_f64;
 
@@ -91,6 +91,56 @@ impl QueryLut {
         &self.table
     }
 
+    /// The u8 nibble tables for the blocked scan (`None` unless the codes are 1, 2 or 4 bits).
+    pub fn nibble_lut(&self) -> Option<NibbleLut> {
+        if !layout::supports(self.bits) {
+            return None;
+        }
+        let (m, padded) = layout::nibbles(self.dim, self.bits);
+        let per_nibble = 4 / self.bits as usize;
+        let mask = (1usize << self.bits) - 1;
+        // Float table of each nibble: the sum of its coordinates' entries.
+        let mut float = vec![0.0f32; padded * 16];
+        for nib in 0..m {
+            for v in 0..16usize {
+                let mut sum = 0.0f32;
+                for t in 0..per_nibble {
+                    let coord = nib * per_nibble + t;
+                    if coord < self.dim {
+                        let code = (v >> (t * self.bits as usize)) & mask;
+                        sum += self.table[coord * self.levels + code];
+                    }
+                }
+                float[nib * 16 + v] = sum;
+            }
+        }
+        // One step for all tables, sized by the widest: each table keeps full u8 resolution.
+        let mut bias = 0.0f64;
+        let mut widest = 0.0f32;
+        let mins: Vec<f32> = float
+            .chunks_exact(16)
+            .map(|t| {
+                let lo = t.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                widest = widest.max(hi - lo);
+                bias += f64::from(lo);
+                lo
+            })
+            .collect();
+        let delta = if widest > 0.0 { widest / 255.0 } else { 1.0 };
+        let inv = 1.0 / delta;
+        let tables = float
+            .chunks_exact(16)
+            .zip(&mins)
+            .flat_map(|(t, &lo)| t.iter().map(move |&x| ((x - lo) * inv).round().clamp(0.0, 255.0) as u8))
+            .collect();
+        Some(NibbleLut {
+            tables,
+            delta,
+            bias: bias as f32,
+        })
+    }
+
     /// `<q', ĉ> = Σ_j T[j][code_j]` for packed codes.
     pub fn code_dot(&self, codes: &[u8]) -> f32 {
         if self.bits == 0 {
@@ -170,5 +220,28 @@ impl QueryLut {
     pub fn squared_l2(&self, code: CodeRef<'_>, estimator: Estimator) -> f32 {
         let n = code.scalars.norm;
         (self.norm * self.norm + n * n - 2.0 * self.inner_product(code, estimator)).max(0.0)
+    }
+}
+
+/// Per-query u8 tables for the blocked scan: nibble column `m`'s 16 entries at `16·m`.
+///
+/// `<q', ĉ> ≈ delta · S + bias` where `S` is the integer sum of the entries a vector's nibbles
+/// select. Each entry is within `delta / 2` of the float table (after its per-table offset), so
+/// the estimate is within `M · delta / 2` of the float estimate; survivors are rescored exactly.
+#[derive(Debug, Clone)]
+pub struct NibbleLut {
+    /// `M' × 16` entries.
+    pub tables: Vec<u8>,
+    /// The quantization step.
+    pub delta: f32,
+    /// The sum of the per-table offsets.
+    pub bias: f32,
+}
+
+impl NibbleLut {
+    /// The float estimate of `<q', ĉ>` for an integer sum.
+    #[inline]
+    pub fn estimate(&self, sum: u32) -> f32 {
+        self.delta * sum as f32 + self.bias
     }
 }

@@ -1,0 +1,161 @@
+//! The blocked FastScan layout of 1-, 2- and 4-bit codes.
+//!
+//! A vector's packed code (see [`packing`](super::packing)) is a sequence of 4-bit *nibbles*:
+//! nibble `m` holds coordinate `m` at 4 bits, coordinates `2m, 2m+1` at 2 bits, `4m..4m+4` at
+//! 1 bit. There are `M = ⌈d·b/4⌉` nibbles, padded to an even `M'` with zero nibbles.
+//!
+//! Vectors are stored in blocks of [`BLOCK`] = 32. A block is `M' × 16` bytes: for nibble
+//! column `m`, the 16 bytes at offset `16·m` hold, in byte `j`, vector `j`'s nibble `m` in the low
+//! half and vector `j + 16`'s nibble `m` in the high half. One 16-entry table lookup per half
+//! (`pshufb`) then scores all 32 vectors of the block for that nibble. Slots past the last
+//! vector hold zero nibbles. This byte layout is part of the segment format (docs/format.md).
+
+use crate::error::{Error, Result};
+
+/// Vectors per block.
+pub const BLOCK: usize = 32;
+
+/// Bit widths the blocked layout supports.
+pub fn supports(bits: u8) -> bool {
+    matches!(bits, 1 | 2 | 4)
+}
+
+/// Nibbles per vector for `dim` coordinates at `bits` bits, before and after padding to even.
+pub fn nibbles(dim: usize, bits: u8) -> (usize, usize) {
+    let m = (dim * bits as usize).div_ceil(4);
+    (m, m + m % 2)
+}
+
+/// Codes of many vectors in the blocked layout.
+#[derive(Debug, Clone, Default)]
+pub struct BlockedCodes {
+    bits: u8,
+    dim: usize,
+    nibbles: usize,
+    padded: usize,
+    len: usize,
+    bytes: Vec<u8>,
+}
+
+impl BlockedCodes {
+    /// An empty store for `dim`-dimensional codes at `bits` ∈ {1, 2, 4}.
+    pub fn new(dim: usize, bits: u8) -> Result<Self> {
+        if !supports(bits) {
+            return Err(Error::InvalidBits { bits });
+        }
+        let (nibbles, padded) = nibbles(dim, bits);
+        Ok(BlockedCodes {
+            bits,
+            dim,
+            nibbles,
+            padded,
+            len: 0,
+            bytes: Vec::new(),
+        })
+    }
+
+    /// Bits per coordinate.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// Dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Nibble columns per block (even).
+    pub fn nibble_columns(&self) -> usize {
+        self.padded
+    }
+
+    /// Bytes of one block.
+    pub fn block_bytes(&self) -> usize {
+        self.padded * 16
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of blocks (the last may be partial).
+    pub fn blocks(&self) -> usize {
+        self.len.div_ceil(BLOCK)
+    }
+
+    /// The raw blocked bytes, `blocks() × block_bytes()`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Appends one vector given its packed code (`⌈d·b/8⌉` bytes).
+    pub fn push(&mut self, packed: &[u8]) {
+        assert_eq!(packed.len(), (self.dim * self.bits as usize).div_ceil(8), "packed code size");
+        let i = self.len;
+        if i % BLOCK == 0 {
+            self.bytes.resize(self.bytes.len() + self.block_bytes(), 0);
+        }
+        let block = &mut self.bytes[(i / BLOCK) * self.padded * 16..][..self.padded * 16];
+        let (slot, high) = (i % 16, (i % BLOCK) >= 16);
+        for m in 0..self.nibbles {
+            let nib = (packed[m / 2] >> (4 * (m % 2))) & 0x0f;
+            let b = &mut block[m * 16 + slot];
+            *b = if high { (*b & 0x0f) | (nib << 4) } else { (*b & 0xf0) | nib };
+        }
+        self.len += 1;
+    }
+
+    /// Nibble `m` of vector `i` (for tests and the scalar paths).
+    pub fn nibble(&self, i: usize, m: usize) -> u8 {
+        let byte = self.bytes[(i / BLOCK) * self.padded * 16 + m * 16 + i % 16];
+        if i % BLOCK >= 16 { byte >> 4 } else { byte & 0x0f }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantizer::packing::{pack, packed_len};
+    use crate::random::SeededRng;
+
+    #[test]
+    fn every_nibble_lands_where_the_layout_says() {
+        let mut rng = SeededRng::for_data(1);
+        for bits in [1u8, 2, 4] {
+            for dim in (1..=80).chain([383, 384, 1536]) {
+                let n = 70;
+                let mut store = BlockedCodes::new(dim, bits).unwrap();
+                let mut packed_all = Vec::new();
+                for _ in 0..n {
+                    let codes: Vec<u8> = (0..dim).map(|_| rng.below(1 << bits) as u8).collect();
+                    let mut packed = vec![0u8; packed_len(dim, bits)];
+                    pack(&codes, bits, &mut packed);
+                    store.push(&packed);
+                    packed_all.push(packed);
+                }
+                assert_eq!(store.len(), n);
+                assert_eq!(store.as_bytes().len(), store.blocks() * store.block_bytes());
+                let (m, mp) = nibbles(dim, bits);
+                for (i, packed) in packed_all.iter().enumerate() {
+                    for k in 0..mp {
+                        let want = if k < m { (packed[k / 2] >> (4 * (k % 2))) & 15 } else { 0 };
+                        assert_eq!(store.nibble(i, k), want, "bits={bits} dim={dim} i={i} m={k}");
+                    }
+                }
+                // Empty slots of the last block are zero.
+                for i in n..store.blocks() * BLOCK {
+                    for k in 0..mp {
+                        assert_eq!(store.nibble(i, k), 0);
+                    }
+                }
+            }
+        }
+        assert!(BlockedCodes::new(8, 3).is_err());
+    }
+}
