@@ -27,7 +27,9 @@ impl Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::env::var_os("GYRE_FORCE_SCALAR").is_none() {
+            if std::is_x86_feature_detected!("avx2")
+                && std::env::var_os("GYRE_FORCE_SCALAR").is_none()
+            {
                 return Kernel::Avx2;
             }
             Kernel::Scalar
@@ -59,8 +61,14 @@ impl Kernel {
     #[inline]
     pub fn scan(self, codes: &[u8], columns: usize, tables: &[u8], out: &mut [u32]) {
         let block_bytes = columns * 16;
-        assert!(columns % 2 == 0 && tables.len() == block_bytes, "tables must cover every column");
-        assert!(codes.len() % block_bytes == 0 && out.len() == codes.len() / block_bytes * BLOCK, "buffer sizes");
+        assert!(
+            columns % 2 == 0 && tables.len() == block_bytes,
+            "tables must cover every column"
+        );
+        assert!(
+            codes.len() % block_bytes == 0 && out.len() == codes.len() / block_bytes * BLOCK,
+            "buffer sizes"
+        );
         match self {
             Kernel::Scalar => scan_scalar(codes, columns, tables, out),
             #[cfg(target_arch = "x86_64")]
@@ -74,7 +82,10 @@ impl Kernel {
 /// The reference kernel.
 pub fn scan_scalar(codes: &[u8], columns: usize, tables: &[u8], out: &mut [u32]) {
     let block_bytes = columns * 16;
-    for (block, sums) in codes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(BLOCK)) {
+    for (block, sums) in codes
+        .chunks_exact(block_bytes)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
         sums.fill(0);
         for (col, table) in block.chunks_exact(16).zip(tables.chunks_exact(16)) {
             for (j, &byte) in col.iter().enumerate() {
@@ -102,7 +113,10 @@ mod avx2 {
         let block_bytes = columns * 16;
         let low_nibbles = _mm256_set1_epi8(0x0f);
         let low_bytes = _mm256_set1_epi16(0x00ff);
-        for (block, sums) in codes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(BLOCK)) {
+        for (block, sums) in codes
+            .chunks_exact(block_bytes)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
             let mut wide = [0u32; BLOCK];
             let pairs = columns / 2;
             let mut start = 0;
@@ -178,7 +192,10 @@ mod tests {
         let mut rng = SeededRng::for_data(9);
         // Every even column count up to 160 (dims 1..=160 at 4 bits, 1..=320 at 2 bits), and
         // large ones that cross the u16 flush boundary (512 columns = 256 pairs).
-        let columns: Vec<usize> = (1..=80).map(|c| 2 * c).chain([510, 512, 514, 1536, 3072]).collect();
+        let columns: Vec<usize> = (1..=80)
+            .map(|c| 2 * c)
+            .chain([510, 512, 514, 1536, 3072])
+            .collect();
         for c in columns {
             for blocks in [1usize, 2, 5] {
                 let codes = random_bytes(&mut rng, blocks * c * 16);
@@ -194,12 +211,26 @@ mod tests {
             // Every entry 255 and every nibble selecting it: the largest possible sums.
             check(&vec![0xff; 3 * c * 16], c, &vec![255; c * 16]);
             check(&vec![0x00; c * 16], c, &vec![255; c * 16]);
-            check(&vec![0xf0; c * 16], c, &(0..c * 16).map(|i| if i % 16 == 15 { 255 } else { 0 }).collect::<Vec<_>>());
+            check(
+                &vec![0xf0; c * 16],
+                c,
+                &(0..c * 16)
+                    .map(|i| if i % 16 == 15 { 255 } else { 0 })
+                    .collect::<Vec<_>>(),
+            );
             check(&vec![0x0f; c * 16], c, &vec![0; c * 16]);
         }
         let mut out = vec![0u32; BLOCK];
-        Kernel::detect().scan(&vec![0xff; 3072 * 16], 3072, &vec![255; 3072 * 16], &mut out);
-        assert!(out.iter().all(|&s| s == 3072 * 255), "no overflow at 3072 columns");
+        Kernel::detect().scan(
+            &vec![0xff; 3072 * 16],
+            3072,
+            &vec![255; 3072 * 16],
+            &mut out,
+        );
+        assert!(
+            out.iter().all(|&s| s == 3072 * 255),
+            "no overflow at 3072 columns"
+        );
     }
 
     #[test]

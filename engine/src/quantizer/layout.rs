@@ -96,7 +96,11 @@ impl BlockedCodes {
 
     /// Appends one vector given its packed code (`⌈d·b/8⌉` bytes).
     pub fn push(&mut self, packed: &[u8]) {
-        assert_eq!(packed.len(), (self.dim * self.bits as usize).div_ceil(8), "packed code size");
+        assert_eq!(
+            packed.len(),
+            (self.dim * self.bits as usize).div_ceil(8),
+            "packed code size"
+        );
         let i = self.len;
         if i % BLOCK == 0 {
             self.bytes.resize(self.bytes.len() + self.block_bytes(), 0);
@@ -106,7 +110,11 @@ impl BlockedCodes {
         for m in 0..self.nibbles {
             let nib = (packed[m / 2] >> (4 * (m % 2))) & 0x0f;
             let b = &mut block[m * 16 + slot];
-            *b = if high { (*b & 0x0f) | (nib << 4) } else { (*b & 0xf0) | nib };
+            *b = if high {
+                (*b & 0x0f) | (nib << 4)
+            } else {
+                (*b & 0xf0) | nib
+            };
         }
         self.len += 1;
     }
@@ -114,7 +122,11 @@ impl BlockedCodes {
     /// Nibble `m` of vector `i` (for tests and the scalar paths).
     pub fn nibble(&self, i: usize, m: usize) -> u8 {
         let byte = self.bytes[(i / BLOCK) * self.padded * 16 + m * 16 + i % 16];
-        if i % BLOCK >= 16 { byte >> 4 } else { byte & 0x0f }
+        if i % BLOCK >= 16 {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        }
     }
 }
 
@@ -144,8 +156,16 @@ mod tests {
                 let (m, mp) = nibbles(dim, bits);
                 for (i, packed) in packed_all.iter().enumerate() {
                     for k in 0..mp {
-                        let want = if k < m { (packed[k / 2] >> (4 * (k % 2))) & 15 } else { 0 };
-                        assert_eq!(store.nibble(i, k), want, "bits={bits} dim={dim} i={i} m={k}");
+                        let want = if k < m {
+                            (packed[k / 2] >> (4 * (k % 2))) & 15
+                        } else {
+                            0
+                        };
+                        assert_eq!(
+                            store.nibble(i, k),
+                            want,
+                            "bits={bits} dim={dim} i={i} m={k}"
+                        );
                     }
                 }
                 // Empty slots of the last block are zero.

@@ -132,7 +132,10 @@ impl QueryLut {
         let tables = float
             .chunks_exact(16)
             .zip(&mins)
-            .flat_map(|(t, &lo)| t.iter().map(move |&x| ((x - lo) * inv).round().clamp(0.0, 255.0) as u8))
+            .flat_map(|(t, &lo)| {
+                t.iter()
+                    .map(move |&x| ((x - lo) * inv).round().clamp(0.0, 255.0) as u8)
+            })
             .collect();
         Some(NibbleLut {
             tables,

@@ -10,11 +10,11 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_rows, check_vector};
+use crate::kernels::fastscan::Kernel;
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
-use crate::kernels::fastscan::Kernel;
 use crate::quantizer::layout::{BLOCK, BlockedCodes};
-use crate::quantizer::{EncodedBatch, Estimator, Quantizer, QuantizerConfig, QueryLut};
+use crate::quantizer::{EncodedBatch, Estimator, NibbleLut, Quantizer, QuantizerConfig, QueryLut};
 use crate::search::{Neighbor, TopK};
 
 /// Full-precision copies kept for reranking.
@@ -83,8 +83,13 @@ enum Vectors {
 
 /// Rows per parallel task when one query is split across threads.
 const ROW_CHUNK: usize = 4096;
-/// Blocks scored per kernel call (their sums stay in L1: 64 · 32 · 4 bytes).
+/// Most blocks scored per kernel call (their sums stay in L1: 64 · 32 · 4 bytes).
 const SCAN_BLOCKS: usize = 64;
+/// Code bytes per chunk of a grouped scan: small enough to stay in L2 while every query of
+/// the group passes over it.
+const CHUNK_BYTES: usize = 192 * 1024;
+/// Queries scanned together in a batch.
+const QUERY_GROUP: usize = 8;
 
 /// An in-memory flat index over TurboQuant codes (see the module docs).
 #[derive(Debug, Clone)]
@@ -95,6 +100,10 @@ pub struct FlatIndex {
     codes: EncodedBatch,
     /// The same codes in the blocked FastScan layout (1-, 2- and 4-bit scalar codes).
     blocked: Option<BlockedCodes>,
+    /// Stage 1 ranks row `i` by `key_factor[i] · est + key_offset[i]` (an affine function of
+    /// the code-domain estimate: the metric's score up to per-query constants).
+    key_factor: Vec<f32>,
+    key_offset: Vec<f32>,
     vectors: Vectors,
 }
 
@@ -115,6 +124,8 @@ impl FlatIndex {
             ids: Vec::new(),
             codes,
             blocked,
+            key_factor: Vec::new(),
+            key_offset: Vec::new(),
             vectors,
         })
     }
@@ -141,7 +152,9 @@ impl FlatIndex {
             Vectors::F16(v) => 2 * v.len(),
             Vectors::F32(v) => 4 * v.len(),
         };
-        self.blocked.as_ref().map_or(self.codes.codes().len(), |b| b.as_bytes().len())
+        self.blocked
+            .as_ref()
+            .map_or(self.codes.codes().len(), |b| b.as_bytes().len())
             + self.codes.sketches().len()
             + 12 * self.codes.len()
             + 8 * self.ids.len()
@@ -178,6 +191,15 @@ impl FlatIndex {
                 for i in 0..part.len() {
                     blocked.push(part.get(i).codes);
                 }
+            }
+            for sc in part.scalars() {
+                let (factor, offset) = match self.metric {
+                    Metric::Dot => (sc.scale, 0.0),
+                    Metric::Cosine => (sc.scale / sc.norm, 0.0),
+                    Metric::L2 => (2.0 * sc.scale, -sc.norm * sc.norm),
+                };
+                self.key_factor.push(factor);
+                self.key_offset.push(offset);
             }
             self.codes.append(part);
         }
@@ -217,46 +239,79 @@ impl FlatIndex {
 
     /// The kernel stage 1 runs (reported by benchmarks).
     pub fn kernel(&self) -> &'static str {
-        if self.blocked.is_some() { Kernel::detect().name() } else { "portable-float" }
+        if self.blocked.is_some() {
+            Kernel::detect().name()
+        } else {
+            "portable-float"
+        }
     }
 
-    /// Stage 1 over rows `rows` (block-aligned for the blocked path): the `keep` best by the
-    /// approximate key.
-    fn scan(&self, lut: &QueryLut, rows: std::ops::Range<usize>, keep: usize) -> TopK {
-        let mut top = TopK::new(keep);
-        let (Some(blocked), Some(nibble)) = (&self.blocked, lut.nibble_lut()) else {
-            for row in rows {
-                top.push(row as u64, self.metric.to_key(self.estimate(lut, row)));
-            }
-            return top;
+    /// Stage 1 over rows `rows` (block-aligned for the blocked path) for a group of queries:
+    /// the `keep` best of each by the approximate key.
+    ///
+    /// The blocked path walks the codes in chunks small enough to stay in L2 and runs every
+    /// query of the group over a chunk before moving on, so a batch reads the codes from memory
+    /// once per group rather than once per query.
+    fn scan(&self, luts: &[QueryLut], rows: std::ops::Range<usize>, keep: usize) -> Vec<TopK> {
+        let nibbles: Option<Vec<NibbleLut>> = luts.iter().map(QueryLut::nibble_lut).collect();
+        let (Some(blocked), Some(nibbles)) = (&self.blocked, nibbles) else {
+            return luts
+                .iter()
+                .map(|lut| {
+                    let mut top = TopK::new(keep);
+                    for row in rows.clone() {
+                        top.push(row as u64, self.metric.to_key(self.estimate(lut, row)));
+                    }
+                    top
+                })
+                .collect();
         };
         let kernel = Kernel::detect();
         let columns = blocked.nibble_columns();
         let block_bytes = blocked.block_bytes();
-        let scalars = self.codes.scalars();
+        let chunk_blocks = (CHUNK_BYTES / block_bytes).clamp(1, SCAN_BLOCKS);
+        let mut tops: Vec<TopK> = luts.iter().map(|_| TopK::new(keep)).collect();
+        let mut thresholds = vec![f32::NEG_INFINITY; luts.len()];
         let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
-        let first_block = rows.start / BLOCK;
+        let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
         let end_block = rows.end.div_ceil(BLOCK);
-        let mut b = first_block;
+        let mut b = rows.start / BLOCK;
         while b < end_block {
-            let nb = SCAN_BLOCKS.min(end_block - b);
+            let nb = chunk_blocks.min(end_block - b);
             let codes = &blocked.as_bytes()[b * block_bytes..(b + nb) * block_bytes];
-            kernel.scan(codes, columns, &nibble.tables, &mut sums[..nb * BLOCK]);
             let base = b * BLOCK;
-            let last = (base + nb * BLOCK).min(rows.end);
-            for (row, &sum) in (base..last).zip(sums.iter()) {
-                let est = nibble.estimate(sum);
-                let s = scalars[row];
-                let key = match self.metric {
-                    Metric::Dot => s.scale * est,
-                    Metric::Cosine => s.scale / s.norm * est,
-                    Metric::L2 => 2.0 * s.scale * est - s.norm * s.norm,
-                };
-                top.push(row as u64, key);
+            let n = (base + nb * BLOCK).min(rows.end) - base;
+            let factors = &self.key_factor[base..base + n];
+            let offsets = &self.key_offset[base..base + n];
+            for ((nibble, top), threshold) in nibbles.iter().zip(&mut tops).zip(&mut thresholds) {
+                kernel.scan(codes, columns, &nibble.tables, &mut sums[..nb * BLOCK]);
+                // Keys for the whole chunk in one pass the compiler vectorises, then a compare
+                // against the heap's threshold that rarely succeeds.
+                let (delta, bias) = (nibble.delta, nibble.bias);
+                for (((key, &sum), &f), &o) in
+                    keys.iter_mut().zip(&sums[..n]).zip(factors).zip(offsets)
+                {
+                    *key = f * (delta * sum as f32 + bias) + o;
+                }
+                for (g, group) in keys[..n].chunks(16).enumerate() {
+                    // Branch-free "does any key reach the threshold" over 16 keys (vectorised).
+                    if !group
+                        .iter()
+                        .fold(false, |any, &key| any | (key >= *threshold))
+                    {
+                        continue;
+                    }
+                    for (j, &key) in group.iter().enumerate() {
+                        if key >= *threshold {
+                            top.push((base + g * 16 + j) as u64, key);
+                            *threshold = top.threshold().unwrap_or(f32::NEG_INFINITY);
+                        }
+                    }
+                }
             }
             b += nb;
         }
-        top
+        tops
     }
 
     fn exact_score(&self, query: &[f32], q_norm: f32, row: usize, buf: &mut [f32]) -> Option<f32> {
@@ -330,9 +385,13 @@ impl FlatIndex {
         let lut = self.quantizer.prepare_query(query)?;
         let keep = k.saturating_mul(params.oversample);
         let n = self.len();
+        let luts = std::slice::from_ref(&lut);
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
-            .map(|c| self.scan(&lut, c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n), keep))
+            .map(|c| {
+                let mut tops = self.scan(luts, c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n), keep);
+                tops.pop().expect("one query")
+            })
             .reduce(
                 || TopK::new(keep),
                 |mut a, b| {
@@ -356,14 +415,24 @@ impl FlatIndex {
             self.check_query(q, k, params)?;
         }
         let keep = k.saturating_mul(params.oversample);
-        queries
-            .par_chunks(d)
-            .map(|q| {
-                let lut = self.quantizer.prepare_query(q)?;
-                let top = self.scan(&lut, 0..self.len(), keep);
-                Ok(self.finish(q, &lut, k, params, top))
+        // Groups of queries share each pass over the codes; groups run in parallel.
+        let groups = queries
+            .par_chunks(d * QUERY_GROUP)
+            .map(|group| {
+                let luts = group
+                    .chunks_exact(d)
+                    .map(|q| self.quantizer.prepare_query(q))
+                    .collect::<Result<Vec<_>>>()?;
+                let tops = self.scan(&luts, 0..self.len(), keep);
+                Ok(group
+                    .chunks_exact(d)
+                    .zip(&luts)
+                    .zip(tops)
+                    .map(|((q, lut), top)| self.finish(q, lut, k, params, top))
+                    .collect::<Vec<_>>())
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(groups.into_iter().flatten().collect())
     }
 }
 
@@ -454,7 +523,9 @@ mod tests {
         let ids: Vec<u64> = (0..n as u64).collect();
         for bits in [1u8, 2, 4] {
             for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
-                let mut index = FlatIndex::new(QuantizerConfig::new(d, bits), metric, RerankStorage::None).unwrap();
+                let mut index =
+                    FlatIndex::new(QuantizerConfig::new(d, bits), metric, RerankStorage::None)
+                        .unwrap();
                 index.add(&ids, &rows).unwrap();
                 assert!(index.blocked.is_some());
                 let mut overlap = 0;
@@ -465,14 +536,28 @@ mod tests {
                         want.push(row as u64, metric.to_key(index.estimate(&lut, row)));
                     }
                     let want: Vec<u64> = want.into_sorted().iter().map(|w| w.0).collect();
-                    let all = SearchParams { oversample: n, rescore: false };
-                    let got: Vec<u64> = index.search(q, 10, &all).unwrap().iter().map(|g| g.id).collect();
+                    let all = SearchParams {
+                        oversample: n,
+                        rescore: false,
+                    };
+                    let got: Vec<u64> = index
+                        .search(q, 10, &all)
+                        .unwrap()
+                        .iter()
+                        .map(|g| g.id)
+                        .collect();
                     assert_eq!(got, want, "bits={bits} {metric:?}");
-                    let few = SearchParams { oversample: 2, rescore: false };
+                    let few = SearchParams {
+                        oversample: 2,
+                        rescore: false,
+                    };
                     let got = index.search(q, 10, &few).unwrap();
                     overlap += got.iter().filter(|g| want.contains(&g.id)).count();
                 }
-                assert!(overlap >= 90, "bits={bits} {metric:?}: {overlap}/100 with oversample 2");
+                assert!(
+                    overlap >= 90,
+                    "bits={bits} {metric:?}: {overlap}/100 with oversample 2"
+                );
             }
         }
     }
