@@ -62,11 +62,11 @@ impl Kernel {
     pub fn scan(self, codes: &[u8], columns: usize, tables: &[u8], out: &mut [u32]) {
         let block_bytes = columns * 16;
         assert!(
-            columns % 2 == 0 && tables.len() == block_bytes,
+            columns.is_multiple_of(2) && tables.len() == block_bytes,
             "tables must cover every column"
         );
         assert!(
-            codes.len() % block_bytes == 0 && out.len() == codes.len() / block_bytes * BLOCK,
+            codes.len().is_multiple_of(block_bytes) && out.len() == codes.len() / block_bytes * BLOCK,
             "buffer sizes"
         );
         match self {

@@ -102,7 +102,7 @@ impl BlockedCodes {
             "packed code size"
         );
         let i = self.len;
-        if i % BLOCK == 0 {
+        if i.is_multiple_of(BLOCK) {
             self.bytes.resize(self.bytes.len() + self.block_bytes(), 0);
         }
         let block = &mut self.bytes[(i / BLOCK) * self.padded * 16..][..self.padded * 16];
