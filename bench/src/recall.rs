@@ -255,7 +255,7 @@ struct Built<'a> {
 
 enum Index<'a> {
     Exact(ExactIndex<'a>),
-    Gyre(FlatIndex),
+    Gyre(Box<FlatIndex>),
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -391,7 +391,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
                     oversample: args.oversample.clone(),
                     isa: index.kernel(),
-                    index: Index::Gyre(index),
+                    index: Index::Gyre(Box::new(index)),
                 }
             }
         };
