@@ -6,8 +6,10 @@
 //! has, chosen once by [`Kernel::detect`]. All kernels compute the same integers exactly.
 //!
 //! The AVX2 kernel looks up 32 nibbles per `vpshufb`, two nibble columns per 256-bit register
-//! (one per 128-bit lane), and accumulates in u16 lanes split by even/odd byte position, which
-//! cannot overflow for 256 column pairs (256 · 255 < 65536); it widens into u32 every 256 pairs.
+//! (one per 128-bit lane); the AVX-512BW kernel four per 512-bit register. Both accumulate the
+//! looked-up bytes as u16 words: `words += r` and `high += r >> 8`, so that the even-byte sums
+//! are `words - (high << 8)` modulo 2^16, exact while a sum stays below 65536 (256 steps of at
+//! most 255); they widen into u32 every 256 steps.
 
 use crate::quantizer::layout::BLOCK;
 
@@ -19,29 +21,44 @@ pub enum Kernel {
     /// x86-64 AVX2.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86-64 AVX-512 F + BW.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Kernel {
-    /// The best kernel for this CPU (detected once).
+    /// The best kernel for this CPU, detected once. `GYRE_KERNEL=portable|avx2|avx512` picks a
+    /// slower one for comparisons (an unavailable choice falls back to the best).
     pub fn detect() -> Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2")
-                && std::env::var_os("GYRE_FORCE_SCALAR").is_none()
-            {
-                return Kernel::Avx2;
-            }
-            Kernel::Scalar
+            let available = Kernel::available();
+            let wanted = std::env::var("GYRE_KERNEL").ok();
+            available
+                .iter()
+                .copied()
+                .find(|k| wanted.as_deref() == Some(k.name()))
+                .unwrap_or(
+                    *available
+                        .last()
+                        .expect("the portable kernel is always there"),
+                )
         })
     }
 
-    /// Every kernel this CPU can run (for parity tests).
+    /// Every kernel this CPU can run, slowest first (for parity tests).
     pub fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
         let mut v = vec![Kernel::Scalar];
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            v.push(Kernel::Avx2);
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                v.push(Kernel::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+            {
+                v.push(Kernel::Avx512);
+            }
         }
         v
     }
@@ -52,6 +69,8 @@ impl Kernel {
             Kernel::Scalar => "portable",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "avx512",
         }
     }
 
@@ -66,7 +85,8 @@ impl Kernel {
             "tables must cover every column"
         );
         assert!(
-            codes.len().is_multiple_of(block_bytes) && out.len() == codes.len() / block_bytes * BLOCK,
+            codes.len().is_multiple_of(block_bytes)
+                && out.len() == codes.len() / block_bytes * BLOCK,
             "buffer sizes"
         );
         match self {
@@ -75,6 +95,10 @@ impl Kernel {
             // SAFETY: `Avx2` is only constructed after `is_x86_feature_detected!("avx2")`, and
             // the sizes the kernel reads and writes were checked above.
             Kernel::Avx2 => unsafe { avx2::scan(codes, columns, tables, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512` is only constructed after detecting AVX-512 F and BW, and the
+            // sizes the kernel reads and writes were checked above.
+            Kernel::Avx512 => unsafe { avx512::scan(codes, columns, tables, out) },
         }
     }
 }
@@ -112,7 +136,6 @@ mod avx2 {
     pub(super) unsafe fn scan(codes: &[u8], columns: usize, tables: &[u8], out: &mut [u32]) {
         let block_bytes = columns * 16;
         let low_nibbles = _mm256_set1_epi8(0x0f);
-        let low_bytes = _mm256_set1_epi16(0x00ff);
         for (block, sums) in codes
             .chunks_exact(block_bytes)
             .zip(out.chunks_exact_mut(BLOCK))
@@ -122,10 +145,10 @@ mod avx2 {
             let mut start = 0;
             while start < pairs {
                 let end = (start + FLUSH_PAIRS).min(pairs);
-                let mut lo_even = _mm256_setzero_si256();
-                let mut lo_odd = _mm256_setzero_si256();
-                let mut hi_even = _mm256_setzero_si256();
-                let mut hi_odd = _mm256_setzero_si256();
+                let mut lo_words = _mm256_setzero_si256();
+                let mut lo_high = _mm256_setzero_si256();
+                let mut hi_words = _mm256_setzero_si256();
+                let mut hi_high = _mm256_setzero_si256();
                 for p in start..end {
                     // SAFETY: pair `p < columns / 2` covers bytes [32p, 32p + 32) of the block
                     // and of the tables, both `columns · 16` bytes long.
@@ -139,15 +162,17 @@ mod avx2 {
                     let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low_nibbles);
                     let rlo = _mm256_shuffle_epi8(t, lo);
                     let rhi = _mm256_shuffle_epi8(t, hi);
-                    lo_even = _mm256_add_epi16(lo_even, _mm256_and_si256(rlo, low_bytes));
-                    lo_odd = _mm256_add_epi16(lo_odd, _mm256_srli_epi16(rlo, 8));
-                    hi_even = _mm256_add_epi16(hi_even, _mm256_and_si256(rhi, low_bytes));
-                    hi_odd = _mm256_add_epi16(hi_odd, _mm256_srli_epi16(rhi, 8));
+                    lo_words = _mm256_add_epi16(lo_words, rlo);
+                    lo_high = _mm256_add_epi16(lo_high, _mm256_srli_epi16(rlo, 8));
+                    hi_words = _mm256_add_epi16(hi_words, rhi);
+                    hi_high = _mm256_add_epi16(hi_high, _mm256_srli_epi16(rhi, 8));
                 }
+                let lo_even = _mm256_sub_epi16(lo_words, _mm256_slli_epi16(lo_high, 8));
+                let hi_even = _mm256_sub_epi16(hi_words, _mm256_slli_epi16(hi_high, 8));
                 widen(lo_even, &mut wide[..16], 0);
-                widen(lo_odd, &mut wide[..16], 1);
+                widen(lo_high, &mut wide[..16], 1);
                 widen(hi_even, &mut wide[16..], 0);
-                widen(hi_odd, &mut wide[16..], 1);
+                widen(hi_high, &mut wide[16..], 1);
                 start = end;
             }
             sums.copy_from_slice(&wide);
@@ -163,6 +188,109 @@ mod avx2 {
         unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast(), acc) };
         for w in 0..8 {
             half[2 * w + parity] += u32::from(words[w]) + u32::from(words[8 + w]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+
+    /// Steps accumulated in u16 before widening: 256 · 255 = 65280 < 65536.
+    const FLUSH_STEPS: usize = 256;
+
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW (and so AVX2); `codes` holds whole blocks of
+    /// `columns · 16` bytes, `tables` `columns · 16` bytes, `out` 32 sums per block, `columns`
+    /// is even.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    pub(super) unsafe fn scan(codes: &[u8], columns: usize, tables: &[u8], out: &mut [u32]) {
+        let block_bytes = columns * 16;
+        let quads = columns / 4;
+        let low_nibbles = _mm512_set1_epi8(0x0f);
+        let low_nibbles_256 = _mm256_set1_epi8(0x0f);
+        for (block, sums) in codes
+            .chunks_exact(block_bytes)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            let mut wide = [0u32; BLOCK];
+            let mut start = 0;
+            while start < quads {
+                let end = (start + FLUSH_STEPS).min(quads);
+                let mut lo_words = _mm512_setzero_si512();
+                let mut lo_high = _mm512_setzero_si512();
+                let mut hi_words = _mm512_setzero_si512();
+                let mut hi_high = _mm512_setzero_si512();
+                for q in start..end {
+                    // SAFETY: quad `q < columns / 4` covers bytes [64q, 64q + 64) of the block and
+                    // of the tables, both `columns · 16` bytes long.
+                    let (x, t) = unsafe {
+                        (
+                            _mm512_loadu_si512(block.as_ptr().add(64 * q).cast()),
+                            _mm512_loadu_si512(tables.as_ptr().add(64 * q).cast()),
+                        )
+                    };
+                    let lo = _mm512_and_si512(x, low_nibbles);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low_nibbles);
+                    let rlo = _mm512_shuffle_epi8(t, lo);
+                    let rhi = _mm512_shuffle_epi8(t, hi);
+                    lo_words = _mm512_add_epi16(lo_words, rlo);
+                    lo_high = _mm512_add_epi16(lo_high, _mm512_srli_epi16(rlo, 8));
+                    hi_words = _mm512_add_epi16(hi_words, rhi);
+                    hi_high = _mm512_add_epi16(hi_high, _mm512_srli_epi16(rhi, 8));
+                }
+                let lo_even = _mm512_sub_epi16(lo_words, _mm512_slli_epi16(lo_high, 8));
+                let hi_even = _mm512_sub_epi16(hi_words, _mm512_slli_epi16(hi_high, 8));
+                widen(lo_even, &mut wide[..16], 0);
+                widen(lo_high, &mut wide[..16], 1);
+                widen(hi_even, &mut wide[16..], 0);
+                widen(hi_high, &mut wide[16..], 1);
+                start = end;
+            }
+            if columns % 4 == 2 {
+                // The last pair of columns, at 256 bits (one step: no overflow concern).
+                let at = 64 * quads;
+                // SAFETY: the last pair covers bytes [64·quads, 64·quads + 32) = the final 32
+                // bytes of the block and of the tables.
+                let (x, t) = unsafe {
+                    (
+                        _mm256_loadu_si256(block.as_ptr().add(at).cast()),
+                        _mm256_loadu_si256(tables.as_ptr().add(at).cast()),
+                    )
+                };
+                let lo = _mm256_and_si256(x, low_nibbles_256);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low_nibbles_256);
+                let rlo = _mm256_shuffle_epi8(t, lo);
+                let rhi = _mm256_shuffle_epi8(t, hi);
+                let mut bytes = [0u8; 64];
+                // SAFETY: `bytes` holds two 32-byte stores.
+                unsafe {
+                    _mm256_storeu_si256(bytes.as_mut_ptr().cast(), rlo);
+                    _mm256_storeu_si256(bytes.as_mut_ptr().add(32).cast(), rhi);
+                }
+                for j in 0..16 {
+                    wide[j] += u32::from(bytes[j]) + u32::from(bytes[16 + j]);
+                    wide[16 + j] += u32::from(bytes[32 + j]) + u32::from(bytes[48 + j]);
+                }
+            }
+            sums.copy_from_slice(&wide);
+        }
+    }
+
+    /// Adds the 32 u16 lanes of `acc` (8 per 128-bit lane, one per even or odd byte slot; the four
+    /// lanes hold four columns) into vectors `2w + parity` of `half`.
+    #[inline(always)]
+    fn widen(acc: __m512i, half: &mut [u32], parity: usize) {
+        let mut words = [0u16; 32];
+        // SAFETY: `words` is 64 bytes, the size of one unaligned 512-bit store.
+        unsafe { _mm512_storeu_si512(words.as_mut_ptr().cast(), acc) };
+        for w in 0..8 {
+            half[2 * w + parity] += u32::from(words[w])
+                + u32::from(words[8 + w])
+                + u32::from(words[16 + w])
+                + u32::from(words[24 + w]);
         }
     }
 }

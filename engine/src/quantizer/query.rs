@@ -115,6 +115,7 @@ impl QueryLut {
             }
         }
         // One step for all tables, sized by the widest: each table keeps full u8 resolution.
+        // Entries round to nearest by `+ 0.5` then truncation (the values are non-negative).
         let mut bias = 0.0f64;
         let mut widest = 0.0f32;
         let mins: Vec<f32> = float
@@ -134,7 +135,7 @@ impl QueryLut {
             .zip(&mins)
             .flat_map(|(t, &lo)| {
                 t.iter()
-                    .map(move |&x| ((x - lo) * inv).round().clamp(0.0, 255.0) as u8)
+                    .map(move |&x| ((x - lo) * inv + 0.5).clamp(0.0, 255.0) as u8)
             })
             .collect();
         Some(NibbleLut {
