@@ -104,6 +104,10 @@ pub struct FlatIndex {
     /// the code-domain estimate: the metric's score up to per-query constants).
     key_factor: Vec<f32>,
     key_offset: Vec<f32>,
+    /// Bit `j` of `live[b]` is set while row `32·b + j` holds the current version of its id.
+    live: Vec<u32>,
+    live_count: usize,
+    rows_by_id: std::collections::HashMap<u64, usize>,
     vectors: Vectors,
 }
 
@@ -126,6 +130,9 @@ impl FlatIndex {
             blocked,
             key_factor: Vec::new(),
             key_offset: Vec::new(),
+            live: Vec::new(),
+            live_count: 0,
+            rows_by_id: std::collections::HashMap::new(),
             vectors,
         })
     }
@@ -135,14 +142,58 @@ impl FlatIndex {
         &self.quantizer
     }
 
-    /// Number of vectors.
+    /// Number of live vectors (one per id).
     pub fn len(&self) -> usize {
+        self.live_count
+    }
+
+    /// True when no vector is live.
+    pub fn is_empty(&self) -> bool {
+        self.live_count == 0
+    }
+
+    /// Rows stored, including replaced and removed ones not yet compacted away.
+    pub fn rows(&self) -> usize {
         self.ids.len()
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+    fn kill(&mut self, row: usize) {
+        let bit = 1u32 << (row % BLOCK);
+        if self.live[row / BLOCK] & bit != 0 {
+            self.live[row / BLOCK] &= !bit;
+            self.live_count -= 1;
+        }
+    }
+
+    /// Removes the vectors with these ids; unknown ids are ignored. Returns how many were removed.
+    pub fn remove(&mut self, ids: &[u64]) -> usize {
+        let mut removed = 0;
+        for id in ids {
+            if let Some(row) = self.rows_by_id.remove(id) {
+                self.kill(row);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Per-block masks of the live rows whose id is in `allow`.
+    fn allowed_masks(&self, allow: &roaring::RoaringTreemap) -> Vec<u32> {
+        let mut masks = vec![0u32; self.live.len()];
+        if allow.len() as usize <= self.rows_by_id.len() {
+            for id in allow.iter() {
+                if let Some(&row) = self.rows_by_id.get(&id) {
+                    masks[row / BLOCK] |= 1 << (row % BLOCK);
+                }
+            }
+        } else {
+            for (&id, &row) in &self.rows_by_id {
+                if allow.contains(id) {
+                    masks[row / BLOCK] |= 1 << (row % BLOCK);
+                }
+            }
+        }
+        masks
     }
 
     /// Bytes held: codes, sketches, per-vector scalars, ids and rerank copies.
@@ -161,8 +212,9 @@ impl FlatIndex {
             + vectors
     }
 
-    /// Encodes and appends `rows` (row-major, `ids.len() × dim`), in parallel. All rows are
-    /// validated first: on error nothing is added. Ids are not deduplicated here.
+    /// Encodes and adds `rows` (row-major, `ids.len() × dim`), in parallel. All rows are
+    /// validated first: on error nothing changes. Adding an id that is already present replaces
+    /// its vector; when an id repeats within one call, the last row wins.
     pub fn add(&mut self, ids: &[u64], rows: &[f32]) -> Result<()> {
         let d = self.quantizer.dim();
         check_rows(rows, d, "rows")?;
@@ -203,7 +255,19 @@ impl FlatIndex {
             }
             self.codes.append(part);
         }
+        let first = self.ids.len();
         self.ids.extend_from_slice(ids);
+        for (i, &id) in ids.iter().enumerate() {
+            let row = first + i;
+            if row.is_multiple_of(BLOCK) {
+                self.live.push(0);
+            }
+            self.live[row / BLOCK] |= 1 << (row % BLOCK);
+            self.live_count += 1;
+            if let Some(old) = self.rows_by_id.insert(id, row) {
+                self.kill(old);
+            }
+        }
         match &mut self.vectors {
             Vectors::None => {}
             Vectors::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
@@ -252,7 +316,16 @@ impl FlatIndex {
     /// The blocked path walks the codes in chunks small enough to stay in L2 and runs every
     /// query of the group over a chunk before moving on, so a batch reads the codes from memory
     /// once per group rather than once per query.
-    fn scan(&self, luts: &[QueryLut], rows: std::ops::Range<usize>, keep: usize) -> Vec<TopK> {
+    ///
+    /// Only rows whose bit is set in `masks` (one u32 per block) are considered; blocks with no
+    /// such row are not scanned.
+    fn scan(
+        &self,
+        luts: &[QueryLut],
+        rows: std::ops::Range<usize>,
+        keep: usize,
+        masks: &[u32],
+    ) -> Vec<TopK> {
         let nibbles: Option<Vec<NibbleLut>> = luts.iter().map(QueryLut::nibble_lut).collect();
         let (Some(blocked), Some(nibbles)) = (&self.blocked, nibbles) else {
             return luts
@@ -260,7 +333,9 @@ impl FlatIndex {
                 .map(|lut| {
                     let mut top = TopK::new(keep);
                     for row in rows.clone() {
-                        top.push(row as u64, self.metric.to_key(self.estimate(lut, row)));
+                        if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1 {
+                            top.push(row as u64, self.metric.to_key(self.estimate(lut, row)));
+                        }
                     }
                     top
                 })
@@ -271,13 +346,23 @@ impl FlatIndex {
         let block_bytes = blocked.block_bytes();
         let chunk_blocks = (CHUNK_BYTES / block_bytes).clamp(1, SCAN_BLOCKS);
         let mut tops: Vec<TopK> = luts.iter().map(|_| TopK::new(keep)).collect();
-        let mut thresholds = vec![f32::NEG_INFINITY; luts.len()];
+        // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
+        // value), so they never enter a heap.
+        let mut thresholds = vec![f32::MIN; luts.len()];
         let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
         let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
         let end_block = rows.end.div_ceil(BLOCK);
         let mut b = rows.start / BLOCK;
         while b < end_block {
-            let nb = chunk_blocks.min(end_block - b);
+            // Skip blocks with nothing to find, then take a run of blocks that have something.
+            if masks[b] == 0 {
+                b += 1;
+                continue;
+            }
+            let mut nb = 1;
+            while nb < chunk_blocks && b + nb < end_block && masks[b + nb] != 0 {
+                nb += 1;
+            }
             let codes = &blocked.as_bytes()[b * block_bytes..(b + nb) * block_bytes];
             let base = b * BLOCK;
             let n = (base + nb * BLOCK).min(rows.end) - base;
@@ -293,6 +378,15 @@ impl FlatIndex {
                 {
                     *key = f * (delta * sum as f32 + bias) + o;
                 }
+                for (block_keys, &mask) in keys[..n].chunks_mut(BLOCK).zip(&masks[b..b + nb]) {
+                    if mask != u32::MAX {
+                        for (j, key) in block_keys.iter_mut().enumerate() {
+                            if mask >> j & 1 == 0 {
+                                *key = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
                 for (g, group) in keys[..n].chunks(16).enumerate() {
                     // Branch-free "does any key reach the threshold" over 16 keys (vectorised).
                     if !group
@@ -304,7 +398,7 @@ impl FlatIndex {
                     for (j, &key) in group.iter().enumerate() {
                         if key >= *threshold {
                             top.push((base + g * 16 + j) as u64, key);
-                            *threshold = top.threshold().unwrap_or(f32::NEG_INFINITY);
+                            *threshold = top.threshold().unwrap_or(f32::MIN);
                         }
                     }
                 }
@@ -381,15 +475,42 @@ impl FlatIndex {
 
     /// The `min(k, len)` best matches for `query`; the scan is split across threads.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
+        self.search_masked(query, k, params, &self.live)
+    }
+
+    /// [`search`](Self::search) restricted to the ids in `allow` (ids not in the index are
+    /// ignored); returns `min(k, |allowed live ids|)` results.
+    pub fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        allow: &roaring::RoaringTreemap,
+    ) -> Result<Vec<Neighbor>> {
+        self.search_masked(query, k, params, &self.allowed_masks(allow))
+    }
+
+    fn search_masked(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        masks: &[u32],
+    ) -> Result<Vec<Neighbor>> {
         self.check_query(query, k, params)?;
         let lut = self.quantizer.prepare_query(query)?;
         let keep = k.saturating_mul(params.oversample);
-        let n = self.len();
+        let n = self.rows();
         let luts = std::slice::from_ref(&lut);
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
             .map(|c| {
-                let mut tops = self.scan(luts, c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n), keep);
+                let mut tops = self.scan(
+                    luts,
+                    c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
+                    keep,
+                    masks,
+                );
                 tops.pop().expect("one query")
             })
             .reduce(
@@ -409,6 +530,27 @@ impl FlatIndex {
         k: usize,
         params: &SearchParams,
     ) -> Result<Vec<Vec<Neighbor>>> {
+        self.search_batch_masked(queries, k, params, &self.live)
+    }
+
+    /// [`search_filtered`](Self::search_filtered) for every row of `queries`.
+    pub fn search_batch_filtered(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        allow: &roaring::RoaringTreemap,
+    ) -> Result<Vec<Vec<Neighbor>>> {
+        self.search_batch_masked(queries, k, params, &self.allowed_masks(allow))
+    }
+
+    fn search_batch_masked(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        masks: &[u32],
+    ) -> Result<Vec<Vec<Neighbor>>> {
         let d = self.quantizer.dim();
         check_rows(queries, d, "queries")?;
         for q in queries.chunks_exact(d) {
@@ -423,7 +565,7 @@ impl FlatIndex {
                     .chunks_exact(d)
                     .map(|q| self.quantizer.prepare_query(q))
                     .collect::<Result<Vec<_>>>()?;
-                let tops = self.scan(&luts, 0..self.len(), keep);
+                let tops = self.scan(&luts, 0..self.rows(), keep, masks);
                 Ok(group
                     .chunks_exact(d)
                     .zip(&luts)
@@ -560,6 +702,92 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn removed_replaced_and_filtered_rows_are_honoured() {
+        let (n, d) = (300, 16);
+        let rows = data(n, d, 8);
+        let ids: Vec<u64> = (0..n as u64).map(|i| 1000 + i).collect();
+        for bits in [4u8, 3] {
+            let mut index = FlatIndex::new(
+                QuantizerConfig::new(d, bits),
+                Metric::L2,
+                RerankStorage::F32,
+            )
+            .unwrap();
+            index.add(&ids, &rows).unwrap();
+            let all = SearchParams {
+                oversample: n,
+                rescore: true,
+            };
+            let q = &rows[5 * d..6 * d];
+            assert_eq!(index.search(q, 1, &all).unwrap()[0].id, 1005, "bits={bits}");
+            // Remove the best match and everything in blocks 1..=7 except one row: the
+            // all-dead blocks are skipped, and the survivors are still found.
+            let mut gone: Vec<u64> = vec![1005];
+            gone.extend((32..256).filter(|&i| i != 100).map(|i| 1000 + i as u64));
+            assert_eq!(index.remove(&gone), gone.len());
+            assert_eq!(
+                index.remove(&[1005, 7]),
+                0,
+                "removing twice or unknown ids does nothing"
+            );
+            assert_eq!(index.len(), n - gone.len());
+            let got = index.search(q, n, &all).unwrap();
+            assert_eq!(got.len(), n - gone.len(), "min(k, live rows)");
+            assert!(got.iter().all(|g| !gone.contains(&g.id)));
+            assert!(got.iter().any(|g| g.id == 1100));
+            // Replacing an id: the new vector is found, the old one is not.
+            index.add(&[1010], &rows[5 * d..6 * d]).unwrap();
+            assert_eq!(index.len(), n - gone.len());
+            let top = index.search(q, 2, &all).unwrap();
+            assert_eq!(top[0].id, 1010);
+            assert_ne!(top[1].id, 1010, "the old row of 1010 is dead");
+            // Allow-lists: only allowed live ids, as many as exist.
+            let allow: roaring::RoaringTreemap =
+                [1001u64, 1002, 1005, 1010, 9999].into_iter().collect();
+            let got = index.search_filtered(q, 10, &all, &allow).unwrap();
+            let mut got_ids: Vec<u64> = got.iter().map(|g| g.id).collect();
+            got_ids.sort_unstable();
+            assert_eq!(got_ids, vec![1001, 1002, 1010]);
+            let batch = index
+                .search_batch_filtered(&rows[..2 * d], 10, &all, &allow)
+                .unwrap();
+            assert!(batch.iter().all(|r| r.len() == 3));
+            let none = roaring::RoaringTreemap::new();
+            assert!(
+                index
+                    .search_filtered(q, 10, &all, &none)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_in_one_batch_keep_the_last_row() {
+        let d = 8;
+        let rows = data(3, d, 9);
+        let mut index =
+            FlatIndex::new(QuantizerConfig::new(d, 4), Metric::L2, RerankStorage::F32).unwrap();
+        index.add(&[7, 8, 7], &rows).unwrap();
+        assert_eq!(index.len(), 2);
+        let all = SearchParams {
+            oversample: 10,
+            rescore: true,
+        };
+        let got = index.search(&rows[2 * d..], 1, &all).unwrap();
+        assert_eq!(got[0].id, 7);
+        assert!(
+            got[0].score < 1e-6,
+            "the last row for id 7 is the one stored"
+        );
+        let got = index.search(&rows[..d], 2, &all).unwrap();
+        assert!(
+            got.iter().all(|g| g.score > 1e-6),
+            "the first row for id 7 is gone"
+        );
     }
 
     #[test]
