@@ -59,6 +59,10 @@ pub struct Args {
     /// Candidates kept by the first (integer) stage, as multiples of k (gyre).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     oversample: Vec<usize>,
+    /// Staged search for 4-bit indexes: sign-plane shortlist factors to try (0 = a plain scan
+    /// of the full codes), e.g. 0,8,16.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    staged: Vec<usize>,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     rerank: Vec<RerankStorage>,
@@ -249,6 +253,7 @@ struct Built<'a> {
     index_bytes: u64,
     rss_delta: Option<i64>,
     oversample: Vec<usize>,
+    staged: Vec<Option<usize>>,
     isa: &'static str,
     index: Index<'a>,
 }
@@ -359,6 +364,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     index_bytes: (n * d * 4) as u64,
                     rss_delta: None,
                     oversample: vec![1],
+                    staged: vec![None],
                     isa: "portable",
                     index: Index::Exact(index),
                 }
@@ -390,19 +396,35 @@ pub fn run(args: &Args) -> Result<(), String> {
                     index_bytes: index.memory_bytes() as u64,
                     rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
                     oversample: args.oversample.clone(),
+                    staged: if bits == 4 && args.variant == Variant::Mse {
+                        args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
+                    } else {
+                        vec![None]
+                    },
                     isa: index.kernel(),
                     index: Index::Gyre(Box::new(index)),
                 }
             }
         };
-        for &oversample in &built.oversample {
+        for (&oversample, staged) in built
+            .oversample
+            .iter()
+            .flat_map(|o| built.staged.iter().map(move |&s| (o, s)))
+        {
+            // `staged` is the sign-plane shortlist factor, or None for a plain scan.
             let params = SearchParams {
                 oversample,
                 rescore: true,
+                staged: staged.is_some(),
+                shortlist: staged.unwrap_or(1),
             };
             let label = match built.index {
                 Index::Exact(_) => built.params.clone(),
-                Index::Gyre(_) => format!("{} oversample={oversample}", built.params),
+                Index::Gyre(_) => format!(
+                    "{} oversample={oversample}{}",
+                    built.params,
+                    staged.map_or(String::new(), |f| format!(" staged shortlist={f}"))
+                ),
             };
             for &threads in &args.threads {
                 let pool = rayon::ThreadPoolBuilder::new()

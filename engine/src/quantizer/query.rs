@@ -93,56 +93,17 @@ impl QueryLut {
 
     /// The u8 nibble tables for the blocked scan (`None` unless the codes are 1, 2 or 4 bits).
     pub fn nibble_lut(&self) -> Option<NibbleLut> {
-        if !layout::supports(self.bits) {
-            return None;
-        }
-        let (m, padded) = layout::nibbles(self.dim, self.bits);
-        let per_nibble = 4 / self.bits as usize;
-        let mask = (1usize << self.bits) - 1;
-        // Float table of each nibble: the sum of its coordinates' entries.
-        let mut float = vec![0.0f32; padded * 16];
-        for nib in 0..m {
-            for v in 0..16usize {
-                let mut sum = 0.0f32;
-                for t in 0..per_nibble {
-                    let coord = nib * per_nibble + t;
-                    if coord < self.dim {
-                        let code = (v >> (t * self.bits as usize)) & mask;
-                        sum += self.table[coord * self.levels + code];
-                    }
-                }
-                float[nib * 16 + v] = sum;
-            }
-        }
-        // One step for all tables, sized by the widest: each table keeps full u8 resolution.
-        // Entries round to nearest by `+ 0.5` then truncation (the values are non-negative).
-        let mut bias = 0.0f64;
-        let mut widest = 0.0f32;
-        let mins: Vec<f32> = float
-            .chunks_exact(16)
-            .map(|t| {
-                let lo = t.iter().copied().fold(f32::INFINITY, f32::min);
-                let hi = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                widest = widest.max(hi - lo);
-                bias += f64::from(lo);
-                lo
-            })
-            .collect();
-        let delta = if widest > 0.0 { widest / 255.0 } else { 1.0 };
-        let inv = 1.0 / delta;
-        let tables = float
-            .chunks_exact(16)
-            .zip(&mins)
-            .flat_map(|(t, &lo)| {
-                t.iter()
-                    .map(move |&x| ((x - lo) * inv + 0.5).clamp(0.0, 255.0) as u8)
-            })
-            .collect();
-        Some(NibbleLut {
-            tables,
-            delta,
-            bias: bias as f32,
+        nibble_tables(self.dim, self.bits, |coord, code| {
+            self.table[coord * self.levels + code]
         })
+    }
+
+    /// The u8 nibble tables of the 1-bit *sign plane* of the codes: coordinate `j` scores
+    /// `q'_j · c` with `c` the 1-bit codebook's centroid of the coordinate's sign (the top bit
+    /// of its code). `sign_codebook` is the 1-bit codebook of this dimension.
+    pub fn sign_plane_lut(&self, sign_codebook: &super::Codebook) -> Option<NibbleLut> {
+        let c = sign_codebook.centroids_f32();
+        nibble_tables(self.dim, 1, |coord, code| self.rotated[coord] * c[code])
     }
 
     /// `<q', ĉ> = Σ_j T[j][code_j]` for packed codes.
@@ -159,7 +120,20 @@ impl QueryLut {
                     lanes[j % 4] += t[j * l + c as usize];
                 }
             }
-            4 | 2 | 1 => {
+            4 => {
+                // Two coordinates per byte; four independent sums hide the add latency.
+                let full = self.dim / 2;
+                for (i, &byte) in codes[..full].iter().enumerate() {
+                    let row = &t[i * 32..i * 32 + 32];
+                    let lane = (i & 1) * 2;
+                    lanes[lane] += row[usize::from(byte & 15)];
+                    lanes[lane + 1] += row[16 + usize::from(byte >> 4)];
+                }
+                if self.dim % 2 == 1 {
+                    lanes[0] += t[full * 32 + usize::from(codes[full] & 15)];
+                }
+            }
+            2 | 1 => {
                 let per_byte = 8 / self.bits as usize;
                 let mask = (l - 1) as u8;
                 for (i, &byte) in codes.iter().enumerate() {
@@ -225,6 +199,59 @@ impl QueryLut {
         let n = code.scalars.norm;
         (self.norm * self.norm + n * n - 2.0 * self.inner_product(code, estimator)).max(0.0)
     }
+}
+
+/// Builds u8 nibble tables for `bits`-bit codes from `entry(coordinate, code)`: each nibble's
+/// float table is the sum of its coordinates' entries, then every table is offset to start at 0
+/// and all share one step, sized by the widest table, so each keeps full u8 resolution.
+fn nibble_tables(dim: usize, bits: u8, entry: impl Fn(usize, usize) -> f32) -> Option<NibbleLut> {
+    if !layout::supports(bits) {
+        return None;
+    }
+    let (m, padded) = layout::nibbles(dim, bits);
+    let per_nibble = 4 / bits as usize;
+    let mask = (1usize << bits) - 1;
+    let mut float = vec![0.0f32; padded * 16];
+    for nib in 0..m {
+        for v in 0..16usize {
+            let mut sum = 0.0f32;
+            for t in 0..per_nibble {
+                let coord = nib * per_nibble + t;
+                if coord < dim {
+                    sum += entry(coord, (v >> (t * bits as usize)) & mask);
+                }
+            }
+            float[nib * 16 + v] = sum;
+        }
+    }
+    let mut bias = 0.0f64;
+    let mut widest = 0.0f32;
+    let mins: Vec<f32> = float
+        .chunks_exact(16)
+        .map(|t| {
+            let lo = t.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            widest = widest.max(hi - lo);
+            bias += f64::from(lo);
+            lo
+        })
+        .collect();
+    let delta = if widest > 0.0 { widest / 255.0 } else { 1.0 };
+    let inv = 1.0 / delta;
+    // Entries round to nearest by `+ 0.5` then truncation (the values are non-negative).
+    let tables = float
+        .chunks_exact(16)
+        .zip(&mins)
+        .flat_map(|(t, &lo)| {
+            t.iter()
+                .map(move |&x| ((x - lo) * inv + 0.5).clamp(0.0, 255.0) as u8)
+        })
+        .collect();
+    Some(NibbleLut {
+        tables,
+        delta,
+        bias: bias as f32,
+    })
 }
 
 /// Per-query u8 tables for the blocked scan: nibble column `m`'s 16 entries at `16·m`.

@@ -14,6 +14,7 @@ use crate::kernels::fastscan::Kernel;
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
 use crate::quantizer::layout::{BLOCK, BlockedCodes};
+use crate::quantizer::packing;
 use crate::quantizer::{EncodedBatch, Estimator, NibbleLut, Quantizer, QuantizerConfig, QueryLut};
 use crate::search::{Neighbor, TopK};
 
@@ -62,6 +63,13 @@ pub struct SearchParams {
     pub oversample: usize,
     /// Rerank candidates on the stored full vectors (needs rerank storage).
     pub rescore: bool,
+    /// Scan the 1-bit sign plane first and the full codes only for a shortlist (4-bit indexes;
+    /// ignored otherwise).
+    pub staged: bool,
+    /// Staged search: the sign-plane pass keeps `shortlist × k × oversample` candidates (≥ 1).
+    /// 16 keeps the recall of the plain scan on docs-minilm-384; 8 trades ~0.001 recall@10 at
+    /// 4 bits for 1.35× the speed (see README).
+    pub shortlist: usize,
 }
 
 impl Default for SearchParams {
@@ -69,6 +77,8 @@ impl Default for SearchParams {
         SearchParams {
             oversample: 1,
             rescore: true,
+            staged: true,
+            shortlist: 16,
         }
     }
 }
@@ -91,6 +101,17 @@ const CHUNK_BYTES: usize = 192 * 1024;
 /// Queries scanned together in a batch.
 const QUERY_GROUP: usize = 8;
 
+/// The 1-bit sign plane of 4-bit codes, for the staged search.
+#[derive(Debug, Clone)]
+struct SignPlane {
+    codes: BlockedCodes,
+    /// Per-row key factor of the plane's estimate (as `key_factor`, with the plane's own
+    /// renormalisation).
+    factor: Vec<f32>,
+    /// The 1-bit codebook whose centroids score the signs.
+    codebook: std::sync::Arc<crate::quantizer::Codebook>,
+}
+
 /// An in-memory flat index over TurboQuant codes (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FlatIndex {
@@ -100,6 +121,8 @@ pub struct FlatIndex {
     codes: EncodedBatch,
     /// The same codes in the blocked FastScan layout (1-, 2- and 4-bit scalar codes).
     blocked: Option<BlockedCodes>,
+    /// The sign plane of 4-bit codes (staged search).
+    plane: Option<SignPlane>,
     /// Stage 1 ranks row `i` by `key_factor[i] · est + key_offset[i]` (an affine function of
     /// the code-domain estimate: the metric's score up to per-query constants).
     key_factor: Vec<f32>,
@@ -117,6 +140,17 @@ impl FlatIndex {
         let quantizer = Quantizer::new(config)?;
         let codes = EncodedBatch::new(&quantizer);
         let blocked = BlockedCodes::new(config.dim, config.mse_bits()).ok();
+        // Only 4-bit codes gain from staging: a 2-bit scan costs about what the plane pass and
+        // the shortlist rescoring cost together (measured on docs-minilm-384).
+        let plane = if config.mse_bits() == 4 {
+            Some(SignPlane {
+                codes: BlockedCodes::new(config.dim, 1)?,
+                factor: Vec::new(),
+                codebook: crate::quantizer::Codebook::get(config.dim, 1)?,
+            })
+        } else {
+            None
+        };
         let vectors = match rerank {
             RerankStorage::None => Vectors::None,
             RerankStorage::F16 => Vectors::F16(Vec::new()),
@@ -128,6 +162,7 @@ impl FlatIndex {
             ids: Vec::new(),
             codes,
             blocked,
+            plane,
             key_factor: Vec::new(),
             key_offset: Vec::new(),
             live: Vec::new(),
@@ -244,6 +279,9 @@ impl FlatIndex {
                     blocked.push(part.get(i).codes);
                 }
             }
+            if let Some(plane) = &mut self.plane {
+                add_to_plane(plane, &self.quantizer, self.metric, part);
+            }
             for sc in part.scalars() {
                 let (factor, offset) = match self.metric {
                     Metric::Dot => (sc.scale, 0.0),
@@ -310,25 +348,57 @@ impl FlatIndex {
         }
     }
 
-    /// Stage 1 over rows `rows` (block-aligned for the blocked path) for a group of queries:
-    /// the `keep` best of each by the approximate key.
+    /// Stage 1 over rows `rows` (block-aligned) for a group of queries: the `keep` best of
+    /// each by an approximate key. Only rows whose bit is set in `masks` (one u32 per block) are
+    /// considered.
     ///
-    /// The blocked path walks the codes in chunks small enough to stay in L2 and runs every
-    /// query of the group over a chunk before moving on, so a batch reads the codes from memory
-    /// once per group rather than once per query.
-    ///
-    /// Only rows whose bit is set in `masks` (one u32 per block) are considered; blocks with no
-    /// such row are not scanned.
+    /// With a sign plane and `params.staged`, the plane is scanned first for `keep ×
+    /// params.shortlist` candidates, which are then ranked by the full codes' float estimate;
+    /// otherwise the full codes are scanned (blocked FastScan for 1, 2, 4 bits, float tables
+    /// else).
     fn scan(
         &self,
         luts: &[QueryLut],
         rows: std::ops::Range<usize>,
         keep: usize,
         masks: &[u32],
+        params: &SearchParams,
     ) -> Vec<TopK> {
-        let nibbles: Option<Vec<NibbleLut>> = luts.iter().map(QueryLut::nibble_lut).collect();
-        let (Some(blocked), Some(nibbles)) = (&self.blocked, nibbles) else {
+        let shortlist = params.shortlist.max(1);
+        if params.staged
+            && let Some(plane) = &self.plane
+        {
+            let sign_codebook = plane.codebook.as_ref();
+            let plane_luts: Vec<NibbleLut> = luts
+                .iter()
+                .map(|l| l.sign_plane_lut(sign_codebook).expect("1-bit plane"))
+                .collect();
+            let shortlists = self.scan_blocked(
+                &plane.codes,
+                &plane.factor,
+                &plane_luts,
+                rows,
+                keep.saturating_mul(shortlist),
+                masks,
+            );
             return luts
+                .iter()
+                .zip(shortlists)
+                .map(|(lut, shortlist)| {
+                    let mut top = TopK::new(keep);
+                    for (row, _) in shortlist.into_sorted() {
+                        top.push(row, self.metric.to_key(self.estimate(lut, row as usize)));
+                    }
+                    top
+                })
+                .collect();
+        }
+        let nibbles: Option<Vec<NibbleLut>> = luts.iter().map(QueryLut::nibble_lut).collect();
+        match (&self.blocked, nibbles) {
+            (Some(blocked), Some(nibbles)) => {
+                self.scan_blocked(blocked, &self.key_factor, &nibbles, rows, keep, masks)
+            }
+            _ => luts
                 .iter()
                 .map(|lut| {
                     let mut top = TopK::new(keep);
@@ -339,16 +409,31 @@ impl FlatIndex {
                     }
                     top
                 })
-                .collect();
-        };
+                .collect(),
+        }
+    }
+
+    /// The blocked FastScan pass: keys `factors[i] · (delta · sum + bias) + key_offset[i]`.
+    ///
+    /// It walks the codes in chunks small enough to stay in L2 and runs every query of the group
+    /// over a chunk before moving on, so a batch reads the codes from memory once per group.
+    fn scan_blocked(
+        &self,
+        blocked: &BlockedCodes,
+        key_factor: &[f32],
+        nibbles: &[NibbleLut],
+        rows: std::ops::Range<usize>,
+        keep: usize,
+        masks: &[u32],
+    ) -> Vec<TopK> {
         let kernel = Kernel::detect();
         let columns = blocked.nibble_columns();
         let block_bytes = blocked.block_bytes();
         let chunk_blocks = (CHUNK_BYTES / block_bytes).clamp(1, SCAN_BLOCKS);
-        let mut tops: Vec<TopK> = luts.iter().map(|_| TopK::new(keep)).collect();
+        let mut tops: Vec<TopK> = nibbles.iter().map(|_| TopK::new(keep)).collect();
         // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
         // value), so they never enter a heap.
-        let mut thresholds = vec![f32::MIN; luts.len()];
+        let mut thresholds = vec![f32::MIN; nibbles.len()];
         let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
         let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
         let end_block = rows.end.div_ceil(BLOCK);
@@ -366,7 +451,7 @@ impl FlatIndex {
             let codes = &blocked.as_bytes()[b * block_bytes..(b + nb) * block_bytes];
             let base = b * BLOCK;
             let n = (base + nb * BLOCK).min(rows.end) - base;
-            let factors = &self.key_factor[base..base + n];
+            let factors = &key_factor[base..base + n];
             let offsets = &self.key_offset[base..base + n];
             for ((nibble, top), threshold) in nibbles.iter().zip(&mut tops).zip(&mut thresholds) {
                 kernel.scan(codes, columns, &nibble.tables, &mut sums[..nb * BLOCK]);
@@ -510,6 +595,7 @@ impl FlatIndex {
                     c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
                     keep,
                     masks,
+                    params,
                 );
                 tops.pop().expect("one query")
             })
@@ -565,7 +651,7 @@ impl FlatIndex {
                     .chunks_exact(d)
                     .map(|q| self.quantizer.prepare_query(q))
                     .collect::<Result<Vec<_>>>()?;
-                let tops = self.scan(&luts, 0..self.rows(), keep, masks);
+                let tops = self.scan(&luts, 0..self.rows(), keep, masks, params);
                 Ok(group
                     .chunks_exact(d)
                     .zip(&luts)
@@ -575,6 +661,43 @@ impl FlatIndex {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(groups.into_iter().flatten().collect())
+    }
+}
+
+/// Appends the sign plane of `part`'s codes, and each row's plane key factor: the norm over
+/// `<ĉ, ĉ₁>` (the full reconstruction against its sign reconstruction, which stands in for
+/// `<y, ĉ₁>`), adjusted for the metric as `key_factor` is.
+fn add_to_plane(plane: &mut SignPlane, quantizer: &Quantizer, metric: Metric, part: &EncodedBatch) {
+    let cb = quantizer
+        .codebook()
+        .expect("2- and 4-bit codes have a codebook");
+    let (bits, dim) = (cb.bits(), quantizer.dim());
+    let centroids = cb.centroids_f32();
+    let c1 = plane.codebook.centroids_f32()[1];
+    let mut codes = vec![0u8; dim];
+    let mut signs = vec![0u8; dim];
+    let mut packed = vec![0u8; packing::packed_len(dim, 1)];
+    for i in 0..part.len() {
+        let code = part.get(i);
+        packing::unpack(code.codes, bits, &mut codes);
+        let mut abs_sum = 0.0f32;
+        for ((s, &c), _) in signs.iter_mut().zip(&codes).zip(0..) {
+            *s = c >> (bits - 1);
+            abs_sum += centroids[usize::from(c)].abs();
+        }
+        packing::pack(&signs, 1, &mut packed);
+        plane.codes.push(&packed);
+        let sc = code.scalars;
+        let scale = if abs_sum > 0.0 {
+            sc.norm / (c1 * abs_sum)
+        } else {
+            sc.scale
+        };
+        plane.factor.push(match metric {
+            Metric::Dot => scale,
+            Metric::Cosine => scale / sc.norm,
+            Metric::L2 => 2.0 * scale,
+        });
     }
 }
 
@@ -605,6 +728,8 @@ mod tests {
                 let params = SearchParams {
                     oversample: n,
                     rescore: true,
+                    staged: false,
+                    shortlist: 16,
                 };
                 let got = index.search_batch(&queries, 10, &params).unwrap();
                 for (q, g) in queries.chunks_exact(d).zip(&got) {
@@ -647,6 +772,8 @@ mod tests {
                     &SearchParams {
                         oversample: 1,
                         rescore: false,
+                        staged: false,
+                        shortlist: 16,
                     },
                 )
                 .unwrap();
@@ -681,6 +808,8 @@ mod tests {
                     let all = SearchParams {
                         oversample: n,
                         rescore: false,
+                        staged: false,
+                        shortlist: 16,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &all)
@@ -689,9 +818,24 @@ mod tests {
                         .map(|g| g.id)
                         .collect();
                     assert_eq!(got, want, "bits={bits} {metric:?}");
+                    let staged = SearchParams {
+                        oversample: n,
+                        rescore: false,
+                        staged: true,
+                        shortlist: 16,
+                    };
+                    let got: Vec<u64> = index
+                        .search(q, 10, &staged)
+                        .unwrap()
+                        .iter()
+                        .map(|g| g.id)
+                        .collect();
+                    assert_eq!(got, want, "staged, bits={bits} {metric:?}");
                     let few = SearchParams {
                         oversample: 2,
                         rescore: false,
+                        staged: false,
+                        shortlist: 16,
                     };
                     let got = index.search(q, 10, &few).unwrap();
                     overlap += got.iter().filter(|g| want.contains(&g.id)).count();
@@ -720,6 +864,8 @@ mod tests {
             let all = SearchParams {
                 oversample: n,
                 rescore: true,
+                staged: false,
+                shortlist: 16,
             };
             let q = &rows[5 * d..6 * d];
             assert_eq!(index.search(q, 1, &all).unwrap()[0].id, 1005, "bits={bits}");
@@ -776,6 +922,8 @@ mod tests {
         let all = SearchParams {
             oversample: 10,
             rescore: true,
+            staged: false,
+            shortlist: 16,
         };
         let got = index.search(&rows[2 * d..], 1, &all).unwrap();
         assert_eq!(got[0].id, 7);
@@ -824,6 +972,8 @@ mod tests {
         let bad = SearchParams {
             oversample: 0,
             rescore: true,
+            staged: false,
+            shortlist: 16,
         };
         assert!(matches!(
             index.search(&[1.0; 8], 1, &bad),
