@@ -144,7 +144,8 @@ def faiss_configs(name, d, metric_ip, train, threads):
     if name == "faiss-pqfastscan":
         for bits_per_dim in (2, 4):
             m = d * bits_per_dim // 4
-            if d * bits_per_dim % 4:
+            if d * bits_per_dim % 4 or d % m:
+                print(f"SKIPPED {name} bits/dim={bits_per_dim}: PQ needs M = {d}·{bits_per_dim}/4 to divide d", file=sys.stderr)
                 continue
 
             def b(m=m):
@@ -156,6 +157,9 @@ def faiss_configs(name, d, metric_ip, train, threads):
     if name == "faiss-pqfastscan-refine":
         for bits_per_dim in (1, 2):
             m = d * bits_per_dim // 4
+            if d * bits_per_dim % 4 or d % m:
+                print(f"SKIPPED {name} bits/dim={bits_per_dim}: PQ needs M = {d}·{bits_per_dim}/4 to divide d", file=sys.stderr)
+                continue
             shared = {}
 
             def b(m=m):
@@ -403,11 +407,19 @@ def child(args):
             continue
         q_in = te if name.startswith(("faiss", "turbovec")) else test
         built = None
+        failed = None
         for c in configs:
+            if c.group == failed:
+                continue
             if built != c.group:
                 rss0 = rss_bytes()
                 t0 = time.perf_counter()
-                c.build()
+                try:
+                    c.build()
+                except Exception as e:  # a library refusing a configuration skips it, visibly
+                    print(f"SKIPPED {c.algorithm} {c.params}: {e}", file=sys.stderr)
+                    failed = c.group
+                    continue
                 build_s = time.perf_counter() - t0
                 rss = (rss_bytes() - rss0) if rss0 is not None else None
                 size = c.size()
