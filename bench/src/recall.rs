@@ -396,7 +396,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     index_bytes: index.memory_bytes() as u64,
                     rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
                     oversample: args.oversample.clone(),
-                    staged: if bits == 4 && args.variant == Variant::Mse {
+                    staged: if index.staged_available() {
                         args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
                     } else {
                         vec![None]

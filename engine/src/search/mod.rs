@@ -6,5 +6,5 @@ mod flat;
 mod topk;
 
 pub use exact::{ExactIndex, Neighbor};
-pub use flat::{FlatIndex, RerankStorage, SearchParams};
+pub use flat::{FlatIndex, RerankStorage, STAGED_MIN_DIM, SearchParams};
 pub use topk::TopK;
