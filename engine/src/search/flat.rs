@@ -255,19 +255,28 @@ impl FlatIndex {
         masks
     }
 
-    /// Bytes held: codes, sketches, per-vector scalars, ids and rerank copies.
+    /// Bytes held by the index's arrays (excluding the id map's hash table).
     pub fn memory_bytes(&self) -> usize {
         let vectors = match &self.vectors {
             Vectors::None => 0,
             Vectors::F16(v) => 2 * v.len(),
             Vectors::F32(v) => 4 * v.len(),
         };
-        self.blocked
+        // Everything held: the packed per-vector codes (stage 2 reads them), their blocked copy
+        // (stage 1), the sign plane, the per-row scalars and keys, ids, masks, rerank copies.
+        let blocked = self.blocked.as_ref().map_or(0, |b| b.as_bytes().len());
+        let plane = self
+            .plane
             .as_ref()
-            .map_or(self.codes.codes().len(), |b| b.as_bytes().len())
+            .map_or(0, |p| p.codes.as_bytes().len() + 4 * p.factor.len());
+        self.codes.codes().len()
+            + blocked
+            + plane
             + self.codes.sketches().len()
             + 12 * self.codes.len()
+            + 4 * (self.key_factor.len() + self.key_offset.len())
             + 8 * self.ids.len()
+            + 4 * self.live.len()
             + vectors
     }
 
