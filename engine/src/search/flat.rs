@@ -391,10 +391,10 @@ impl FlatIndex {
     /// each by an approximate key. Only rows whose bit is set in `masks` (one u32 per block) are
     /// considered.
     ///
-    /// With a sign plane and `params.staged`, the plane is scanned first for `keep ×
-    /// params.shortlist` candidates, which are then ranked by the full codes' float estimate;
-    /// otherwise the full codes are scanned (blocked FastScan for 1, 2, 4 bits, float tables
-    /// else).
+    /// With a sign plane and `params.staged`, this scans the plane for `keep ×
+    /// params.shortlist` candidates, which [`refine`](Self::refine) then ranks by the full codes
+    /// (after the shortlists of a split scan are merged); otherwise it scans the full codes
+    /// (blocked FastScan for 1, 2, 4 bits, float tables else).
     fn scan(
         &self,
         luts: &[QueryLut],
@@ -403,7 +403,6 @@ impl FlatIndex {
         masks: &[u32],
         params: &SearchParams,
     ) -> Vec<TopK> {
-        let shortlist = params.shortlist.max(1);
         if params.staged
             && let Some(plane) = &self.plane
         {
@@ -412,25 +411,14 @@ impl FlatIndex {
                 .iter()
                 .map(|l| l.sign_plane_lut(sign_codebook).expect("1-bit plane"))
                 .collect();
-            let shortlists = self.scan_blocked(
+            return self.scan_blocked(
                 &plane.codes,
                 &plane.factor,
                 &plane_luts,
                 rows,
-                keep.saturating_mul(shortlist),
+                self.scan_size(keep, params),
                 masks,
             );
-            return luts
-                .iter()
-                .zip(shortlists)
-                .map(|(lut, shortlist)| {
-                    let mut top = TopK::new(keep);
-                    for (row, _) in shortlist.into_sorted() {
-                        top.push(row, self.metric.to_key(self.estimate(lut, row as usize)));
-                    }
-                    top
-                })
-                .collect();
         }
         let nibbles: Option<Vec<NibbleLut>> = luts.iter().map(QueryLut::nibble_lut).collect();
         match (&self.blocked, nibbles) {
@@ -450,6 +438,28 @@ impl FlatIndex {
                 })
                 .collect(),
         }
+    }
+
+    /// How many candidates [`scan`](Self::scan) keeps per query.
+    fn scan_size(&self, keep: usize, params: &SearchParams) -> usize {
+        if params.staged && self.plane.is_some() {
+            keep.saturating_mul(params.shortlist.max(1))
+        } else {
+            keep
+        }
+    }
+
+    /// After [`scan`](Self::scan): for a staged search, ranks the sign-plane shortlist by the
+    /// full codes' float estimate and keeps `keep`; otherwise returns the candidates as they are.
+    fn refine(&self, lut: &QueryLut, candidates: TopK, keep: usize, params: &SearchParams) -> TopK {
+        if !(params.staged && self.plane.is_some()) {
+            return candidates;
+        }
+        let mut top = TopK::new(keep);
+        for (row, _) in candidates.into_sorted() {
+            top.push(row, self.metric.to_key(self.estimate(lut, row as usize)));
+        }
+        top
     }
 
     /// The blocked FastScan pass: keys `factors[i] · (delta · sum + bias) + key_offset[i]`.
@@ -639,12 +649,13 @@ impl FlatIndex {
                 tops.pop().expect("one query")
             })
             .reduce(
-                || TopK::new(keep),
+                || TopK::new(self.scan_size(keep, params)),
                 |mut a, b| {
                     a.merge(b);
                     a
                 },
             );
+        let top = self.refine(&lut, top, keep, params);
         Ok(self.finish(query, &lut, k, params, top))
     }
 
@@ -695,7 +706,10 @@ impl FlatIndex {
                     .chunks_exact(d)
                     .zip(&luts)
                     .zip(tops)
-                    .map(|((q, lut), top)| self.finish(q, lut, k, params, top))
+                    .map(|((q, lut), top)| {
+                        let top = self.refine(lut, top, keep, params);
+                        self.finish(q, lut, k, params, top)
+                    })
                     .collect::<Vec<_>>())
             })
             .collect::<Result<Vec<_>>>()?;
