@@ -121,17 +121,26 @@ impl QueryLut {
                 }
             }
             4 => {
-                // Two coordinates per byte; four independent sums hide the add latency.
+                // Two coordinates per byte; four sums in registers hide the add latency.
                 let full = self.dim / 2;
-                for (i, &byte) in codes[..full].iter().enumerate() {
-                    let row = &t[i * 32..i * 32 + 32];
-                    let lane = (i & 1) * 2;
-                    lanes[lane] += row[usize::from(byte & 15)];
-                    lanes[lane + 1] += row[16 + usize::from(byte >> 4)];
+                let (mut a0, mut a1, mut a2, mut a3) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+                let mut pairs = codes[..full].chunks_exact(2);
+                let mut rows = t.chunks_exact(64);
+                for (two, row) in (&mut pairs).zip(&mut rows) {
+                    a0 += row[usize::from(two[0] & 15)];
+                    a1 += row[16 + usize::from(two[0] >> 4)];
+                    a2 += row[32 + usize::from(two[1] & 15)];
+                    a3 += row[48 + usize::from(two[1] >> 4)];
+                }
+                if let [byte] = pairs.remainder() {
+                    let at = (full - 1) * 32;
+                    a0 += t[at + usize::from(byte & 15)];
+                    a1 += t[at + 16 + usize::from(byte >> 4)];
                 }
                 if self.dim % 2 == 1 {
-                    lanes[0] += t[full * 32 + usize::from(codes[full] & 15)];
+                    a2 += t[full * 32 + usize::from(codes[full] & 15)];
                 }
+                lanes = [a0, a1, a2, a3];
             }
             2 | 1 => {
                 let per_byte = 8 / self.bits as usize;
