@@ -398,32 +398,23 @@ impl FlatIndex {
     fn scan(
         &self,
         luts: &[QueryLut],
+        tables: Option<&[NibbleLut]>,
         rows: std::ops::Range<usize>,
         keep: usize,
         masks: &[u32],
         params: &SearchParams,
     ) -> Vec<TopK> {
-        if params.staged
-            && let Some(plane) = &self.plane
-        {
-            let sign_codebook = plane.codebook.as_ref();
-            let plane_luts: Vec<NibbleLut> = luts
-                .iter()
-                .map(|l| l.sign_plane_lut(sign_codebook).expect("1-bit plane"))
-                .collect();
-            return self.scan_blocked(
+        match (tables, &self.plane, &self.blocked) {
+            (Some(tables), Some(plane), _) if params.staged => self.scan_blocked(
                 &plane.codes,
                 &plane.factor,
-                &plane_luts,
+                tables,
                 rows,
                 self.scan_size(keep, params),
                 masks,
-            );
-        }
-        let nibbles: Option<Vec<NibbleLut>> = luts.iter().map(QueryLut::nibble_lut).collect();
-        match (&self.blocked, nibbles) {
-            (Some(blocked), Some(nibbles)) => {
-                self.scan_blocked(blocked, &self.key_factor, &nibbles, rows, keep, masks)
+            ),
+            (Some(tables), _, Some(blocked)) => {
+                self.scan_blocked(blocked, &self.key_factor, tables, rows, keep, masks)
             }
             _ => luts
                 .iter()
@@ -437,6 +428,19 @@ impl FlatIndex {
                     top
                 })
                 .collect(),
+        }
+    }
+
+    /// The u8 tables stage 1 scans with, built once per query: the sign plane's for a staged
+    /// search, the full codes' for a blocked index, none for the float path.
+    fn stage1_tables(&self, luts: &[QueryLut], params: &SearchParams) -> Option<Vec<NibbleLut>> {
+        match (&self.plane, &self.blocked) {
+            (Some(plane), _) if params.staged => luts
+                .iter()
+                .map(|l| l.sign_plane_lut(&plane.codebook))
+                .collect(),
+            (_, Some(_)) => luts.iter().map(QueryLut::nibble_lut).collect(),
+            _ => None,
         }
     }
 
@@ -636,11 +640,13 @@ impl FlatIndex {
         let keep = k.saturating_mul(params.oversample);
         let n = self.rows();
         let luts = std::slice::from_ref(&lut);
+        let tables = self.stage1_tables(luts, params);
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
             .map(|c| {
                 let mut tops = self.scan(
                     luts,
+                    tables.as_deref(),
                     c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
                     keep,
                     masks,
@@ -701,7 +707,15 @@ impl FlatIndex {
                     .chunks_exact(d)
                     .map(|q| self.quantizer.prepare_query(q))
                     .collect::<Result<Vec<_>>>()?;
-                let tops = self.scan(&luts, 0..self.rows(), keep, masks, params);
+                let tables = self.stage1_tables(&luts, params);
+                let tops = self.scan(
+                    &luts,
+                    tables.as_deref(),
+                    0..self.rows(),
+                    keep,
+                    masks,
+                    params,
+                );
                 Ok(group
                     .chunks_exact(d)
                     .zip(&luts)
