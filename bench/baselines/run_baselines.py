@@ -107,6 +107,16 @@ class Config:
         self.group = group or (algorithm, params)
 
 
+def pq_subquantizers(name, d, bits_per_dim):
+    """M for 4-bit PQ codes at `bits_per_dim`, or None (with a visible note) when M would not
+    divide d, which FAISS refuses."""
+    m = d * bits_per_dim // 4
+    if d * bits_per_dim % 4 or m == 0 or d % m:
+        print(f"SKIPPED {name} bits/dim={bits_per_dim}: PQ needs M = {d}·{bits_per_dim}/4 to divide d", file=sys.stderr)
+        return None
+    return m
+
+
 def faiss_configs(name, d, metric_ip, train, threads):
     import faiss
     import numpy as np
@@ -143,9 +153,8 @@ def faiss_configs(name, d, metric_ip, train, threads):
         out.append(make(b, name, "IndexFlat (exact)"))
     if name == "faiss-pqfastscan":
         for bits_per_dim in (2, 4):
-            m = d * bits_per_dim // 4
-            if d * bits_per_dim % 4 or d % m:
-                print(f"SKIPPED {name} bits/dim={bits_per_dim}: PQ needs M = {d}·{bits_per_dim}/4 to divide d", file=sys.stderr)
+            m = pq_subquantizers(name, d, bits_per_dim)
+            if m is None:
                 continue
 
             def b(m=m):
@@ -156,9 +165,8 @@ def faiss_configs(name, d, metric_ip, train, threads):
             out.append(make(b, name, f"bits/dim={bits_per_dim} M={m} nbits=4"))
     if name == "faiss-pqfastscan-refine":
         for bits_per_dim in (1, 2):
-            m = d * bits_per_dim // 4
-            if d * bits_per_dim % 4 or d % m:
-                print(f"SKIPPED {name} bits/dim={bits_per_dim}: PQ needs M = {d}·{bits_per_dim}/4 to divide d", file=sys.stderr)
+            m = pq_subquantizers(name, d, bits_per_dim)
+            if m is None:
                 continue
             shared = {}
 

@@ -579,10 +579,17 @@ impl FlatIndex {
         let candidates = candidates.into_sorted();
         let rerank = params.rescore && !matches!(self.vectors, Vectors::None);
         if !rerank {
-            // Stage 2: the exact code-domain estimate of each candidate.
+            // Stage 2: the exact code-domain estimate of each candidate (a staged search's
+            // `refine` already ranked its candidates by exactly that).
+            let exact_keys = params.staged && self.plane.is_some();
             let mut top = TopK::new(k);
-            for (row, _) in candidates {
-                top.push(row, self.metric.to_key(self.estimate(lut, row as usize)));
+            for (row, key) in candidates {
+                let key = if exact_keys {
+                    key
+                } else {
+                    self.metric.to_key(self.estimate(lut, row as usize))
+                };
+                top.push(row, key);
             }
             return top
                 .into_sorted()
