@@ -9,14 +9,15 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result, check_rows, check_vector};
+use super::view::{Columns, Shape, VectorsRef, View, plane_row};
+use crate::error::{Error, Result, check_rows};
 use crate::kernels::fastscan::Kernel;
-use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
+use crate::kernels::squared_norm_f64;
 use crate::metric::Metric;
 use crate::quantizer::layout::{BLOCK, BlockedCodes};
 use crate::quantizer::packing;
-use crate::quantizer::{EncodedBatch, Estimator, NibbleLut, Quantizer, QuantizerConfig, QueryLut};
-use crate::search::{Neighbor, TopK};
+use crate::quantizer::{EncodedBatch, Quantizer, QuantizerConfig};
+use crate::search::Neighbor;
 
 /// Full-precision copies kept for reranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -111,42 +112,18 @@ enum Vectors {
     F32(Vec<f32>),
 }
 
-/// Rows per parallel task when one query is split across threads.
-const ROW_CHUNK: usize = 4096;
-/// Most blocks scored per kernel call (their sums stay in L1: 64 · 32 · 4 bytes).
-const SCAN_BLOCKS: usize = 64;
-/// Code bytes per chunk of a grouped scan: small enough to stay in L2 while every query of
-/// the group passes over it.
-const CHUNK_BYTES: usize = 192 * 1024;
-/// Queries scanned together in a batch.
-const QUERY_GROUP: usize = 8;
-/// Smallest dimension with a sign plane for staged search.
-pub const STAGED_MIN_DIM: usize = 256;
-
-/// The 1-bit sign plane of 4-bit codes, for the staged search.
-#[derive(Debug, Clone)]
-struct SignPlane {
-    codes: BlockedCodes,
-    /// Per-row key factor of the plane's estimate (as `key_factor`, with the plane's own
-    /// renormalisation).
-    factor: Vec<f32>,
-    /// The 1-bit codebook whose centroids score the signs.
-    codebook: std::sync::Arc<crate::quantizer::Codebook>,
-}
-
 /// An in-memory flat index over TurboQuant codes (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FlatIndex {
-    quantizer: Quantizer,
-    metric: Metric,
+    shape: Shape,
     ids: Vec<u64>,
     codes: EncodedBatch,
     /// The same codes in the blocked FastScan layout (1-, 2- and 4-bit scalar codes).
     blocked: Option<BlockedCodes>,
-    /// The sign plane of 4-bit codes (staged search).
-    plane: Option<SignPlane>,
-    /// Stage 1 ranks row `i` by `key_factor[i] · est + key_offset[i]` (an affine function of
-    /// the code-domain estimate: the metric's score up to per-query constants).
+    /// The sign plane of 4-bit codes (staged search) and its per-row key factor.
+    plane: Option<BlockedCodes>,
+    plane_factor: Vec<f32>,
+    /// Stage 1 ranks row `i` by `key_factor[i] · est + key_offset[i]` (see `Shape::key_terms`).
     key_factor: Vec<f32>,
     key_offset: Vec<f32>,
     /// Bit `j` of `live[b]` is set while row `32·b + j` holds the current version of its id.
@@ -159,34 +136,30 @@ pub struct FlatIndex {
 impl FlatIndex {
     /// An empty index.
     pub fn new(config: QuantizerConfig, metric: Metric, rerank: RerankStorage) -> Result<Self> {
-        let quantizer = Quantizer::new(config)?;
-        let codes = EncodedBatch::new(&quantizer);
-        let blocked = BlockedCodes::new(config.dim, config.mse_bits()).ok();
-        // Only 4-bit codes gain from staging: a 2-bit scan costs about what the plane pass and
-        // the shortlist rescoring cost together (measured on docs-minilm-384).
-        // Low dimensions have too noisy a sign plane to shortlist from (at d = 50 the 1-bit
-        // recall@10 of GloVe is 0.18 and a staged 4-bit search loses a third of its recall).
-        let plane = if config.mse_bits() == 4 && config.dim >= STAGED_MIN_DIM {
-            Some(SignPlane {
-                codes: BlockedCodes::new(config.dim, 1)?,
-                factor: Vec::new(),
-                codebook: crate::quantizer::Codebook::get(config.dim, 1)?,
-            })
-        } else {
-            None
-        };
+        let shape = Shape::new(config, metric)?;
+        let codes = EncodedBatch::new(&shape.quantizer);
+        let bits = config.mse_bits();
+        let blocked = shape
+            .blocked
+            .map(|_| BlockedCodes::new(config.dim, bits))
+            .transpose()?;
+        let plane = shape
+            .plane
+            .as_ref()
+            .map(|_| BlockedCodes::new(config.dim, 1))
+            .transpose()?;
         let vectors = match rerank {
             RerankStorage::None => Vectors::None,
             RerankStorage::F16 => Vectors::F16(Vec::new()),
             RerankStorage::F32 => Vectors::F32(Vec::new()),
         };
         Ok(FlatIndex {
-            quantizer,
-            metric,
+            shape,
             ids: Vec::new(),
             codes,
             blocked,
             plane,
+            plane_factor: Vec::new(),
             key_factor: Vec::new(),
             key_offset: Vec::new(),
             live: Vec::new(),
@@ -198,7 +171,21 @@ impl FlatIndex {
 
     /// The quantizer.
     pub fn quantizer(&self) -> &Quantizer {
-        &self.quantizer
+        &self.shape.quantizer
+    }
+
+    /// The metric.
+    pub fn metric(&self) -> Metric {
+        self.shape.metric
+    }
+
+    /// The rerank storage kind.
+    pub fn rerank(&self) -> RerankStorage {
+        match self.vectors {
+            Vectors::None => RerankStorage::None,
+            Vectors::F16(_) => RerankStorage::F16,
+            Vectors::F32(_) => RerankStorage::F32,
+        }
     }
 
     /// Number of live vectors (one per id).
@@ -214,6 +201,39 @@ impl FlatIndex {
     /// Rows stored, including replaced and removed ones not yet compacted away.
     pub fn rows(&self) -> usize {
         self.ids.len()
+    }
+
+    /// The index's arrays, borrowed for the search pipeline or for writing a segment.
+    pub(crate) fn view(&self) -> View<'_> {
+        View {
+            shape: &self.shape,
+            cols: Columns {
+                ids: &self.ids,
+                codes: self.codes.codes(),
+                sketches: self.codes.sketches(),
+                scalars: self.codes.scalars(),
+                blocked: self.blocked.as_ref().map_or(&[], |b| b.as_bytes()),
+                plane: self.plane.as_ref().map_or(&[], |b| b.as_bytes()),
+                plane_factor: &self.plane_factor,
+                key_factor: &self.key_factor,
+                key_offset: &self.key_offset,
+                vectors: match &self.vectors {
+                    Vectors::None => VectorsRef::None,
+                    Vectors::F16(v) => VectorsRef::F16(v),
+                    Vectors::F32(v) => VectorsRef::F32(v),
+                },
+            },
+        }
+    }
+
+    /// The per-block live masks (bit `j` of word `b`: row `32·b + j` is live).
+    pub(crate) fn live_masks(&self) -> &[u32] {
+        &self.live
+    }
+
+    /// The row holding the live version of `id`.
+    pub(crate) fn row_of(&self, id: u64) -> Option<usize> {
+        self.rows_by_id.get(&id).copied()
     }
 
     fn kill(&mut self, row: usize) {
@@ -237,7 +257,7 @@ impl FlatIndex {
     }
 
     /// Per-block masks of the live rows whose id is in `allow`.
-    fn allowed_masks(&self, allow: &roaring::RoaringTreemap) -> Vec<u32> {
+    pub(crate) fn allowed_masks(&self, allow: &roaring::RoaringTreemap) -> Vec<u32> {
         let mut masks = vec![0u32; self.live.len()];
         if allow.len() as usize <= self.rows_by_id.len() {
             for id in allow.iter() {
@@ -265,10 +285,8 @@ impl FlatIndex {
         // Everything held: the packed per-vector codes (stage 2 reads them), their blocked copy
         // (stage 1), the sign plane, the per-row scalars and keys, ids, masks, rerank copies.
         let blocked = self.blocked.as_ref().map_or(0, |b| b.as_bytes().len());
-        let plane = self
-            .plane
-            .as_ref()
-            .map_or(0, |p| p.codes.as_bytes().len() + 4 * p.factor.len());
+        let plane =
+            self.plane.as_ref().map_or(0, |p| p.as_bytes().len()) + 4 * self.plane_factor.len();
         self.codes.codes().len()
             + blocked
             + plane
@@ -284,43 +302,29 @@ impl FlatIndex {
     /// validated first: on error nothing changes. Adding an id that is already present replaces
     /// its vector; when an id repeats within one call, the last row wins.
     pub fn add(&mut self, ids: &[u64], rows: &[f32]) -> Result<()> {
-        let d = self.quantizer.dim();
-        check_rows(rows, d, "rows")?;
-        if rows.len() / d != ids.len() {
-            return Err(Error::invalid_argument(
-                "ids",
-                format!("{} ids for {} rows", ids.len(), rows.len() / d),
-            ));
-        }
-        if self.metric == Metric::Cosine
-            && let Some(row) = rows
-                .chunks_exact(d)
-                .position(|r| squared_norm_f64(r) == 0.0)
-        {
-            return Err(Error::invalid_argument(
-                "rows",
-                format!("row {row} is a zero vector, which has no cosine similarity"),
-            ));
-        }
-        let parts = rows
-            .par_chunks(d * 1024)
-            .map(|chunk| self.quantizer.encode_batch(chunk))
-            .collect::<Result<Vec<_>>>()?;
-        for part in &parts {
-            if let Some(blocked) = &mut self.blocked {
-                for i in 0..part.len() {
-                    blocked.push(part.get(i).codes);
+        let parts = encode_rows(&self.shape, ids, rows)?;
+        self.add_encoded(ids, rows, &parts);
+        Ok(())
+    }
+
+    /// Appends rows encoded by [`encode_rows`] (in order, covering `ids`), with their full
+    /// vectors for rerank storage. Replaces earlier versions of the ids.
+    pub(crate) fn add_encoded(&mut self, ids: &[u64], rows: &[f32], parts: &[EncodedBatch]) {
+        let dim = self.shape.quantizer.dim();
+        let (mut c, mut s) = (vec![0u8; dim], vec![0u8; dim]);
+        let mut p = vec![0u8; packing::packed_len(dim, 1)];
+        for part in parts {
+            for i in 0..part.len() {
+                let code = part.get(i);
+                if let Some(blocked) = &mut self.blocked {
+                    blocked.push(code.codes);
                 }
-            }
-            if let Some(plane) = &mut self.plane {
-                add_to_plane(plane, &self.quantizer, self.metric, part);
-            }
-            for sc in part.scalars() {
-                let (factor, offset) = match self.metric {
-                    Metric::Dot => (sc.scale, 0.0),
-                    Metric::Cosine => (sc.scale / sc.norm, 0.0),
-                    Metric::L2 => (2.0 * sc.scale, -sc.norm * sc.norm),
-                };
+                if let Some(plane) = &mut self.plane {
+                    self.plane_factor
+                        .push(plane_row(&self.shape, code, &mut c, &mut s, &mut p));
+                    plane.push(&p);
+                }
+                let (factor, offset) = self.shape.key_terms(&code.scalars);
                 self.key_factor.push(factor);
                 self.key_offset.push(offset);
             }
@@ -344,283 +348,27 @@ impl FlatIndex {
             Vectors::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
             Vectors::F32(v) => v.extend_from_slice(rows),
         }
-        Ok(())
-    }
-
-    fn check_query(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
-        if k == 0 {
-            return Err(Error::invalid_argument("k", "k must be at least 1"));
-        }
-        if params.oversample == 0 {
-            return Err(Error::invalid_argument("oversample", "must be at least 1"));
-        }
-        check_vector(query, self.quantizer.dim())?;
-        if self.metric == Metric::Cosine && squared_norm_f64(query) == 0.0 {
-            return Err(Error::ZeroVector);
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn estimate(&self, lut: &QueryLut, row: usize) -> f32 {
-        let code = self.codes.get(row);
-        let est = Estimator::Renormalized;
-        match self.metric {
-            Metric::Cosine => lut.cosine(code, est),
-            Metric::Dot => lut.inner_product(code, est),
-            Metric::L2 => lut.squared_l2(code, est),
-        }
     }
 
     /// True when this index has a sign plane, so `SearchParams::staged` takes effect (4-bit
     /// codes with `dim ≥ STAGED_MIN_DIM`).
     pub fn staged_available(&self) -> bool {
-        self.plane.is_some()
+        self.shape.plane.is_some()
     }
 
     /// The kernel stage 1 runs (reported by benchmarks).
     pub fn kernel(&self) -> &'static str {
-        if self.blocked.is_some() {
+        if self.shape.blocked.is_some() {
             Kernel::detect().name()
         } else {
             "portable-float"
         }
     }
 
-    /// Stage 1 over rows `rows` (block-aligned) for a group of queries: the `keep` best of
-    /// each by an approximate key. Only rows whose bit is set in `masks` (one u32 per block) are
-    /// considered.
-    ///
-    /// With a sign plane and `params.staged`, this scans the plane for `keep ×
-    /// params.shortlist` candidates, which [`refine`](Self::refine) then ranks by the full codes
-    /// (after the shortlists of a split scan are merged); otherwise it scans the full codes
-    /// (blocked FastScan for 1, 2, 4 bits, float tables else).
-    fn scan(
-        &self,
-        luts: &[QueryLut],
-        tables: Option<&[NibbleLut]>,
-        rows: std::ops::Range<usize>,
-        keep: usize,
-        masks: &[u32],
-        params: &SearchParams,
-    ) -> Vec<TopK> {
-        match (tables, &self.plane, &self.blocked) {
-            (Some(tables), Some(plane), _) if params.staged => self.scan_blocked(
-                &plane.codes,
-                &plane.factor,
-                tables,
-                rows,
-                self.scan_size(keep, params),
-                masks,
-            ),
-            (Some(tables), _, Some(blocked)) => {
-                self.scan_blocked(blocked, &self.key_factor, tables, rows, keep, masks)
-            }
-            _ => luts
-                .iter()
-                .map(|lut| {
-                    let mut top = TopK::new(keep);
-                    for row in rows.clone() {
-                        if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1 {
-                            top.push(row as u64, self.metric.to_key(self.estimate(lut, row)));
-                        }
-                    }
-                    top
-                })
-                .collect(),
-        }
-    }
-
-    /// The u8 tables stage 1 scans with, built once per query: the sign plane's for a staged
-    /// search, the full codes' for a blocked index, none for the float path.
-    fn stage1_tables(&self, luts: &[QueryLut], params: &SearchParams) -> Option<Vec<NibbleLut>> {
-        match (&self.plane, &self.blocked) {
-            (Some(plane), _) if params.staged => luts
-                .iter()
-                .map(|l| l.sign_plane_lut(&plane.codebook))
-                .collect(),
-            (_, Some(_)) => luts.iter().map(QueryLut::nibble_lut).collect(),
-            _ => None,
-        }
-    }
-
-    /// How many candidates [`scan`](Self::scan) keeps per query.
-    fn scan_size(&self, keep: usize, params: &SearchParams) -> usize {
-        if params.staged && self.plane.is_some() {
-            keep.saturating_mul(params.shortlist.max(1))
-        } else {
-            keep
-        }
-    }
-
-    /// After [`scan`](Self::scan): for a staged search, ranks the sign-plane shortlist by the
-    /// full codes' float estimate and keeps `keep`; otherwise returns the candidates as they are.
-    fn refine(&self, lut: &QueryLut, candidates: TopK, keep: usize, params: &SearchParams) -> TopK {
-        if !(params.staged && self.plane.is_some()) {
-            return candidates;
-        }
-        let mut top = TopK::new(keep);
-        for (row, _) in candidates.into_sorted() {
-            top.push(row, self.metric.to_key(self.estimate(lut, row as usize)));
-        }
-        top
-    }
-
-    /// The blocked FastScan pass: keys `factors[i] · (delta · sum + bias) + key_offset[i]`.
-    ///
-    /// It walks the codes in chunks small enough to stay in L2 and runs every query of the group
-    /// over a chunk before moving on, so a batch reads the codes from memory once per group.
-    fn scan_blocked(
-        &self,
-        blocked: &BlockedCodes,
-        key_factor: &[f32],
-        nibbles: &[NibbleLut],
-        rows: std::ops::Range<usize>,
-        keep: usize,
-        masks: &[u32],
-    ) -> Vec<TopK> {
-        let kernel = Kernel::detect();
-        let columns = blocked.nibble_columns();
-        let block_bytes = blocked.block_bytes();
-        let chunk_blocks = (CHUNK_BYTES / block_bytes).clamp(1, SCAN_BLOCKS);
-        let mut tops: Vec<TopK> = nibbles.iter().map(|_| TopK::new(keep)).collect();
-        // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
-        // value), so they never enter a heap.
-        let mut thresholds = vec![f32::MIN; nibbles.len()];
-        let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
-        let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
-        let end_block = rows.end.div_ceil(BLOCK);
-        let mut b = rows.start / BLOCK;
-        while b < end_block {
-            // Skip blocks with nothing to find, then take a run of blocks that have something.
-            if masks[b] == 0 {
-                b += 1;
-                continue;
-            }
-            let mut nb = 1;
-            while nb < chunk_blocks && b + nb < end_block && masks[b + nb] != 0 {
-                nb += 1;
-            }
-            let codes = &blocked.as_bytes()[b * block_bytes..(b + nb) * block_bytes];
-            let base = b * BLOCK;
-            let n = (base + nb * BLOCK).min(rows.end) - base;
-            let factors = &key_factor[base..base + n];
-            let offsets = &self.key_offset[base..base + n];
-            for ((nibble, top), threshold) in nibbles.iter().zip(&mut tops).zip(&mut thresholds) {
-                kernel.scan(codes, columns, &nibble.tables, &mut sums[..nb * BLOCK]);
-                // Keys for the whole chunk in one pass the compiler vectorises, then a compare
-                // against the heap's threshold that rarely succeeds.
-                let (delta, bias) = (nibble.delta, nibble.bias);
-                for (((key, &sum), &f), &o) in
-                    keys.iter_mut().zip(&sums[..n]).zip(factors).zip(offsets)
-                {
-                    *key = f * (delta * sum as f32 + bias) + o;
-                }
-                for (block_keys, &mask) in keys[..n].chunks_mut(BLOCK).zip(&masks[b..b + nb]) {
-                    if mask != u32::MAX {
-                        for (j, key) in block_keys.iter_mut().enumerate() {
-                            if mask >> j & 1 == 0 {
-                                *key = f32::NEG_INFINITY;
-                            }
-                        }
-                    }
-                }
-                for (g, group) in keys[..n].chunks(16).enumerate() {
-                    // Branch-free "does any key reach the threshold" over 16 keys (vectorised).
-                    if !group
-                        .iter()
-                        .fold(false, |any, &key| any | (key >= *threshold))
-                    {
-                        continue;
-                    }
-                    for (j, &key) in group.iter().enumerate() {
-                        if key >= *threshold {
-                            top.push((base + g * 16 + j) as u64, key);
-                            *threshold = top.threshold().unwrap_or(f32::MIN);
-                        }
-                    }
-                }
-            }
-            b += nb;
-        }
-        tops
-    }
-
-    fn exact_score(&self, query: &[f32], q_norm: f32, row: usize, buf: &mut [f32]) -> Option<f32> {
-        let d = self.quantizer.dim();
-        let x: &[f32] = match &self.vectors {
-            Vectors::None => return None,
-            Vectors::F32(v) => &v[row * d..(row + 1) * d],
-            Vectors::F16(v) => {
-                for (b, h) in buf.iter_mut().zip(&v[row * d..(row + 1) * d]) {
-                    *b = h.to_f32();
-                }
-                buf
-            }
-        };
-        Some(match self.metric {
-            Metric::Dot => dot_f32(query, x),
-            Metric::L2 => squared_l2_f32(query, x),
-            Metric::Cosine => {
-                let n = squared_norm_f64(x).sqrt() as f32;
-                dot_f32(query, x) / (q_norm * n)
-            }
-        })
-    }
-
-    fn finish(
-        &self,
-        query: &[f32],
-        lut: &QueryLut,
-        k: usize,
-        params: &SearchParams,
-        candidates: TopK,
-    ) -> Vec<Neighbor> {
-        let candidates = candidates.into_sorted();
-        let rerank = params.rescore && !matches!(self.vectors, Vectors::None);
-        if !rerank {
-            // Stage 2: the exact code-domain estimate of each candidate (a staged search's
-            // `refine` already ranked its candidates by exactly that).
-            let exact_keys = params.staged && self.plane.is_some();
-            let mut top = TopK::new(k);
-            for (row, key) in candidates {
-                let key = if exact_keys {
-                    key
-                } else {
-                    self.metric.to_key(self.estimate(lut, row as usize))
-                };
-                top.push(row, key);
-            }
-            return top
-                .into_sorted()
-                .into_iter()
-                .map(|(row, key)| Neighbor {
-                    id: self.ids[row as usize],
-                    score: self.metric.to_key(key),
-                })
-                .collect();
-        }
-        let q_norm = squared_norm_f64(query).sqrt() as f32;
-        let mut buf = vec![0.0f32; self.quantizer.dim()];
-        let mut top = TopK::new(k);
-        for (row, _) in candidates {
-            let score = self
-                .exact_score(query, q_norm, row as usize, &mut buf)
-                .expect("rerank storage present");
-            top.push(row, self.metric.to_key(score));
-        }
-        top.into_sorted()
-            .into_iter()
-            .map(|(row, key)| Neighbor {
-                id: self.ids[row as usize],
-                score: self.metric.to_key(key),
-            })
-            .collect()
-    }
-
     /// The `min(k, len)` best matches for `query`; the scan is split across threads.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
-        self.search_masked(query, k, params, &self.live)
+        self.shape.check_one(query, k, params)?;
+        self.view().search_masked(query, k, params, &self.live)
     }
 
     /// [`search`](Self::search) restricted to the ids in `allow` (ids not in the index are
@@ -632,44 +380,9 @@ impl FlatIndex {
         params: &SearchParams,
         allow: &roaring::RoaringTreemap,
     ) -> Result<Vec<Neighbor>> {
-        self.search_masked(query, k, params, &self.allowed_masks(allow))
-    }
-
-    fn search_masked(
-        &self,
-        query: &[f32],
-        k: usize,
-        params: &SearchParams,
-        masks: &[u32],
-    ) -> Result<Vec<Neighbor>> {
-        self.check_query(query, k, params)?;
-        let lut = self.quantizer.prepare_query(query)?;
-        let keep = k.saturating_mul(params.oversample);
-        let n = self.rows();
-        let luts = std::slice::from_ref(&lut);
-        let tables = self.stage1_tables(luts, params);
-        let top = (0..n.div_ceil(ROW_CHUNK))
-            .into_par_iter()
-            .map(|c| {
-                let mut tops = self.scan(
-                    luts,
-                    tables.as_deref(),
-                    c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
-                    keep,
-                    masks,
-                    params,
-                );
-                tops.pop().expect("one query")
-            })
-            .reduce(
-                || TopK::new(self.scan_size(keep, params)),
-                |mut a, b| {
-                    a.merge(b);
-                    a
-                },
-            );
-        let top = self.refine(&lut, top, keep, params);
-        Ok(self.finish(query, &lut, k, params, top))
+        self.shape.check_one(query, k, params)?;
+        self.view()
+            .search_masked(query, k, params, &self.allowed_masks(allow))
     }
 
     /// [`search`](Self::search) for every row of `queries`, in parallel over queries.
@@ -679,7 +392,9 @@ impl FlatIndex {
         k: usize,
         params: &SearchParams,
     ) -> Result<Vec<Vec<Neighbor>>> {
-        self.search_batch_masked(queries, k, params, &self.live)
+        self.shape.check_queries(queries, k, params)?;
+        self.view()
+            .search_batch_masked(queries, k, params, &self.live)
     }
 
     /// [`search_filtered`](Self::search_filtered) for every row of `queries`.
@@ -690,96 +405,43 @@ impl FlatIndex {
         params: &SearchParams,
         allow: &roaring::RoaringTreemap,
     ) -> Result<Vec<Vec<Neighbor>>> {
-        self.search_batch_masked(queries, k, params, &self.allowed_masks(allow))
-    }
-
-    fn search_batch_masked(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: &SearchParams,
-        masks: &[u32],
-    ) -> Result<Vec<Vec<Neighbor>>> {
-        let d = self.quantizer.dim();
-        check_rows(queries, d, "queries")?;
-        for q in queries.chunks_exact(d) {
-            self.check_query(q, k, params)?;
-        }
-        let keep = k.saturating_mul(params.oversample);
-        // Groups of queries share each pass over the codes; groups run in parallel.
-        let groups = queries
-            .par_chunks(d * QUERY_GROUP)
-            .map(|group| {
-                let luts = group
-                    .chunks_exact(d)
-                    .map(|q| self.quantizer.prepare_query(q))
-                    .collect::<Result<Vec<_>>>()?;
-                let tables = self.stage1_tables(&luts, params);
-                let tops = self.scan(
-                    &luts,
-                    tables.as_deref(),
-                    0..self.rows(),
-                    keep,
-                    masks,
-                    params,
-                );
-                Ok(group
-                    .chunks_exact(d)
-                    .zip(&luts)
-                    .zip(tops)
-                    .map(|((q, lut), top)| {
-                        let top = self.refine(lut, top, keep, params);
-                        self.finish(q, lut, k, params, top)
-                    })
-                    .collect::<Vec<_>>())
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(groups.into_iter().flatten().collect())
+        self.shape.check_queries(queries, k, params)?;
+        self.view()
+            .search_batch_masked(queries, k, params, &self.allowed_masks(allow))
     }
 }
 
-/// Appends the sign plane of `part`'s codes, and each row's plane key factor: the norm over
-/// `<ĉ, ĉ₁>` (the full reconstruction against its sign reconstruction, which stands in for
-/// `<y, ĉ₁>`), adjusted for the metric as `key_factor` is.
-fn add_to_plane(plane: &mut SignPlane, quantizer: &Quantizer, metric: Metric, part: &EncodedBatch) {
-    let cb = quantizer
-        .codebook()
-        .expect("2- and 4-bit codes have a codebook");
-    let (bits, dim) = (cb.bits(), quantizer.dim());
-    let centroids = cb.centroids_f32();
-    let c1 = plane.codebook.centroids_f32()[1];
-    let mut codes = vec![0u8; dim];
-    let mut signs = vec![0u8; dim];
-    let mut packed = vec![0u8; packing::packed_len(dim, 1)];
-    for i in 0..part.len() {
-        let code = part.get(i);
-        packing::unpack(code.codes, bits, &mut codes);
-        let mut abs_sum = 0.0f32;
-        for ((s, &c), _) in signs.iter_mut().zip(&codes).zip(0..) {
-            *s = c >> (bits - 1);
-            abs_sum += centroids[usize::from(c)].abs();
-        }
-        packing::pack(&signs, 1, &mut packed);
-        plane.codes.push(&packed);
-        let sc = code.scalars;
-        let scale = if abs_sum > 0.0 {
-            sc.norm / (c1 * abs_sum)
-        } else {
-            sc.scale
-        };
-        plane.factor.push(match metric {
-            Metric::Dot => scale,
-            Metric::Cosine => scale / sc.norm,
-            Metric::L2 => 2.0 * scale,
-        });
+/// Validates and encodes rows to add under `shape` (in parallel): whole rows of finite values,
+/// one id each, and no zero vector under cosine. On error nothing is returned.
+pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Vec<EncodedBatch>> {
+    let d = shape.quantizer.dim();
+    check_rows(rows, d, "rows")?;
+    if rows.len() / d != ids.len() {
+        return Err(Error::invalid_argument(
+            "ids",
+            format!("{} ids for {} rows", ids.len(), rows.len() / d),
+        ));
     }
+    if shape.metric == Metric::Cosine
+        && let Some(row) = rows
+            .chunks_exact(d)
+            .position(|r| squared_norm_f64(r) == 0.0)
+    {
+        return Err(Error::invalid_argument(
+            "rows",
+            format!("row {row} is a zero vector, which has no cosine similarity"),
+        ));
+    }
+    rows.par_chunks(d * 1024)
+        .map(|chunk| shape.quantizer.encode_batch(chunk))
+        .collect::<Result<Vec<_>>>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::random::SeededRng;
-    use crate::search::ExactIndex;
+    use crate::search::{ExactIndex, STAGED_MIN_DIM, TopK};
 
     fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
         let mut rng = SeededRng::for_data(seed);
@@ -871,12 +533,13 @@ mod tests {
                         .unwrap();
                 index.add(&ids, &rows).unwrap();
                 assert!(index.blocked.is_some());
+                let view = index.view();
                 let mut overlap = 0;
                 for q in queries.chunks_exact(d) {
-                    let lut = index.quantizer.prepare_query(q).unwrap();
+                    let lut = index.quantizer().prepare_query(q).unwrap();
                     let mut want = TopK::new(10);
                     for row in 0..n {
-                        want.push(row as u64, metric.to_key(index.estimate(&lut, row)));
+                        want.push(row as u64, metric.to_key(view.estimate_row(&lut, row)));
                     }
                     let want: Vec<u64> = want.into_sorted().iter().map(|w| w.0).collect();
                     let all = SearchParams {

@@ -4,7 +4,9 @@
 mod exact;
 mod flat;
 mod topk;
+pub(crate) mod view;
 
 pub use exact::{ExactIndex, Neighbor};
-pub use flat::{FlatIndex, RerankStorage, STAGED_MIN_DIM, SearchParams};
+pub use flat::{FlatIndex, RerankStorage, SearchParams};
 pub use topk::TopK;
+pub use view::STAGED_MIN_DIM;

@@ -1,0 +1,644 @@
+//! The search pipeline over borrowed columns.
+//!
+//! [`Shape`] is what a run of rows shares (quantizer, metric, layout sizes); [`Columns`] borrows
+//! the rows' arrays, owned by a [`FlatIndex`](super::FlatIndex) or mapped from a segment file;
+//! [`View`] pairs them and runs stage 1 (FastScan or float tables), the staged refinement and
+//! stage 2 (code-domain estimate or rerank on stored vectors). Nothing here owns data or does
+//! I/O, so the in-memory index and the mmapped segments search with the same code.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result, check_rows, check_vector};
+use crate::kernels::fastscan::Kernel;
+use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
+use crate::metric::Metric;
+use crate::quantizer::layout::{self, BLOCK};
+use crate::quantizer::{
+    CodeRef, Codebook, Estimator, NibbleLut, Quantizer, QuantizerConfig, QueryLut, VectorScalars,
+};
+use crate::search::{Neighbor, SearchParams, TopK};
+
+/// Rows per parallel task when one query is split across threads.
+const ROW_CHUNK: usize = 4096;
+/// Most blocks scored per kernel call (their sums stay in L1: 64 · 32 · 4 bytes).
+const SCAN_BLOCKS: usize = 64;
+/// Code bytes per chunk of a grouped scan: small enough to stay in L2 while every query of
+/// the group passes over it.
+const CHUNK_BYTES: usize = 192 * 1024;
+/// Queries scanned together in a batch.
+const QUERY_GROUP: usize = 8;
+/// Smallest dimension with a sign plane for staged search.
+pub const STAGED_MIN_DIM: usize = 256;
+
+/// Sizes of one blocked code array: nibble columns per block and bytes per block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockShape {
+    pub columns: usize,
+    pub block_bytes: usize,
+}
+
+impl BlockShape {
+    fn new(dim: usize, bits: u8) -> Self {
+        let (_, columns) = layout::nibbles(dim, bits);
+        BlockShape {
+            columns,
+            block_bytes: columns * 16,
+        }
+    }
+
+    /// Bytes of the blocked array for `rows` rows.
+    pub fn bytes_for(&self, rows: usize) -> usize {
+        rows.div_ceil(BLOCK) * self.block_bytes
+    }
+}
+
+/// What every row of an index shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub quantizer: Quantizer,
+    pub metric: Metric,
+    /// The blocked layout of the full codes (1-, 2-, 4-bit scalar codes).
+    pub blocked: Option<BlockShape>,
+    /// The sign plane of 4-bit codes with `dim ≥ STAGED_MIN_DIM`, and its 1-bit codebook.
+    pub plane: Option<(BlockShape, Arc<Codebook>)>,
+}
+
+impl Shape {
+    pub fn new(config: QuantizerConfig, metric: Metric) -> Result<Self> {
+        let quantizer = Quantizer::new(config)?;
+        let bits = config.mse_bits();
+        let blocked = layout::supports(bits).then(|| BlockShape::new(config.dim, bits));
+        // Only 4-bit codes gain from staging: a 2-bit scan costs about what the plane pass and
+        // the shortlist rescoring cost together (measured on docs-minilm-384).
+        // Low dimensions have too noisy a sign plane to shortlist from (at d = 50 the 1-bit
+        // recall@10 of GloVe is 0.18 and a staged 4-bit search loses a third of its recall).
+        let plane = if bits == 4 && config.dim >= STAGED_MIN_DIM {
+            Some((
+                BlockShape::new(config.dim, 1),
+                Codebook::get(config.dim, 1)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Shape {
+            quantizer,
+            metric,
+            blocked,
+            plane,
+        })
+    }
+
+    /// Stage-1 key of a row: `factor · estimate + offset`, an affine function of the
+    /// code-domain estimate that orders rows as the metric does (up to per-query constants).
+    pub fn key_terms(&self, sc: &VectorScalars) -> (f32, f32) {
+        match self.metric {
+            Metric::Dot => (sc.scale, 0.0),
+            Metric::Cosine => (sc.scale / sc.norm, 0.0),
+            Metric::L2 => (2.0 * sc.scale, -sc.norm * sc.norm),
+        }
+    }
+
+    fn check_query(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
+        if k == 0 {
+            return Err(Error::invalid_argument("k", "k must be at least 1"));
+        }
+        if params.oversample == 0 {
+            return Err(Error::invalid_argument("oversample", "must be at least 1"));
+        }
+        check_vector(query, self.quantizer.dim())?;
+        if self.metric == Metric::Cosine && squared_norm_f64(query) == 0.0 {
+            return Err(Error::ZeroVector);
+        }
+        Ok(())
+    }
+
+    /// Checks a batch of queries (the whole batch fails on the first bad one).
+    pub fn check_queries(&self, queries: &[f32], k: usize, params: &SearchParams) -> Result<()> {
+        let d = self.quantizer.dim();
+        check_rows(queries, d, "queries")?;
+        for q in queries.chunks_exact(d) {
+            self.check_query(q, k, params)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one query.
+    pub fn check_one(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
+        self.check_query(query, k, params)
+    }
+}
+
+/// Full-precision copies of the rows, borrowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) enum VectorsRef<'a> {
+    #[default]
+    None,
+    F16(&'a [half::f16]),
+    F32(&'a [f32]),
+}
+
+/// The arrays of a run of rows, borrowed. Row `i` of every array belongs to `ids[i]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Columns<'a> {
+    pub ids: &'a [u64],
+    /// Packed codes, `rows × code_bytes`.
+    pub codes: &'a [u8],
+    /// QJL sketches, `rows × sketch_bytes`.
+    pub sketches: &'a [u8],
+    pub scalars: &'a [VectorScalars],
+    /// The codes in the blocked layout (when the shape has one).
+    pub blocked: &'a [u8],
+    /// The sign plane in the blocked layout (when the shape has one) and its per-row key factor.
+    pub plane: &'a [u8],
+    pub plane_factor: &'a [f32],
+    pub key_factor: &'a [f32],
+    pub key_offset: &'a [f32],
+    pub vectors: VectorsRef<'a>,
+}
+
+impl Columns<'_> {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// A searchable run of rows: a shape and its columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub shape: &'a Shape,
+    pub cols: Columns<'a>,
+}
+
+impl View<'_> {
+    fn code(&self, row: usize) -> CodeRef<'_> {
+        let q = &self.shape.quantizer;
+        let (cb, sb) = (q.code_bytes(), q.sketch_bytes());
+        CodeRef {
+            codes: &self.cols.codes[row * cb..(row + 1) * cb],
+            sketch: &self.cols.sketches[row * sb..(row + 1) * sb],
+            scalars: self.cols.scalars[row],
+        }
+    }
+
+    /// The code-domain estimate of the metric's score for `row`.
+    #[inline]
+    pub fn estimate_row(&self, lut: &QueryLut, row: usize) -> f32 {
+        let code = self.code(row);
+        let est = Estimator::Renormalized;
+        match self.shape.metric {
+            Metric::Cosine => lut.cosine(code, est),
+            Metric::Dot => lut.inner_product(code, est),
+            Metric::L2 => lut.squared_l2(code, est),
+        }
+    }
+
+    fn staged(&self, params: &SearchParams) -> bool {
+        params.staged && self.shape.plane.is_some()
+    }
+
+    /// Stage 1 over rows `rows` (block-aligned) for a group of queries: the `keep` best of
+    /// each by an approximate key. Only rows whose bit is set in `masks` (one u32 per block) are
+    /// considered.
+    ///
+    /// With a sign plane and `params.staged`, this scans the plane for `keep ×
+    /// params.shortlist` candidates, which [`refine`](Self::refine) then ranks by the full codes
+    /// (after the shortlists of a split scan are merged); otherwise it scans the full codes
+    /// (blocked FastScan for 1, 2, 4 bits, float tables else).
+    fn scan(
+        &self,
+        luts: &[QueryLut],
+        tables: Option<&[NibbleLut]>,
+        rows: std::ops::Range<usize>,
+        keep: usize,
+        masks: &[u32],
+        params: &SearchParams,
+    ) -> Vec<TopK> {
+        match (tables, &self.shape.plane, &self.shape.blocked) {
+            (Some(tables), Some((plane, _)), _) if params.staged => self.scan_blocked(
+                self.cols.plane,
+                *plane,
+                self.cols.plane_factor,
+                tables,
+                rows,
+                self.scan_size(keep, params),
+                masks,
+            ),
+            (Some(tables), _, Some(blocked)) => self.scan_blocked(
+                self.cols.blocked,
+                *blocked,
+                self.cols.key_factor,
+                tables,
+                rows,
+                keep,
+                masks,
+            ),
+            _ => luts
+                .iter()
+                .map(|lut| {
+                    let mut top = TopK::new(keep);
+                    for row in rows.clone() {
+                        if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1 {
+                            top.push(
+                                row as u64,
+                                self.shape.metric.to_key(self.estimate_row(lut, row)),
+                            );
+                        }
+                    }
+                    top
+                })
+                .collect(),
+        }
+    }
+
+    /// The u8 tables stage 1 scans with, built once per query: the sign plane's for a staged
+    /// search, the full codes' for a blocked index, none for the float path.
+    fn stage1_tables(&self, luts: &[QueryLut], params: &SearchParams) -> Option<Vec<NibbleLut>> {
+        match (&self.shape.plane, &self.shape.blocked) {
+            (Some((_, codebook)), _) if params.staged => {
+                luts.iter().map(|l| l.sign_plane_lut(codebook)).collect()
+            }
+            (_, Some(_)) => luts.iter().map(QueryLut::nibble_lut).collect(),
+            _ => None,
+        }
+    }
+
+    /// How many candidates [`scan`](Self::scan) keeps per query.
+    fn scan_size(&self, keep: usize, params: &SearchParams) -> usize {
+        if self.staged(params) {
+            keep.saturating_mul(params.shortlist.max(1))
+        } else {
+            keep
+        }
+    }
+
+    /// After [`scan`](Self::scan): for a staged search, ranks the sign-plane shortlist by the
+    /// full codes' float estimate and keeps `keep`; otherwise returns the candidates as they are.
+    fn refine(&self, lut: &QueryLut, candidates: TopK, keep: usize, params: &SearchParams) -> TopK {
+        if !self.staged(params) {
+            return candidates;
+        }
+        let mut top = TopK::new(keep);
+        for (row, _) in candidates.into_sorted() {
+            top.push(
+                row,
+                self.shape
+                    .metric
+                    .to_key(self.estimate_row(lut, row as usize)),
+            );
+        }
+        top
+    }
+
+    /// The blocked FastScan pass: keys `factors[i] · (delta · sum + bias) + key_offset[i]`.
+    ///
+    /// It walks the codes in chunks small enough to stay in L2 and runs every query of the group
+    /// over a chunk before moving on, so a batch reads the codes from memory once per group.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_blocked(
+        &self,
+        bytes: &[u8],
+        shape: BlockShape,
+        key_factor: &[f32],
+        nibbles: &[NibbleLut],
+        rows: std::ops::Range<usize>,
+        keep: usize,
+        masks: &[u32],
+    ) -> Vec<TopK> {
+        let kernel = Kernel::detect();
+        let BlockShape {
+            columns,
+            block_bytes,
+        } = shape;
+        let chunk_blocks = (CHUNK_BYTES / block_bytes).clamp(1, SCAN_BLOCKS);
+        let mut tops: Vec<TopK> = nibbles.iter().map(|_| TopK::new(keep)).collect();
+        // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
+        // value), so they never enter a heap.
+        let mut thresholds = vec![f32::MIN; nibbles.len()];
+        let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
+        let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
+        let end_block = rows.end.div_ceil(BLOCK);
+        let mut b = rows.start / BLOCK;
+        while b < end_block {
+            // Skip blocks with nothing to find, then take a run of blocks that have something.
+            if masks[b] == 0 {
+                b += 1;
+                continue;
+            }
+            let mut nb = 1;
+            while nb < chunk_blocks && b + nb < end_block && masks[b + nb] != 0 {
+                nb += 1;
+            }
+            let codes = &bytes[b * block_bytes..(b + nb) * block_bytes];
+            let base = b * BLOCK;
+            let n = (base + nb * BLOCK).min(rows.end) - base;
+            let factors = &key_factor[base..base + n];
+            let offsets = &self.cols.key_offset[base..base + n];
+            for ((nibble, top), threshold) in nibbles.iter().zip(&mut tops).zip(&mut thresholds) {
+                kernel.scan(codes, columns, &nibble.tables, &mut sums[..nb * BLOCK]);
+                // Keys for the whole chunk in one pass the compiler vectorises, then a compare
+                // against the heap's threshold that rarely succeeds.
+                let (delta, bias) = (nibble.delta, nibble.bias);
+                for (((key, &sum), &f), &o) in
+                    keys.iter_mut().zip(&sums[..n]).zip(factors).zip(offsets)
+                {
+                    *key = f * (delta * sum as f32 + bias) + o;
+                }
+                for (block_keys, &mask) in keys[..n].chunks_mut(BLOCK).zip(&masks[b..b + nb]) {
+                    if mask != u32::MAX {
+                        for (j, key) in block_keys.iter_mut().enumerate() {
+                            if mask >> j & 1 == 0 {
+                                *key = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
+                for (g, group) in keys[..n].chunks(16).enumerate() {
+                    // Branch-free "does any key reach the threshold" over 16 keys (vectorised).
+                    if !group
+                        .iter()
+                        .fold(false, |any, &key| any | (key >= *threshold))
+                    {
+                        continue;
+                    }
+                    for (j, &key) in group.iter().enumerate() {
+                        if key >= *threshold {
+                            top.push((base + g * 16 + j) as u64, key);
+                            *threshold = top.threshold().unwrap_or(f32::MIN);
+                        }
+                    }
+                }
+            }
+            b += nb;
+        }
+        tops
+    }
+
+    /// The exact score of row `row` on its stored vector (`None` without rerank storage).
+    pub fn exact_score(
+        &self,
+        query: &[f32],
+        q_norm: f32,
+        row: usize,
+        buf: &mut [f32],
+    ) -> Option<f32> {
+        let d = self.shape.quantizer.dim();
+        let x: &[f32] = match self.cols.vectors {
+            VectorsRef::None => return None,
+            VectorsRef::F32(v) => &v[row * d..(row + 1) * d],
+            VectorsRef::F16(v) => {
+                for (b, h) in buf.iter_mut().zip(&v[row * d..(row + 1) * d]) {
+                    *b = h.to_f32();
+                }
+                buf
+            }
+        };
+        Some(match self.shape.metric {
+            Metric::Dot => dot_f32(query, x),
+            Metric::L2 => squared_l2_f32(query, x),
+            Metric::Cosine => {
+                let n = squared_norm_f64(x).sqrt() as f32;
+                dot_f32(query, x) / (q_norm * n)
+            }
+        })
+    }
+
+    /// True when rows carry full-precision copies.
+    pub fn has_vectors(&self) -> bool {
+        !matches!(self.cols.vectors, VectorsRef::None)
+    }
+
+    /// The stored vector of `row`, widened to f32 (`None` without rerank storage).
+    pub fn vector(&self, row: usize) -> Option<Vec<f32>> {
+        let d = self.shape.quantizer.dim();
+        match self.cols.vectors {
+            VectorsRef::None => None,
+            VectorsRef::F32(v) => Some(v[row * d..(row + 1) * d].to_vec()),
+            VectorsRef::F16(v) => Some(
+                v[row * d..(row + 1) * d]
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn finish(
+        &self,
+        query: &[f32],
+        lut: &QueryLut,
+        k: usize,
+        params: &SearchParams,
+        candidates: TopK,
+    ) -> Vec<Neighbor> {
+        let metric = self.shape.metric;
+        let candidates = candidates.into_sorted();
+        let mut top = TopK::new(k);
+        if params.rescore && self.has_vectors() {
+            let q_norm = squared_norm_f64(query).sqrt() as f32;
+            let mut buf = vec![0.0f32; self.shape.quantizer.dim()];
+            for (row, _) in candidates {
+                let score = self
+                    .exact_score(query, q_norm, row as usize, &mut buf)
+                    .unwrap_or(f32::NAN);
+                top.push(row, metric.to_key(score));
+            }
+        } else {
+            // Stage 2: the exact code-domain estimate of each candidate (a staged search's
+            // `refine` already ranked its candidates by exactly that).
+            let exact_keys = self.staged(params);
+            for (row, key) in candidates {
+                let key = if exact_keys {
+                    key
+                } else {
+                    metric.to_key(self.estimate_row(lut, row as usize))
+                };
+                top.push(row, key);
+            }
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|(row, key)| Neighbor {
+                id: self.cols.ids[row as usize],
+                score: metric.to_key(key),
+            })
+            .collect()
+    }
+
+    /// The `min(k, live)` best matches for one checked query; the scan is split across threads.
+    pub fn search_masked(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        masks: &[u32],
+    ) -> Result<Vec<Neighbor>> {
+        let lut = self.shape.quantizer.prepare_query(query)?;
+        let keep = k.saturating_mul(params.oversample);
+        let n = self.cols.rows();
+        let luts = std::slice::from_ref(&lut);
+        let tables = self.stage1_tables(luts, params);
+        let top = (0..n.div_ceil(ROW_CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut tops = self.scan(
+                    luts,
+                    tables.as_deref(),
+                    c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
+                    keep,
+                    masks,
+                    params,
+                );
+                tops.pop().unwrap_or_else(|| TopK::new(0))
+            })
+            .reduce(
+                || TopK::new(self.scan_size(keep, params)),
+                |mut a, b| {
+                    a.merge(b);
+                    a
+                },
+            );
+        let top = self.refine(&lut, top, keep, params);
+        Ok(self.finish(query, &lut, k, params, top))
+    }
+
+    /// [`search_masked`](Self::search_masked) for every row of checked `queries`, in parallel
+    /// over groups of queries that share each pass over the codes.
+    pub fn search_batch_masked(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        masks: &[u32],
+    ) -> Result<Vec<Vec<Neighbor>>> {
+        let d = self.shape.quantizer.dim();
+        let keep = k.saturating_mul(params.oversample);
+        let groups = queries
+            .par_chunks(d * QUERY_GROUP)
+            .map(|group| {
+                let luts = group
+                    .chunks_exact(d)
+                    .map(|q| self.shape.quantizer.prepare_query(q))
+                    .collect::<Result<Vec<_>>>()?;
+                let tables = self.stage1_tables(&luts, params);
+                let tops = self.scan(
+                    &luts,
+                    tables.as_deref(),
+                    0..self.cols.rows(),
+                    keep,
+                    masks,
+                    params,
+                );
+                Ok(group
+                    .chunks_exact(d)
+                    .zip(&luts)
+                    .zip(tops)
+                    .map(|((q, lut), top)| {
+                        let top = self.refine(lut, top, keep, params);
+                        self.finish(q, lut, k, params, top)
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(groups.into_iter().flatten().collect())
+    }
+
+    /// Brute force on the stored vectors: the exact `min(k, live)` best rows (needs rerank
+    /// storage; callers check).
+    pub fn exact_search(&self, query: &[f32], k: usize, masks: &[u32]) -> Vec<Neighbor> {
+        let metric = self.shape.metric;
+        let q_norm = squared_norm_f64(query).sqrt() as f32;
+        let n = self.cols.rows();
+        let top = (0..n.div_ceil(ROW_CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut buf = vec![0.0f32; self.shape.quantizer.dim()];
+                let mut top = TopK::new(k);
+                for row in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n) {
+                    if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1
+                        && let Some(s) = self.exact_score(query, q_norm, row, &mut buf)
+                    {
+                        top.push(row as u64, metric.to_key(s));
+                    }
+                }
+                top
+            })
+            .reduce(
+                || TopK::new(k),
+                |mut a, b| {
+                    a.merge(b);
+                    a
+                },
+            );
+        top.into_sorted()
+            .into_iter()
+            .map(|(row, key)| Neighbor {
+                id: self.cols.ids[row as usize],
+                score: metric.to_key(key),
+            })
+            .collect()
+    }
+}
+
+/// Merges per-source result lists (each best first) into the `k` best overall; ties go to the
+/// smaller id, as within a source.
+pub(crate) fn merge_results(metric: Metric, k: usize, lists: &[Vec<Neighbor>]) -> Vec<Neighbor> {
+    let mut top = TopK::new(k);
+    for list in lists {
+        for n in list {
+            top.push(n.id, metric.to_key(n.score));
+        }
+    }
+    top.into_sorted()
+        .into_iter()
+        .map(|(id, key)| Neighbor {
+            id,
+            score: metric.to_key(key),
+        })
+        .collect()
+}
+
+/// The sign-plane code of one packed 4-bit code and its plane key factor: the norm over
+/// `<ĉ, ĉ₁>` (the full reconstruction against its sign reconstruction, which stands in for
+/// `<y, ĉ₁>`), adjusted for the metric as `key_factor` is. `scratch` holds `dim` bytes twice.
+pub(crate) fn plane_row(
+    shape: &Shape,
+    code: CodeRef<'_>,
+    codes: &mut [u8],
+    signs: &mut [u8],
+    packed: &mut [u8],
+) -> f32 {
+    use crate::quantizer::packing;
+    let quantizer = &shape.quantizer;
+    let cb = quantizer
+        .codebook()
+        .expect("codes with a sign plane have a codebook");
+    let bits = cb.bits();
+    let centroids = cb.centroids_f32();
+    let c1 = shape
+        .plane
+        .as_ref()
+        .expect("a shape with a plane")
+        .1
+        .centroids_f32()[1];
+    packing::unpack(code.codes, bits, codes);
+    let mut abs_sum = 0.0f32;
+    for (s, &c) in signs.iter_mut().zip(codes.iter()) {
+        *s = c >> (bits - 1);
+        abs_sum += centroids[usize::from(c)].abs();
+    }
+    packing::pack(signs, 1, packed);
+    let sc = code.scalars;
+    let scale = if abs_sum > 0.0 {
+        sc.norm / (c1 * abs_sum)
+    } else {
+        sc.scale
+    };
+    match shape.metric {
+        Metric::Dot => scale,
+        Metric::Cosine => scale / sc.norm,
+        Metric::L2 => 2.0 * scale,
+    }
+}
