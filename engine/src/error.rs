@@ -2,7 +2,12 @@
 //!
 //! * [`ErrorKind::InvalidInput`]: the caller passed something the engine cannot accept (a vector
 //!   of the wrong length, a NaN, an unsupported bit width). Fix the request.
-//! * Later variants (I/O, corruption) will name the file and point at the operator.
+//! * [`ErrorKind::NotFound`] / [`ErrorKind::AlreadyExists`]: a collection is missing or taken.
+//! * [`ErrorKind::Io`]: the operating system refused a read or write (disk full, permissions);
+//!   the error names the file.
+//! * [`ErrorKind::Corruption`]: a file's bytes are not what Gyre wrote (bad magic, checksum,
+//!   truncation); the error names the file. Nothing is guessed or skipped silently.
+//! * [`ErrorKind::Unavailable`]: the data directory is held by another process.
 //!
 //! Errors never carry vector data, only positions and sizes, so they are cheap to build and safe
 //! to log.
@@ -15,6 +20,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ErrorKind {
     /// The caller sent a request the engine refuses; retrying it unchanged fails again.
     InvalidInput,
+    /// A named collection does not exist.
+    NotFound,
+    /// A collection with that name already exists.
+    AlreadyExists,
+    /// An operating-system I/O error.
+    Io,
+    /// Stored data failed a check: a file is damaged or was not written by Gyre.
+    Corruption,
+    /// The resource is held by someone else (another process has the data directory).
+    Unavailable,
 }
 
 /// Everything that can go wrong in the engine.
@@ -70,6 +85,48 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// No collection has this name.
+    #[error("collection {name:?} not found")]
+    CollectionNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// A collection with this name exists already.
+    #[error("collection {name:?} already exists{detail}")]
+    CollectionExists {
+        /// The name asked for.
+        name: String,
+        /// Extra context (for instance that its configuration differs), may be empty.
+        detail: String,
+    },
+    /// An operating-system I/O error on a file.
+    #[error("I/O error on {path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The operating system's message.
+        message: String,
+        /// The error's kind, for callers that branch on it.
+        io_kind: std::io::ErrorKind,
+    },
+    /// A stored file failed a check.
+    #[error("corrupt file {path}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: String,
+        /// What check failed.
+        reason: String,
+    },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {path} is locked by another process ({holder}); stop it or use another directory"
+    )]
+    Locked {
+        /// The lock file.
+        path: String,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
 }
 
 impl Error {
@@ -83,6 +140,28 @@ impl Error {
             | Error::InvalidBits { .. }
             | Error::InvalidDimension { .. }
             | Error::InvalidArgument { .. } => ErrorKind::InvalidInput,
+            Error::CollectionNotFound { .. } => ErrorKind::NotFound,
+            Error::CollectionExists { .. } => ErrorKind::AlreadyExists,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Corrupt { .. } => ErrorKind::Corruption,
+            Error::Locked { .. } => ErrorKind::Unavailable,
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+            io_kind: e.kind(),
+        }
+    }
+
+    /// A failed check of the file at `path`.
+    pub(crate) fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.display().to_string(),
+            reason: reason.into(),
         }
     }
 

@@ -24,13 +24,21 @@
 
 #![warn(missing_docs)]
 
+pub mod collection;
 mod error;
+mod fsio;
 pub mod kernels;
 mod metric;
 pub mod quantizer;
 pub mod random;
 pub mod search;
+pub mod segment;
+pub mod wal;
 
+pub use collection::{
+    Collection, CollectionConfig, CollectionInfo, Database, Durability, Point, Recovery,
+    SearchOptions, SegmentInfo,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use metric::Metric;
 pub use quantizer::{

@@ -129,8 +129,9 @@ impl QuantizerConfig {
     }
 }
 
-/// Per-vector scalars stored beside the codes.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// Per-vector scalars stored beside the codes (12 bytes, `repr(C)`: segments map them directly).
+#[derive(Debug, Clone, Copy, PartialEq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct VectorScalars {
     /// `||x||`.
     pub norm: f32,

@@ -2,7 +2,7 @@
 //! bounded top-k structure shared by all search paths.
 
 mod exact;
-mod flat;
+pub(crate) mod flat;
 mod topk;
 pub(crate) mod view;
 

@@ -1,0 +1,187 @@
+//! A collection's configuration and its file, `config.json` (written once, at creation).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsio;
+use crate::metric::Metric;
+use crate::quantizer::{QuantizerConfig, RotationKind, Variant};
+use crate::search::RerankStorage;
+use crate::segment::SegmentMeta;
+
+/// When an acknowledged write reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fdatasync` before every write batch is acknowledged (default): survives power loss.
+    #[default]
+    Fsync,
+    /// The WAL is written (page cache) before acknowledging, and synced at most this many
+    /// milliseconds later: survives a process crash, may lose that window on power loss.
+    Periodic(u32),
+}
+
+/// Everything that fixes a collection. `dim`, `metric`, the quantizer fields and `rerank` are
+/// permanent; `segment_rows`, `compact_segments`, `durability` and `verify_on_open` are
+/// operating choices stored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionConfig {
+    /// Vector dimension.
+    pub dim: usize,
+    /// Similarity metric.
+    pub metric: Metric,
+    /// Bits per coordinate (1..=8).
+    pub bits: u8,
+    /// Estimator family.
+    pub variant: Variant,
+    /// Rotation kind.
+    pub rotation: RotationKind,
+    /// Seed of the rotation (and sketch).
+    pub seed: u64,
+    /// Full-precision copies kept for rescoring and `get`.
+    pub rerank: RerankStorage,
+    /// Rows the memtable holds before it is sealed into a segment.
+    pub segment_rows: usize,
+    /// Background compaction merges segments once there are more than this many.
+    pub compact_segments: usize,
+    /// When writes are durable.
+    pub durability: Durability,
+    /// Check every section checksum when segments are opened (slower open).
+    pub verify_on_open: bool,
+}
+
+impl CollectionConfig {
+    /// Defaults: cosine, 4-bit MSE codes, Hadamard rotation, seed 0, f32 rerank copies,
+    /// 100,000-row segments, compaction beyond 16 segments, fsync per write batch.
+    pub fn new(dim: usize) -> Self {
+        CollectionConfig {
+            dim,
+            metric: Metric::Cosine,
+            bits: 4,
+            variant: Variant::Mse,
+            rotation: RotationKind::Hadamard,
+            seed: 0,
+            rerank: RerankStorage::F32,
+            segment_rows: 100_000,
+            compact_segments: 16,
+            durability: Durability::Fsync,
+            verify_on_open: false,
+        }
+    }
+
+    /// The quantizer part.
+    pub fn quantizer(&self) -> QuantizerConfig {
+        QuantizerConfig {
+            dim: self.dim,
+            bits: self.bits,
+            variant: self.variant,
+            rotation: self.rotation,
+            seed: self.seed,
+        }
+    }
+
+    pub(crate) fn segment_meta(&self) -> SegmentMeta {
+        SegmentMeta {
+            config: self.quantizer(),
+            metric: self.metric,
+            rerank: self.rerank,
+        }
+    }
+
+    /// True when `other` stores data the same way (operating choices may differ).
+    pub fn same_data_layout(&self, other: &CollectionConfig) -> bool {
+        self.segment_meta() == other.segment_meta()
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        crate::quantizer::Quantizer::new(self.quantizer())?;
+        if self.segment_rows == 0 || self.segment_rows > u32::MAX as usize {
+            return Err(Error::invalid_argument(
+                "segment_rows",
+                "must be between 1 and 2^32 - 1",
+            ));
+        }
+        if self.compact_segments < 2 {
+            return Err(Error::invalid_argument(
+                "compact_segments",
+                "must be at least 2",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn store(&self, path: &Path) -> Result<()> {
+        let file = ConfigFile {
+            format: 1,
+            dim: self.dim,
+            metric: self.metric.name().into(),
+            bits: self.bits,
+            variant: self.variant.name().into(),
+            rotation: self.rotation.name().into(),
+            seed: self.seed,
+            rerank: self.rerank.name().into(),
+            segment_rows: self.segment_rows,
+            compact_segments: self.compact_segments,
+            durability: match self.durability {
+                Durability::Fsync => "fsync".into(),
+                Durability::Periodic(ms) => format!("periodic:{ms}"),
+            },
+            verify_on_open: self.verify_on_open,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file).expect("a config serialises");
+        bytes.push(b'\n');
+        fsio::write_atomic(path, &bytes)
+    }
+
+    pub(crate) fn load(path: &Path) -> Result<CollectionConfig> {
+        let bytes = fsio::read(path)?;
+        let bad = |r: String| Error::corrupt(path, r);
+        let f: ConfigFile =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a valid config: {e}")))?;
+        if f.format != 1 {
+            return Err(bad(format!("config format {} is unknown", f.format)));
+        }
+        let field = |e: Error| bad(e.to_string());
+        let durability = match f.durability.as_str() {
+            "fsync" => Durability::Fsync,
+            other => Durability::Periodic(
+                other
+                    .strip_prefix("periodic:")
+                    .and_then(|ms| ms.parse().ok())
+                    .ok_or_else(|| bad(format!("unknown durability {other:?}")))?,
+            ),
+        };
+        let config = CollectionConfig {
+            dim: f.dim,
+            metric: f.metric.parse().map_err(field)?,
+            bits: f.bits,
+            variant: f.variant.parse().map_err(field)?,
+            rotation: f.rotation.parse().map_err(field)?,
+            seed: f.seed,
+            rerank: f.rerank.parse().map_err(field)?,
+            segment_rows: f.segment_rows,
+            compact_segments: f.compact_segments,
+            durability,
+            verify_on_open: f.verify_on_open,
+        };
+        config.validate().map_err(field)?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ConfigFile {
+    format: u32,
+    dim: usize,
+    metric: String,
+    bits: u8,
+    variant: String,
+    rotation: String,
+    seed: u64,
+    rerank: String,
+    segment_rows: usize,
+    compact_segments: usize,
+    durability: String,
+    verify_on_open: bool,
+}
