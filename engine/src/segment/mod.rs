@@ -611,11 +611,14 @@ impl Segment {
         }
     }
 
-    /// The row holding `id`, by binary search in the sorted id index.
+    /// The row holding `id`, by binary search in the sorted id index. The row is checked
+    /// against the ids section, so a damaged index yields "not found", never a wrong row.
     pub(crate) fn find(&self, id: u64) -> Option<usize> {
         let sorted: &[u64] = bytemuck::cast_slice(self.bytes(Kind::SortedIds));
         let rows: &[u32] = bytemuck::cast_slice(self.bytes(Kind::SortedRows));
-        sorted.binary_search(&id).ok().map(|i| rows[i] as usize)
+        let ids: &[u64] = bytemuck::cast_slice(self.bytes(Kind::Ids));
+        let row = rows[sorted.binary_search(&id).ok()?] as usize;
+        (ids.get(row) == Some(&id)).then_some(row)
     }
 
     /// Marks the file for removal once the last reader lets go of it.
