@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod distortion;
+mod ingest;
 mod recall;
 mod report;
 
@@ -33,6 +34,8 @@ enum Command {
     Recall(Box<recall::Args>),
     /// Chart several result CSVs (Gyre's and the baselines') together.
     Plot(recall::PlotArgs),
+    /// Durable ingest into an on-disk collection; open time, first query, memory.
+    Ingest(Box<ingest::Args>),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Fingerprint(args) => fingerprint(args).map_err(|e| e.to_string()),
         Command::Recall(args) => recall::run(args),
         Command::Plot(args) => recall::plot(args),
+        Command::Ingest(args) => ingest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::report::{self, Row};
 
 /// Where the shared development dataset lives, relative to the repository.
-const SHARED_DATASET: &str = "../shared/datasets/docs-minilm-384-angular.hdf5";
+pub const SHARED_DATASET: &str = "../shared/datasets/docs-minilm-384-angular.hdf5";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -28,6 +28,15 @@ pub enum Mode {
     Batch,
     /// One query per call.
     Single,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// An in-memory `FlatIndex`.
+    Memory,
+    /// An on-disk collection (ingest in durable 1,000-vector batches, flush, reopen; searched
+    /// from the mapped segments).
+    Disk,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -66,6 +75,12 @@ pub struct Args {
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     rerank: Vec<RerankStorage>,
+    /// Where gyre's index lives: memory (FlatIndex) or disk (a collection; see --data-dir).
+    #[arg(long, default_value = "memory")]
+    storage: Storage,
+    /// Data directory for --storage disk (its `recall-*` collections are replaced).
+    #[arg(long, default_value = "gyre-bench-data")]
+    data_dir: PathBuf,
     /// Quantizer variant (gyre).
     #[arg(long, default_value = "mse")]
     variant: Variant,
@@ -261,6 +276,44 @@ struct Built<'a> {
 enum Index<'a> {
     Exact(ExactIndex<'a>),
     Gyre(Box<FlatIndex>),
+    Disk(Box<(gyre::Database, gyre::Collection)>),
+}
+
+/// Builds the on-disk collection `recall-<bits>-<rerank>` through the embedded API: durable
+/// 1,000-vector upserts, flush, close, reopen (so searches run on freshly mapped segments).
+fn build_disk(
+    args: &Args,
+    config: QuantizerConfig,
+    metric: gyre::Metric,
+    rerank: RerankStorage,
+    ids: &[u64],
+    data: &[f32],
+) -> Result<(gyre::Database, gyre::Collection), gyre::Error> {
+    let name = format!("recall-{}-{}", config.bits, rerank.name());
+    let cfg = gyre::CollectionConfig {
+        metric,
+        bits: config.bits,
+        variant: config.variant,
+        rotation: config.rotation,
+        seed: config.seed,
+        rerank,
+        segment_rows: ids.len().max(1),
+        ..gyre::CollectionConfig::new(config.dim)
+    };
+    {
+        let db = gyre::Database::open(&args.data_dir)?;
+        if db.collection(&name).is_ok() {
+            db.drop_collection(&name)?;
+        }
+        let c = db.create_collection(&name, cfg)?;
+        for (chunk, rows) in ids.chunks(1000).zip(data.chunks(1000 * config.dim)) {
+            c.upsert(chunk, rows)?;
+        }
+        c.flush()?;
+    }
+    let db = gyre::Database::open(&args.data_dir)?;
+    let c = db.collection(&name)?;
+    Ok((db, c))
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -380,29 +433,61 @@ pub fn run(args: &Args) -> Result<(), String> {
                 };
                 let mut index =
                     FlatIndex::new(config, metric, rerank).map_err(|e| e.to_string())?;
-                build_pool
-                    .install(|| index.add(&ids, ds.train.as_slice()))
-                    .map_err(|e| e.to_string())?;
-                let build_s = t.elapsed().as_secs_f64();
-                Built {
-                    algorithm: "gyre",
-                    params: format!(
-                        "bits={bits} variant={} rotation={} rerank={}",
-                        args.variant.name(),
-                        args.rotation.name(),
-                        rerank.name()
-                    ),
-                    build_s,
-                    index_bytes: index.memory_bytes() as u64,
-                    rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
-                    oversample: args.oversample.clone(),
-                    staged: if index.staged_available() {
-                        args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
-                    } else {
-                        vec![None]
-                    },
-                    isa: index.kernel(),
-                    index: Index::Gyre(Box::new(index)),
+                if args.storage == Storage::Disk {
+                    let (db, c) = build_pool
+                        .install(|| {
+                            build_disk(args, config, metric, rerank, &ids, ds.train.as_slice())
+                        })
+                        .map_err(|e| e.to_string())?;
+                    let info = c.info().map_err(|e| e.to_string())?;
+                    let staged_available = index.staged_available();
+                    let isa = index.kernel();
+                    drop(index);
+                    Built {
+                        algorithm: "gyre",
+                        params: format!(
+                            "bits={bits} variant={} rotation={} rerank={} storage=disk",
+                            args.variant.name(),
+                            args.rotation.name(),
+                            rerank.name()
+                        ),
+                        build_s: t.elapsed().as_secs_f64(),
+                        index_bytes: info.disk_bytes,
+                        rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
+                        oversample: args.oversample.clone(),
+                        staged: if staged_available {
+                            args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
+                        } else {
+                            vec![None]
+                        },
+                        isa,
+                        index: Index::Disk(Box::new((db, c))),
+                    }
+                } else {
+                    build_pool
+                        .install(|| index.add(&ids, ds.train.as_slice()))
+                        .map_err(|e| e.to_string())?;
+                    let build_s = t.elapsed().as_secs_f64();
+                    Built {
+                        algorithm: "gyre",
+                        params: format!(
+                            "bits={bits} variant={} rotation={} rerank={}",
+                            args.variant.name(),
+                            args.rotation.name(),
+                            rerank.name()
+                        ),
+                        build_s,
+                        index_bytes: index.memory_bytes() as u64,
+                        rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
+                        oversample: args.oversample.clone(),
+                        staged: if index.staged_available() {
+                            args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
+                        } else {
+                            vec![None]
+                        },
+                        isa: index.kernel(),
+                        index: Index::Gyre(Box::new(index)),
+                    }
                 }
             }
         };
@@ -420,7 +505,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             };
             let label = match built.index {
                 Index::Exact(_) => built.params.clone(),
-                Index::Gyre(_) => format!(
+                Index::Gyre(_) | Index::Disk(_) => format!(
                     "{} oversample={oversample}{}",
                     built.params,
                     staged.map_or(String::new(), |f| format!(" staged shortlist={f}"))
@@ -457,6 +542,22 @@ pub fn run(args: &Args) -> Result<(), String> {
                             &|| ix.search_batch(queries, k, &params),
                             &|q| ix.search(ds.test.row(q), k, &params),
                         ),
+                        Index::Disk(dc) => {
+                            let opts = gyre::SearchOptions {
+                                params,
+                                ..Default::default()
+                            };
+                            let c = &dc.1;
+                            time_queries(
+                                &pool,
+                                mode,
+                                args.runs,
+                                nq,
+                                &bar,
+                                &|| c.search_batch(queries, k, &opts),
+                                &|q| c.search(ds.test.row(q), k, &opts),
+                            )
+                        }
                     }
                     .map_err(|e| e.to_string())?;
                     let (rec, rec1) = recall(&ds, distance, k, &timing.results);

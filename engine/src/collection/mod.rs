@@ -536,6 +536,12 @@ impl Collection {
         let inner = &self.inner;
         let dir = &inner.dir;
         let meta = inner.config.segment_meta();
+        // Everything in the current WAL must be durable before a newer WAL file exists: replay
+        // treats damage in any file but the newest as corruption.
+        if !writer.synced {
+            writer.wal.sync()?;
+            writer.synced = true;
+        }
         // Writers are excluded (we hold the writer); readers keep reading the memtable.
         let new_seg = {
             let state = inner.state.read().map_err(poisoned)?;

@@ -535,6 +535,12 @@ impl Segment {
         if verify {
             seg.verify()?;
         }
+        // Rerank reads a few scattered rows of the vectors: read-ahead would pull in
+        // neighbours nobody asked for and crowd the codes out of memory. Advice only.
+        let (off, len) = seg.sections[Kind::Vectors as usize - 1];
+        if len > 0 {
+            let _ = seg.map.advise_range(memmap2::Advice::Random, off, len);
+        }
         Ok(seg)
     }
 

@@ -140,18 +140,14 @@ fn fresh_seed(seq: u64) -> u32 {
 }
 
 impl WalWriter {
-    /// Creates WAL file `seq` in `dir`, durably (file and directory fsynced).
+    /// Creates WAL file `seq` in `dir`, durably. The header is written under a temporary
+    /// name and renamed into place, so a WAL file never exists without a whole header.
     pub fn create(dir: &Path, seq: u64, dim: usize) -> Result<WalWriter> {
         let path = dir.join(file_name(seq));
         let seed = fresh_seed(seq);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        file.write_all(&header(seq, seed, dim)).at(&path)?;
-        file.sync_all().at(&path)?;
-        fsio::sync_dir(dir)?;
+        fsio::write_atomic(&path, &header(seq, seed, dim))?;
+        let mut file = OpenOptions::new().append(true).open(&path).at(&path)?;
+        file.flush().at(&path)?;
         Ok(WalWriter {
             file,
             path,

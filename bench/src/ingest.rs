@@ -1,0 +1,223 @@
+//! `gyre-bench ingest`: durable ingest into an on-disk collection, then open time, first-query
+//! latency and memory (resident vs mapped bytes of the segments).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use gyre::random::SeededRng;
+use gyre::{CollectionConfig, Database, Durability, Metric, RerankStorage, SearchOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ann-benchmarks HDF5 file or vector file (.fvecs, .fbin, .npy, ...). Default: the shared
+    /// docs-minilm-384 set. Ignored with --random.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Ingest N seeded random unit vectors instead of a dataset.
+    #[arg(long)]
+    random: Option<usize>,
+    /// Dimension of --random vectors.
+    #[arg(long, default_value_t = 384)]
+    dim: usize,
+    /// Bits per coordinate.
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Vectors per upsert call (each is one durable write).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Full-precision copies: none, f16, f32.
+    #[arg(long, default_value = "f32")]
+    rerank: RerankStorage,
+    /// Rows per segment.
+    #[arg(long, default_value_t = 100_000)]
+    segment_rows: usize,
+    /// fsync (per batch) or periodic:MS.
+    #[arg(long, default_value = "fsync")]
+    durability: String,
+    /// Data directory (its `ingest` collection is replaced).
+    #[arg(long, default_value = "gyre-bench-data")]
+    data_dir: PathBuf,
+    /// Queries timed after reopening (taken from the data).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let err = |e: gyre::Error| e.to_string();
+    let (data, d, metric, name) = match args.random {
+        Some(n) => {
+            eprintln!(
+                "generating {n} random unit vectors of dimension {}",
+                args.dim
+            );
+            let mut rng = SeededRng::for_data(7);
+            let mut v = vec![0.0f32; n * args.dim];
+            for row in v.chunks_exact_mut(args.dim) {
+                rng.unit_vector(row);
+            }
+            (
+                v,
+                args.dim,
+                Metric::Cosine,
+                format!("random-{n}x{}", args.dim),
+            )
+        }
+        None => {
+            let path = args
+                .dataset
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::recall::SHARED_DATASET));
+            let is_h5 = path.extension().is_some_and(|e| e == "hdf5" || e == "h5");
+            let stem = path
+                .file_stem()
+                .map_or("dataset".into(), |s| s.to_string_lossy().into_owned());
+            if is_h5 {
+                let ds = gyre_datasets::annb::read_hdf5(&path).map_err(|e| e.to_string())?;
+                let d = ds.train.dim();
+                (ds.train.as_slice().to_vec(), d, ds.distance.metric(), stem)
+            } else {
+                let m = gyre_datasets::read_vectors(&path).map_err(|e| e.to_string())?;
+                let d = m.dim();
+                (m.as_slice().to_vec(), d, Metric::Cosine, stem)
+            }
+        }
+    };
+    let n = data.len() / d;
+    let durability = match args.durability.as_str() {
+        "fsync" => Durability::Fsync,
+        p => Durability::Periodic(
+            p.strip_prefix("periodic:")
+                .and_then(|ms| ms.parse().ok())
+                .ok_or("--durability is fsync or periodic:MS")?,
+        ),
+    };
+    let config = CollectionConfig {
+        metric,
+        bits: args.bits,
+        rerank: args.rerank,
+        segment_rows: args.segment_rows,
+        durability,
+        ..CollectionConfig::new(d)
+    };
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| e.to_string())?;
+    let db = Database::open(&args.data_dir).map_err(err)?;
+    if db.collection("ingest").is_ok() {
+        db.drop_collection("ingest").map_err(err)?;
+    }
+    let c = db.create_collection("ingest", config).map_err(err)?;
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "ingest [{bar:30}] {pos}/{len} vectors ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let t = Instant::now();
+    for (chunk_ids, rows) in ids.chunks(args.batch).zip(data.chunks(args.batch * d)) {
+        c.upsert(chunk_ids, rows).map_err(err)?;
+        bar.inc(chunk_ids.len() as u64);
+    }
+    let ingest_s = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let t = Instant::now();
+    c.flush().map_err(err)?;
+    let flush_s = t.elapsed().as_secs_f64();
+    let info = c.info().map_err(err)?;
+    drop(c);
+    drop(db);
+
+    // Reopen with a warm page cache: mapping and header checks only.
+    let t = Instant::now();
+    let db = Database::open(&args.data_dir).map_err(err)?;
+    let c = db.collection("ingest").map_err(err)?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let rss_open = rss_bytes();
+    let opts = SearchOptions::recommended(&config);
+    let nq = args.queries.min(n).max(1);
+    let t = Instant::now();
+    c.search(&data[..d], 10, &opts).map_err(err)?;
+    let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    for q in 0..nq {
+        c.search(&data[q * d..(q + 1) * d], 10, &opts)
+            .map_err(err)?;
+    }
+    let single_qps = nq as f64 / t.elapsed().as_secs_f64();
+    let after = c.info().map_err(err)?;
+    let rss_search = rss_bytes();
+    let vector_bytes = match args.rerank {
+        RerankStorage::None => 0,
+        RerankStorage::F16 => 2 * d * n,
+        RerankStorage::F32 => 4 * d * n,
+    } as u64;
+    let row = serde_json::json!({
+        "dataset": name,
+        "vectors": n,
+        "dim": d,
+        "bits": args.bits,
+        "rerank": args.rerank.name(),
+        "batch": args.batch,
+        "durability": args.durability,
+        "ingest_s": ingest_s,
+        "ingest_vectors_per_s": n as f64 / ingest_s,
+        "flush_s": flush_s,
+        "ingest_with_flush_vectors_per_s": n as f64 / (ingest_s + flush_s),
+        "disk_bytes": info.disk_bytes,
+        "disk_bytes_per_vector": info.disk_bytes as f64 / n as f64,
+        "segments": info.segments.len(),
+        "open_ms": open_ms,
+        "first_query_ms": first_ms,
+        "single_query_qps": single_qps,
+        "segment_file_bytes": after.segments.iter().map(|s| s.bytes).sum::<u64>(),
+        "segment_vector_bytes": vector_bytes,
+        "segment_resident_bytes_after_search": after.resident_bytes,
+        "rss_after_open": rss_open,
+        "rss_after_search": rss_search,
+    });
+    if args.json {
+        println!("{row}");
+    } else {
+        let mb = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "{name}: {n} × {d}, {} bits, rerank {}, batches of {} ({})",
+            args.bits,
+            args.rerank.name(),
+            args.batch,
+            args.durability
+        );
+        println!(
+            "  ingest        {:>10.0} vectors/s ({ingest_s:.2} s), flush {flush_s:.2} s → {:.0} vectors/s overall",
+            n as f64 / ingest_s,
+            n as f64 / (ingest_s + flush_s)
+        );
+        println!(
+            "  on disk       {:>10.1} MiB, {:.0} bytes/vector, {} segments",
+            mb(info.disk_bytes),
+            info.disk_bytes as f64 / n as f64,
+            info.segments.len()
+        );
+        println!(
+            "  open          {open_ms:>10.2} ms (warm page cache); first query {first_ms:.2} ms; {single_qps:.0} single queries/s"
+        );
+        println!(
+            "  memory        segments mapped {:.1} MiB (vectors {:.1} MiB), resident after {nq} searches {:.1} MiB; process RSS {:.1} MiB",
+            mb(after.segments.iter().map(|s| s.bytes).sum()),
+            mb(vector_bytes),
+            after.resident_bytes.map_or(f64::NAN, mb),
+            rss_search.map_or(f64::NAN, mb)
+        );
+    }
+    Ok(())
+}
