@@ -19,7 +19,29 @@
 //! # }
 //! ```
 //!
-//! Module map: [`quantizer`] (rotation, codebooks, encoding, query tables), [`search`] (exact
+//! Collections on disk ([`Database`], [`Collection`]): every acknowledged write is in the
+//! write-ahead log; sealed segments are memory-mapped and searched in place.
+//!
+//! ```
+//! use gyre::{CollectionConfig, Database, SearchOptions};
+//!
+//! # fn main() -> Result<(), gyre::Error> {
+//! # let dir = std::env::temp_dir().join(format!("gyre-doc-{}", std::process::id()));
+//! let db = Database::open(&dir)?;
+//! let c = db.create_collection("docs", CollectionConfig::new(8))?;
+//! c.upsert(&[1, 2], &[1., 0., 0., 0., 0., 0., 0., 1., 0., 1., 0., 0., 0., 0., 1., 0.])?;
+//! c.flush()?;                                            // seal into a segment
+//! let hits = c.search(&[1., 0., 0., 0., 0., 0., 0., 1.], 1, &SearchOptions::default())?;
+//! assert_eq!(hits[0].id, 1);
+//! c.delete(&[1])?;
+//! assert_eq!(c.len(), 1);
+//! # drop((c, db)); std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`collection`] (database, collections, manifest), [`segment`] (immutable mapped
+//! files), [`wal`] (write-ahead log), [`quantizer`] (rotation, codebooks, encoding, query tables), [`search`] (exact
 //! oracle, top-k), [`kernels`] (arithmetic inner loops), [`random`] (portable seeded randomness).
 
 #![warn(missing_docs)]

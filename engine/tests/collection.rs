@@ -297,6 +297,8 @@ fn bad_input_gets_clear_errors() {
     );
     // Drop and recreate.
     db.drop_collection("a").unwrap();
+    // (A handle keeps the directory locked while it lives, even after its Database is gone.)
+    drop(c);
     assert_eq!(db.list().unwrap(), Vec::<String>::new());
     let c = db
         .create_collection("a", config(d, Metric::Dot, 2))

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use super::{Collection, CollectionConfig, CollectionInfo};
 use crate::error::{Error, Result};
@@ -22,8 +22,20 @@ const DROPPING: &str = ".dropping-";
 pub struct Database {
     dir: PathBuf,
     collections: RwLock<BTreeMap<String, Collection>>,
-    /// Holds the exclusive lock for as long as the database is open.
-    _lock: File,
+    /// The exclusive lock; collections share it, so it is held while any handle lives.
+    lock: Arc<File>,
+}
+
+impl Drop for Database {
+    /// Waits for background seals and compactions, so that files are complete when the
+    /// directory is next opened. Errors are not lost: their writes are in the WAL.
+    fn drop(&mut self) {
+        if let Ok(map) = self.collections.read() {
+            for c in map.values() {
+                let _ = c.close();
+            }
+        }
+    }
 }
 
 fn poisoned<T>(_: T) -> Error {
@@ -80,6 +92,7 @@ impl Database {
         lock.set_len(0).at(&lock_path)?;
         lock.rewind().at(&lock_path)?;
         writeln!(lock, "pid {}", std::process::id()).at(&lock_path)?;
+        let lock = Arc::new(lock);
         let mut collections = BTreeMap::new();
         for entry in fs::read_dir(&root).at(&root)? {
             let entry = entry.at(&root)?;
@@ -92,12 +105,15 @@ impl Database {
             if check_name(&name).is_err() || !path.is_dir() {
                 continue;
             }
-            collections.insert(name.clone(), Collection::open(&name, &path)?);
+            collections.insert(
+                name.clone(),
+                Collection::open(&name, &path, Some(lock.clone()))?,
+            );
         }
         Ok(Database {
             dir,
             collections: RwLock::new(collections),
-            _lock: lock,
+            lock,
         })
     }
 
@@ -125,11 +141,11 @@ impl Database {
         let root = self.dir.join("collections");
         let staging = root.join(format!("{CREATING}{name}"));
         let _ = fs::remove_dir_all(&staging);
-        Collection::create(name, &staging, config)?;
+        Collection::create(&staging, config)?;
         let path = root.join(name);
         fs::rename(&staging, &path).at(&path)?;
         fsio::sync_dir(&root)?;
-        let collection = Collection::open(name, &path)?;
+        let collection = Collection::open(name, &path, Some(self.lock.clone()))?;
         map.insert(name.into(), collection.clone());
         Ok(collection)
     }
@@ -148,9 +164,10 @@ impl Database {
     /// files until dropped.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         let mut map = self.collections.write().map_err(poisoned)?;
-        if map.remove(name).is_none() {
+        let Some(collection) = map.remove(name) else {
             return Err(Error::CollectionNotFound { name: name.into() });
-        }
+        };
+        collection.close()?;
         let root = self.dir.join("collections");
         let from = root.join(name);
         let to = root.join(format!("{DROPPING}{name}"));

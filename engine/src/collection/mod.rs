@@ -77,7 +77,7 @@ pub struct CollectionInfo {
     pub live: u64,
     /// Rows stored that are deleted or replaced but not yet compacted away.
     pub deleted: u64,
-    /// Rows in the memtable (live or replaced).
+    /// Rows in memory: the memtable and a memtable being sealed (live or replaced).
     pub memtable_rows: u64,
     /// Per segment: id, rows, live rows, file bytes.
     pub segments: Vec<SegmentInfo>,
@@ -196,7 +196,57 @@ impl SegState {
 #[derive(Debug)]
 struct State {
     memtable: FlatIndex,
+    /// A memtable being sealed into a segment in the background (searched from memory until the
+    /// segment is installed).
+    frozen: Option<Frozen>,
     segments: Arc<Vec<Arc<SegState>>>,
+}
+
+/// A frozen memtable and the deletions it received after freezing.
+#[derive(Debug)]
+struct Frozen {
+    index: Arc<FlatIndex>,
+    /// The rows live at the freeze, in order: the new segment's rows.
+    rows: Vec<u32>,
+    /// Rows deleted since the freeze.
+    deleted: RoaringBitmap,
+    /// The index's live masks minus `deleted`.
+    masks: Vec<u32>,
+    live_count: usize,
+}
+
+impl Frozen {
+    fn is_live(&self, row: usize) -> bool {
+        self.masks[row / BLOCK] >> (row % BLOCK) & 1 == 1
+    }
+
+    fn kill(&mut self, row: usize) -> bool {
+        if !self.is_live(row) {
+            return false;
+        }
+        self.masks[row / BLOCK] &= !(1 << (row % BLOCK));
+        self.deleted.insert(row as u32);
+        self.live_count -= 1;
+        true
+    }
+
+    fn allowed_masks(&self, allow: &RoaringTreemap) -> Vec<u32> {
+        let mut masks = self.index.allowed_masks(allow);
+        for (m, live) in masks.iter_mut().zip(&self.masks) {
+            *m &= live;
+        }
+        masks
+    }
+}
+
+/// A segment being written by a background thread.
+#[derive(Debug)]
+struct Seal {
+    handle: std::thread::JoinHandle<Result<Arc<Segment>>>,
+    /// The WAL file started at the freeze: the manifest's `wal_seq` once installed.
+    wal_seq: u64,
+    /// The first WAL file the frozen rows came from.
+    old_wal: u64,
 }
 
 /// What the single writer owns: the WAL and the manifest's counters.
@@ -208,6 +258,7 @@ struct Writer {
     synced: bool,
     /// Set when a WAL write or sync failed: later writes are refused.
     failed: Option<Error>,
+    seal: Option<Seal>,
 }
 
 /// A write waiting in the group-commit queue.
@@ -242,6 +293,10 @@ struct Inner {
     queue_cv: Condvar,
     compacting: Mutex<()>,
     recovery: Recovery,
+    /// A background compaction thread.
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The data directory's lock, held while any handle to the collection lives.
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 /// What opening a collection replayed from its WAL.
@@ -272,7 +327,7 @@ const GROUP_BYTES: usize = 32 << 20;
 
 impl Collection {
     /// Creates the files of a new collection in `dir` (which must not exist).
-    pub(crate) fn create(name: &str, dir: &Path, config: CollectionConfig) -> Result<Collection> {
+    pub(crate) fn create(dir: &Path, config: CollectionConfig) -> Result<()> {
         config.validate()?;
         std::fs::create_dir_all(dir).at(dir)?;
         config.store(&dir.join("config.json"))?;
@@ -284,11 +339,15 @@ impl Collection {
         };
         manifest.store(dir)?;
         WalWriter::create(dir, 1, config.dim)?;
-        Collection::open(name, dir)
+        Ok(())
     }
 
     /// Opens the collection in `dir`: maps its segments, loads deletions, replays the WAL.
-    pub(crate) fn open(name: &str, dir: &Path) -> Result<Collection> {
+    pub(crate) fn open(
+        name: &str,
+        dir: &Path,
+        lock: Option<Arc<std::fs::File>>,
+    ) -> Result<Collection> {
         let config = CollectionConfig::load(&dir.join("config.json"))?;
         let shape = Shape::new(config.quantizer(), config.metric)?;
         let manifest = Manifest::load(dir)?;
@@ -337,6 +396,7 @@ impl Collection {
         let memtable = FlatIndex::new(config.quantizer(), config.metric, config.rerank)?;
         let mut state = State {
             memtable,
+            frozen: None,
             segments: Arc::new(segments),
         };
         let mut wal = None;
@@ -368,11 +428,14 @@ impl Collection {
                     last_sync: Instant::now(),
                     synced: true,
                     failed: None,
+                    seal: None,
                 }),
                 queue: Mutex::new(VecDeque::new()),
                 queue_cv: Condvar::new(),
                 compacting: Mutex::new(()),
                 recovery,
+                background: Mutex::new(None),
+                _lock: lock,
             }),
         })
     }
@@ -485,6 +548,7 @@ impl Collection {
         if let Some(e) = &writer.failed {
             return Err(e.clone());
         }
+        self.finish_seal(&mut writer, false)?;
         for r in group {
             writer.wal.stage(&r.body);
         }
@@ -519,9 +583,12 @@ impl Collection {
             state.memtable.rows() >= inner.config.segment_rows
         };
         if seal {
-            // The group is durable and applied whatever happens here; a failed seal leaves the
-            // memtable as it is, the next write retries, and `flush()` reports the error.
-            let _ = self.flush_locked(&mut writer);
+            // The group is durable and applied whatever happens here; a failed seal is
+            // reported by the next write and by `flush()`. At most one seal runs: a full
+            // memtable waits for the previous one (backpressure).
+            let _ = self
+                .finish_seal(&mut writer, true)
+                .and_then(|()| self.freeze(&mut writer));
         }
         Ok(counts)
     }
@@ -533,17 +600,94 @@ impl Collection {
     }
 
     fn flush_locked(&self, writer: &mut MutexGuard<'_, Writer>) -> Result<()> {
+        self.finish_seal(writer, true)?;
+        self.freeze(writer)?;
+        self.finish_seal(writer, true)
+    }
+
+    /// Installs a finished background seal (waiting for it with `wait`).
+    fn finish_seal(&self, writer: &mut MutexGuard<'_, Writer>, wait: bool) -> Result<()> {
+        let Some(seal) = writer.seal.take_if(|s| wait || s.handle.is_finished()) else {
+            return Ok(());
+        };
+        let inner = &self.inner;
+        let written = seal
+            .handle
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid_argument("flush", "the seal thread panicked")));
+        let seg = match written {
+            Ok(seg) => seg,
+            Err(e) => {
+                // The frozen rows stay searchable and in the WAL; writes stop until a reopen
+                // replays them (the disk is full or failing).
+                writer.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        let mut state = inner.state.write().map_err(poisoned)?;
+        let frozen = state
+            .frozen
+            .take()
+            .expect("a seal in flight has frozen rows");
+        // Rows deleted since the freeze, renumbered as in the new segment.
+        let late: Vec<u32> = frozen
+            .deleted
+            .iter()
+            .filter_map(|r| frozen.rows.binary_search(&r).ok().map(|i| i as u32))
+            .collect();
+        let mut seg_state = SegState::new(seg, RoaringBitmap::new(), 0, 0);
+        if !late.is_empty() {
+            seg_state = seg_state.with_deleted(&late);
+        }
+        let mut segments: Vec<Arc<SegState>> = state.segments.iter().cloned().collect();
+        segments.push(Arc::new(seg_state));
+        let mut next = writer.manifest.clone();
+        next.generation += 1;
+        next.wal_seq = seal.wal_seq;
+        let published = persist_deletions(&inner.dir, next.generation, segments).and_then(
+            |(segments, obsolete)| {
+                next.entries = entries(&segments);
+                next.store(&inner.dir)?;
+                Ok((segments, obsolete))
+            },
+        );
+        let (segments, obsolete_dels) = match published {
+            Ok(p) => p,
+            Err(e) => {
+                state.frozen = Some(frozen);
+                writer.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        state.segments = Arc::new(segments);
+        drop(state);
+        writer.manifest = next;
+        for seq in seal.old_wal..seal.wal_seq {
+            let _ = std::fs::remove_file(inner.dir.join(wal::file_name(seq)));
+        }
+        for f in obsolete_dels {
+            let _ = std::fs::remove_file(inner.dir.join(f));
+        }
+        if self.segment_count() > inner.config.compact_segments {
+            self.compact_in_background();
+        }
+        Ok(())
+    }
+
+    /// Freezes the memtable and seals it into a segment on a background thread (installed by
+    /// [`finish_seal`](Self::finish_seal)); writes continue into a new memtable and WAL file.
+    /// With no live rows to seal, persists the deletions synchronously instead.
+    fn freeze(&self, writer: &mut MutexGuard<'_, Writer>) -> Result<()> {
         let inner = &self.inner;
         let dir = &inner.dir;
-        let meta = inner.config.segment_meta();
+        debug_assert!(writer.seal.is_none());
         // Everything in the current WAL must be durable before a newer WAL file exists: replay
         // treats damage in any file but the newest as corruption.
         if !writer.synced {
             writer.wal.sync()?;
             writer.synced = true;
         }
-        // Writers are excluded (we hold the writer); readers keep reading the memtable.
-        let new_seg = {
+        let (rows, dirty, mt_rows) = {
             let state = inner.state.read().map_err(poisoned)?;
             let mt = &state.memtable;
             let live = mt.live_masks();
@@ -551,63 +695,69 @@ impl Collection {
                 .filter(|&r| live[r / BLOCK] >> (r % BLOCK) & 1 == 1)
                 .map(|r| r as u32)
                 .collect();
-            let dirty = state.segments.iter().any(|s| s.dirty);
-            if rows.is_empty() && !dirty && mt.rows() == 0 {
-                if !writer.synced {
-                    writer.wal.sync()?;
-                    writer.synced = true;
-                }
-                return Ok(());
-            }
-            if rows.is_empty() {
-                None
-            } else {
-                let id = writer.manifest.next_segment;
-                let path = dir.join(segment::file_name(id));
-                segment::write(&path, &meta, &inner.shape, id, &[(mt.view(), rows)])?;
-                Some(Arc::new(Segment::open(&path, &meta, &inner.shape, false)?))
-            }
+            (rows, state.segments.iter().any(|s| s.dirty), mt.rows())
         };
-        // New WAL first, so the manifest can point past the old one.
-        let old_seq = writer.wal.seq();
-        let new_wal = WalWriter::create(dir, old_seq + 1, inner.config.dim)?;
-        let mut state = inner.state.write().map_err(poisoned)?;
-        let mut segments: Vec<Arc<SegState>> = state.segments.iter().cloned().collect();
-        if let Some(seg) = &new_seg {
-            segments.push(Arc::new(SegState::new(
-                seg.clone(),
-                RoaringBitmap::new(),
-                0,
-                0,
-            )));
+        if rows.is_empty() && !dirty && mt_rows == 0 {
+            return Ok(());
         }
-        let mut next = writer.manifest.clone();
-        next.generation += 1;
-        next.wal_seq = old_seq + 1;
-        if new_seg.is_some() {
-            next.next_segment += 1;
-        }
-        let (segments, obsolete_dels) = persist_deletions(dir, next.generation, segments)?;
-        next.entries = entries(&segments);
-        next.store(dir)?;
-        state.memtable = FlatIndex::new(
+        let old_wal = writer.wal.seq();
+        let new_wal = WalWriter::create(dir, old_wal + 1, inner.config.dim)?;
+        let fresh = FlatIndex::new(
             inner.config.quantizer(),
             inner.config.metric,
             inner.config.rerank,
         )?;
-        state.segments = Arc::new(segments);
-        drop(state);
-        writer.manifest = next;
+        if rows.is_empty() {
+            // Nothing to seal: persist segment deletions and drop the dead memtable rows.
+            let mut state = inner.state.write().map_err(poisoned)?;
+            let mut next = writer.manifest.clone();
+            next.generation += 1;
+            next.wal_seq = old_wal + 1;
+            let segments: Vec<Arc<SegState>> = state.segments.iter().cloned().collect();
+            let (segments, obsolete_dels) = persist_deletions(dir, next.generation, segments)?;
+            next.entries = entries(&segments);
+            next.store(dir)?;
+            state.memtable = fresh;
+            state.segments = Arc::new(segments);
+            drop(state);
+            writer.manifest = next;
+            writer.wal = new_wal;
+            let _ = std::fs::remove_file(dir.join(wal::file_name(old_wal)));
+            for f in obsolete_dels {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            return Ok(());
+        }
+        let index = {
+            let mut state = inner.state.write().map_err(poisoned)?;
+            let index = Arc::new(std::mem::replace(&mut state.memtable, fresh));
+            state.frozen = Some(Frozen {
+                index: index.clone(),
+                masks: index.live_masks().to_vec(),
+                live_count: rows.len(),
+                rows: rows.clone(),
+                deleted: RoaringBitmap::new(),
+            });
+            index
+        };
         writer.wal = new_wal;
-        writer.synced = true;
         writer.last_sync = Instant::now();
-        let _ = std::fs::remove_file(dir.join(wal::file_name(old_seq)));
-        for f in obsolete_dels {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
-        if self.segment_count() > inner.config.compact_segments {
-            self.compact_in_background();
-        }
+        let id = writer.manifest.next_segment;
+        writer.manifest.next_segment += 1;
+        let (meta, shape) = (inner.config.segment_meta(), inner.shape.clone());
+        let path = dir.join(segment::file_name(id));
+        let handle = std::thread::Builder::new()
+            .name("gyre-seal".into())
+            .spawn(move || -> Result<Arc<Segment>> {
+                segment::write(&path, &meta, &shape, id, &[(index.view(), rows)])?;
+                Ok(Arc::new(Segment::open(&path, &meta, &shape, false)?))
+            })
+            .map_err(|e| Error::io(dir, e))?;
+        writer.seal = Some(Seal {
+            handle,
+            wal_seq: old_wal + 1,
+            old_wal,
+        });
         Ok(())
     }
 
@@ -616,12 +766,37 @@ impl Collection {
     }
 
     fn compact_in_background(&self) {
+        let Ok(mut slot) = self.inner.background.lock() else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
         let me = self.clone();
         // A failed background compaction leaves the segments as they were; the next flush or
         // an explicit `compact()` tries again and reports the error.
-        let _ = std::thread::Builder::new()
+        *slot = std::thread::Builder::new()
             .name("gyre-compact".into())
-            .spawn(move || me.compact());
+            .spawn(move || {
+                let _ = me.compact();
+            })
+            .ok();
+    }
+
+    /// Waits for background work (a seal in flight, a compaction) and syncs the WAL. Called
+    /// when the [`Database`] is dropped; safe to call any time.
+    pub fn close(&self) -> Result<()> {
+        let handle = self.inner.background.lock().map_err(poisoned)?.take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let mut writer = self.inner.writer.lock().map_err(poisoned)?;
+        self.finish_seal(&mut writer, true)?;
+        if !writer.synced {
+            writer.wal.sync()?;
+            writer.synced = true;
+        }
+        Ok(())
     }
 
     /// Merges all segments into one, dropping deleted rows. Writers and readers continue
@@ -742,13 +917,19 @@ impl Collection {
         let (mem, segments) = {
             let state = self.inner.state.read().map_err(poisoned)?;
             let mt = &state.memtable;
-            let mem = match &opts.allow {
+            let mut mem = vec![match &opts.allow {
                 Some(allow) => run(mt.view(), &mt.allowed_masks(allow))?,
                 None => run(mt.view(), mt.live_masks())?,
-            };
+            }];
+            if let Some(f) = &state.frozen {
+                mem.push(match &opts.allow {
+                    Some(allow) => run(f.index.view(), &f.allowed_masks(allow))?,
+                    None => run(f.index.view(), &f.masks)?,
+                });
+            }
             (mem, state.segments.clone())
         };
-        let mut lists = vec![mem];
+        let mut lists = mem;
         for s in segments.iter() {
             let list = match &opts.allow {
                 Some(allow) => run(s.view(shape), &s.allowed_masks(allow))?,
@@ -785,13 +966,19 @@ impl Collection {
         let (mem, segments) = {
             let state = self.inner.state.read().map_err(poisoned)?;
             let mt = &state.memtable;
-            let mem = match &opts.allow {
+            let mut mem = vec![match &opts.allow {
                 Some(allow) => run(mt.view(), &mt.allowed_masks(allow))?,
                 None => run(mt.view(), mt.live_masks())?,
-            };
+            }];
+            if let Some(f) = &state.frozen {
+                mem.push(match &opts.allow {
+                    Some(allow) => run(f.index.view(), &f.allowed_masks(allow))?,
+                    None => run(f.index.view(), &f.masks)?,
+                });
+            }
             (mem, state.segments.clone())
         };
-        let mut per_source = vec![mem];
+        let mut per_source = mem;
         for s in segments.iter() {
             per_source.push(match &opts.allow {
                 Some(allow) => run(s.view(shape), &s.allowed_masks(allow))?,
@@ -824,6 +1011,15 @@ impl Collection {
                         vector: state.memtable.view().vector(row),
                     });
                 }
+                if let Some(f) = &state.frozen
+                    && let Some(row) = f.index.row_of(id)
+                    && f.is_live(row)
+                {
+                    return Some(Point {
+                        id,
+                        vector: f.index.view().vector(row),
+                    });
+                }
                 state.segments.iter().find_map(|s| {
                     let row = s.seg.find(id).filter(|&r| s.is_live(r))?;
                     Some(Point {
@@ -838,7 +1034,9 @@ impl Collection {
     /// Number of live points.
     pub fn len(&self) -> usize {
         self.inner.state.read().map_or(0, |s| {
-            s.memtable.len() + s.segments.iter().map(|g| g.live_count).sum::<usize>()
+            s.memtable.len()
+                + s.frozen.as_ref().map_or(0, |f| f.live_count)
+                + s.segments.iter().map(|g| g.live_count).sum::<usize>()
         })
     }
 
@@ -860,7 +1058,15 @@ impl Collection {
     pub fn info(&self) -> Result<CollectionInfo> {
         let (live_mem, rows_mem, segments) = {
             let s = self.inner.state.read().map_err(poisoned)?;
-            (s.memtable.len(), s.memtable.rows(), s.segments.clone())
+            let (f_live, f_rows) = s
+                .frozen
+                .as_ref()
+                .map_or((0, 0), |f| (f.live_count, f.index.rows()));
+            (
+                s.memtable.len() + f_live,
+                s.memtable.rows() + f_rows,
+                s.segments.clone(),
+            )
         };
         let mut disk_bytes = 0;
         for entry in std::fs::read_dir(&self.inner.dir).at(&self.inner.dir)? {
@@ -938,6 +1144,15 @@ fn apply_op(_shape: &Shape, state: &mut State, op: &Op) -> usize {
     }
     if changed {
         state.segments = Arc::new(segments);
+    }
+    if let Some(f) = &mut state.frozen {
+        for &id in ids {
+            if let Some(row) = f.index.row_of(id)
+                && f.kill(row)
+            {
+                removed += 1;
+            }
+        }
     }
     match op {
         Op::Upsert { ids, rows, parts } => {

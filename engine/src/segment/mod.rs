@@ -238,10 +238,30 @@ pub(crate) fn write(
             .iter()
             .flat_map(|(v, rs)| rs.iter().map(move |&r| (v, r as usize)))
     };
+    // Sealing a memtable with no dead rows copies every array as it is.
+    let whole = match sources {
+        [(v, rows)] if rows.len() == v.cols.rows() => rows
+            .iter()
+            .enumerate()
+            .all(|(i, &r)| r as usize == i)
+            .then_some(v),
+        _ => None,
+    };
     for (i, kind) in KINDS.iter().enumerate() {
         w.pad_to(offsets[i])?;
         w.crc = 0;
         let q = &shape.quantizer;
+        if let Some(bytes) = whole.and_then(|v| whole_section(*kind, v, meta.rerank)) {
+            w.put(bytes)?;
+            if w.pos != offsets[i] + lens[i] {
+                return Err(Error::invalid_argument(
+                    "rows",
+                    format!("section {kind:?} of the source has the wrong size"),
+                ));
+            }
+            crcs[i] = w.crc;
+            continue;
+        }
         match kind {
             Kind::Ids => {
                 for (v, r) in rows_of() {
@@ -364,6 +384,30 @@ pub(crate) fn write(
     drop(file);
     fsio::publish(path)?;
     Ok(total as u64)
+}
+
+/// A section's bytes when the source's rows are written unchanged (`None` for the sorted id
+/// index, which is computed, and for absent sections).
+fn whole_section<'a>(kind: Kind, v: &View<'a>, rerank: RerankStorage) -> Option<&'a [u8]> {
+    let c = &v.cols;
+    Some(match kind {
+        Kind::Ids => bytemuck::cast_slice(c.ids),
+        Kind::SortedIds | Kind::SortedRows => return None,
+        Kind::Scalars => bytemuck::cast_slice(c.scalars),
+        Kind::KeyFactor => bytemuck::cast_slice(c.key_factor),
+        Kind::KeyOffset => bytemuck::cast_slice(c.key_offset),
+        Kind::Codes => c.codes,
+        Kind::Sketches => c.sketches,
+        Kind::Blocked => c.blocked,
+        Kind::Plane => c.plane,
+        Kind::PlaneFactor => bytemuck::cast_slice(c.plane_factor),
+        Kind::Vectors => match (rerank, c.vectors) {
+            (RerankStorage::None, _) => &[],
+            (RerankStorage::F32, VectorsRef::F32(x)) => bytemuck::cast_slice(x),
+            (RerankStorage::F16, VectorsRef::F16(x)) => bytemuck::cast_slice(x),
+            _ => return None,
+        },
+    })
 }
 
 fn table_bytes(offsets: &[usize; 12], lens: &[usize; 12]) -> Vec<u8> {
