@@ -44,6 +44,76 @@ pub struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Skip ingest: open the existing `ingest` collection in --data-dir and time --queries
+    /// single searches with random queries (for memory-limited runs, see bench/memory-limit.sh).
+    #[arg(long)]
+    search_only: bool,
+}
+
+/// Opens an existing collection and times single searches (rescore on stored vectors when the
+/// collection keeps them), reporting what stays resident.
+fn search_only(args: &Args) -> Result<(), String> {
+    let err = |e: gyre::Error| e.to_string();
+    let t = Instant::now();
+    let db = Database::open(&args.data_dir).map_err(err)?;
+    let c = db.collection("ingest").map_err(err)?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let config = *c.config();
+    let d = config.dim;
+    let mut rng = SeededRng::for_data(99);
+    let mut queries = vec![0.0f32; args.queries.max(1) * d];
+    for q in queries.chunks_exact_mut(d) {
+        rng.unit_vector(q);
+    }
+    let opts = SearchOptions::recommended(&config);
+    let mut lat = Vec::with_capacity(args.queries);
+    let t = Instant::now();
+    for q in queries.chunks_exact(d) {
+        let s = Instant::now();
+        c.search(q, 10, &opts).map_err(err)?;
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    let qps = lat.len() as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let info = c.info().map_err(err)?;
+    let mapped: u64 = info.segments.iter().map(|s| s.bytes).sum();
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory/gyre-bench/memory.limit_in_bytes")
+        .ok()
+        .map(|s| s.trim().to_string());
+    let row = serde_json::json!({
+        "live": info.live,
+        "dim": d,
+        "rerank": config.rerank.name(),
+        "open_ms": open_ms,
+        "queries": lat.len(),
+        "single_query_qps": qps,
+        "p50_ms": lat[lat.len() / 2],
+        "p99_ms": lat[(lat.len() * 99 / 100).min(lat.len() - 1)],
+        "segment_file_bytes": mapped,
+        "segment_resident_bytes": info.resident_bytes,
+        "rss_bytes": rss_bytes(),
+        "cgroup_limit_bytes": limit,
+    });
+    if args.json {
+        println!("{row}");
+    } else {
+        let mb = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "{} points, d = {d}, rerank {}: open {open_ms:.1} ms; {} single searches: {qps:.0} QPS, p50 {:.2} ms, p99 {:.2} ms",
+            info.live,
+            config.rerank.name(),
+            lat.len(),
+            lat[lat.len() / 2],
+            lat[(lat.len() * 99 / 100).min(lat.len() - 1)]
+        );
+        println!(
+            "  segments mapped {:.1} MiB, resident {:.1} MiB; process RSS {:.1} MiB",
+            mb(mapped),
+            info.resident_bytes.map_or(f64::NAN, mb),
+            rss_bytes().map_or(f64::NAN, mb)
+        );
+    }
+    Ok(())
 }
 
 fn rss_bytes() -> Option<u64> {
@@ -53,6 +123,9 @@ fn rss_bytes() -> Option<u64> {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
+    if args.search_only {
+        return search_only(args);
+    }
     let err = |e: gyre::Error| e.to_string();
     let (data, d, metric, name) = match args.random {
         Some(n) => {

@@ -27,9 +27,8 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::error::{Error, Result};
 use crate::fsio::{self, IoContext};
-use crate::quantizer::EncodedBatch;
 use crate::quantizer::layout::BLOCK;
-use crate::search::flat::encode_rows;
+use crate::search::flat::{Encoded, encode_rows};
 use crate::search::view::{Shape, View, merge_results};
 use crate::search::{FlatIndex, Neighbor, RerankStorage, SearchParams};
 use crate::segment::{self, Segment};
@@ -274,7 +273,7 @@ enum Op {
     Upsert {
         ids: Vec<u64>,
         rows: Vec<f32>,
-        parts: Vec<EncodedBatch>,
+        parts: Vec<Encoded>,
     },
     Delete {
         ids: Vec<u64>,
@@ -907,12 +906,20 @@ impl Collection {
         let shape = &self.inner.shape;
         shape.check_one(query, k, &opts.params)?;
         self.check_search(opts)?;
+        // Rotation and tables once for all sources.
+        let prep = if opts.exact {
+            None
+        } else {
+            Some(shape.prepare(query, &opts.params)?)
+        };
         let run = |view: View<'_>, masks: &[u32]| -> Result<Vec<Neighbor>> {
-            if opts.exact {
-                Ok(view.exact_search(query, k, masks))
-            } else {
-                view.search_masked(query, k, &opts.params, masks)
+            if view.cols.rows() == 0 {
+                return Ok(Vec::new());
             }
+            Ok(match &prep {
+                None => view.exact_search(query, k, masks),
+                Some(p) => view.search_prepared(query, p, 0, k, &opts.params, masks),
+            })
         };
         let (mem, segments) = {
             let state = self.inner.state.read().map_err(poisoned)?;
@@ -952,16 +959,25 @@ impl Collection {
         shape.check_queries(queries, k, &opts.params)?;
         self.check_search(opts)?;
         let d = self.inner.config.dim;
+        let prep = if opts.exact {
+            None
+        } else {
+            Some(shape.prepare(queries, &opts.params)?)
+        };
         let run = |view: View<'_>, masks: &[u32]| -> Result<Vec<Vec<Neighbor>>> {
-            if opts.exact {
-                use rayon::prelude::*;
-                Ok(queries
-                    .par_chunks(d)
-                    .map(|q| view.exact_search(q, k, masks))
-                    .collect())
-            } else {
-                view.search_batch_masked(queries, k, &opts.params, masks)
+            if view.cols.rows() == 0 {
+                return Ok(vec![Vec::new(); queries.len() / d]);
             }
+            Ok(match &prep {
+                None => {
+                    use rayon::prelude::*;
+                    queries
+                        .par_chunks(d)
+                        .map(|q| view.exact_search(q, k, masks))
+                        .collect()
+                }
+                Some(p) => view.search_batch_prepared(queries, p, k, &opts.params, masks),
+            })
         };
         let (mem, segments) = {
             let state = self.inner.state.read().map_err(poisoned)?;

@@ -309,26 +309,24 @@ impl FlatIndex {
 
     /// Appends rows encoded by [`encode_rows`] (in order, covering `ids`), with their full
     /// vectors for rerank storage. Replaces earlier versions of the ids.
-    pub(crate) fn add_encoded(&mut self, ids: &[u64], rows: &[f32], parts: &[EncodedBatch]) {
-        let dim = self.shape.quantizer.dim();
-        let (mut c, mut s) = (vec![0u8; dim], vec![0u8; dim]);
-        let mut p = vec![0u8; packing::packed_len(dim, 1)];
+    pub(crate) fn add_encoded(&mut self, ids: &[u64], rows: &[f32], parts: &[Encoded]) {
+        let plane_bytes = packing::packed_len(self.shape.quantizer.dim(), 1);
         for part in parts {
-            for i in 0..part.len() {
-                let code = part.get(i);
+            let batch = &part.batch;
+            for i in 0..batch.len() {
+                let code = batch.get(i);
                 if let Some(blocked) = &mut self.blocked {
                     blocked.push(code.codes);
                 }
                 if let Some(plane) = &mut self.plane {
-                    self.plane_factor
-                        .push(plane_row(&self.shape, code, &mut c, &mut s, &mut p));
-                    plane.push(&p);
+                    plane.push(&part.plane[i * plane_bytes..(i + 1) * plane_bytes]);
                 }
                 let (factor, offset) = self.shape.key_terms(&code.scalars);
                 self.key_factor.push(factor);
                 self.key_offset.push(offset);
             }
-            self.codes.append(part);
+            self.plane_factor.extend_from_slice(&part.plane_factor);
+            self.codes.append(batch);
         }
         let first = self.ids.len();
         self.ids.extend_from_slice(ids);
@@ -413,7 +411,7 @@ impl FlatIndex {
 
 /// Validates and encodes rows to add under `shape` (in parallel): whole rows of finite values,
 /// one id each, and no zero vector under cosine. On error nothing is returned.
-pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Vec<EncodedBatch>> {
+pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Vec<Encoded>> {
     let d = shape.quantizer.dim();
     check_rows(rows, d, "rows")?;
     if rows.len() / d != ids.len() {
@@ -433,8 +431,33 @@ pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Ve
         ));
     }
     rows.par_chunks(d * 1024)
-        .map(|chunk| shape.quantizer.encode_batch(chunk))
+        .map(|chunk| {
+            let batch = shape.quantizer.encode_batch(chunk)?;
+            let (mut plane, mut plane_factor) = (Vec::new(), Vec::new());
+            if shape.plane.is_some() {
+                let pb = packing::packed_len(d, 1);
+                let (mut c, mut s) = (vec![0u8; d], vec![0u8; d]);
+                plane.resize(pb * batch.len(), 0);
+                for (i, p) in plane.chunks_exact_mut(pb).enumerate() {
+                    plane_factor.push(plane_row(shape, batch.get(i), &mut c, &mut s, p));
+                }
+            }
+            Ok(Encoded {
+                batch,
+                plane,
+                plane_factor,
+            })
+        })
         .collect::<Result<Vec<_>>>()
+}
+
+/// Rows encoded by [`encode_rows`]: the codes, and the sign plane (packed 1-bit codes and key
+/// factors) when the shape has one.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    batch: EncodedBatch,
+    plane: Vec<u8>,
+    plane_factor: Vec<f32>,
 }
 
 #[cfg(test)]

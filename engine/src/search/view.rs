@@ -124,10 +124,41 @@ impl Shape {
         Ok(())
     }
 
+    /// The u8 tables stage 1 scans with, built once per query: the sign plane's for a staged
+    /// search, the full codes' for a blocked layout, none for the float path.
+    fn stage1_tables(&self, luts: &[QueryLut], params: &SearchParams) -> Option<Vec<NibbleLut>> {
+        match (&self.plane, &self.blocked) {
+            (Some((_, codebook)), _) if params.staged => {
+                luts.iter().map(|l| l.sign_plane_lut(codebook)).collect()
+            }
+            (_, Some(_)) => luts.iter().map(QueryLut::nibble_lut).collect(),
+            _ => None,
+        }
+    }
+
+    /// Rotates checked queries and builds their tables, in parallel; shared by every source a
+    /// search covers.
+    pub fn prepare(&self, queries: &[f32], params: &SearchParams) -> Result<Prepared> {
+        let d = self.quantizer.dim();
+        let luts = queries
+            .par_chunks(d)
+            .map(|q| self.quantizer.prepare_query(q))
+            .collect::<Result<Vec<_>>>()?;
+        let tables = self.stage1_tables(&luts, params);
+        Ok(Prepared { luts, tables })
+    }
+
     /// Checks one query.
     pub fn check_one(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
         self.check_query(query, k, params)
     }
+}
+
+/// Queries prepared for stage 1: rotated queries with their float tables, and the u8 tables.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    luts: Vec<QueryLut>,
+    tables: Option<Vec<NibbleLut>>,
 }
 
 /// Full-precision copies of the rows, borrowed.
@@ -250,18 +281,6 @@ impl View<'_> {
                     top
                 })
                 .collect(),
-        }
-    }
-
-    /// The u8 tables stage 1 scans with, built once per query: the sign plane's for a staged
-    /// search, the full codes' for a blocked index, none for the float path.
-    fn stage1_tables(&self, luts: &[QueryLut], params: &SearchParams) -> Option<Vec<NibbleLut>> {
-        match (&self.shape.plane, &self.shape.blocked) {
-            (Some((_, codebook)), _) if params.staged => {
-                luts.iter().map(|l| l.sign_plane_lut(codebook)).collect()
-            }
-            (_, Some(_)) => luts.iter().map(QueryLut::nibble_lut).collect(),
-            _ => None,
         }
     }
 
@@ -475,17 +494,31 @@ impl View<'_> {
         params: &SearchParams,
         masks: &[u32],
     ) -> Result<Vec<Neighbor>> {
-        let lut = self.shape.quantizer.prepare_query(query)?;
+        let prep = self.shape.prepare(query, params)?;
+        Ok(self.search_prepared(query, &prep, 0, k, params, masks))
+    }
+
+    /// [`search_masked`](Self::search_masked) for query `qi` of `prep` (prepared once for all
+    /// the sources a collection searches).
+    pub fn search_prepared(
+        &self,
+        query: &[f32],
+        prep: &Prepared,
+        qi: usize,
+        k: usize,
+        params: &SearchParams,
+        masks: &[u32],
+    ) -> Vec<Neighbor> {
         let keep = k.saturating_mul(params.oversample);
         let n = self.cols.rows();
-        let luts = std::slice::from_ref(&lut);
-        let tables = self.stage1_tables(luts, params);
+        let luts = &prep.luts[qi..qi + 1];
+        let tables = prep.tables.as_ref().map(|t| &t[qi..qi + 1]);
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
             .map(|c| {
                 let mut tops = self.scan(
                     luts,
-                    tables.as_deref(),
+                    tables,
                     c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
                     keep,
                     masks,
@@ -500,8 +533,8 @@ impl View<'_> {
                     a
                 },
             );
-        let top = self.refine(&lut, top, keep, params);
-        Ok(self.finish(query, &lut, k, params, top))
+        let top = self.refine(&luts[0], top, keep, params);
+        self.finish(query, &luts[0], k, params, top)
     }
 
     /// [`search_masked`](Self::search_masked) for every row of checked `queries`, in parallel
@@ -513,36 +546,41 @@ impl View<'_> {
         params: &SearchParams,
         masks: &[u32],
     ) -> Result<Vec<Vec<Neighbor>>> {
+        let prep = self.shape.prepare(queries, params)?;
+        Ok(self.search_batch_prepared(queries, &prep, k, params, masks))
+    }
+
+    /// [`search_batch_masked`](Self::search_batch_masked) with the queries prepared.
+    pub fn search_batch_prepared(
+        &self,
+        queries: &[f32],
+        prep: &Prepared,
+        k: usize,
+        params: &SearchParams,
+        masks: &[u32],
+    ) -> Vec<Vec<Neighbor>> {
         let d = self.shape.quantizer.dim();
         let keep = k.saturating_mul(params.oversample);
         let groups = queries
             .par_chunks(d * QUERY_GROUP)
-            .map(|group| {
-                let luts = group
+            .enumerate()
+            .map(|(g, group)| {
+                let range = g * QUERY_GROUP..g * QUERY_GROUP + group.len() / d;
+                let luts = &prep.luts[range.clone()];
+                let tables = prep.tables.as_ref().map(|t| &t[range]);
+                let tops = self.scan(luts, tables, 0..self.cols.rows(), keep, masks, params);
+                group
                     .chunks_exact(d)
-                    .map(|q| self.shape.quantizer.prepare_query(q))
-                    .collect::<Result<Vec<_>>>()?;
-                let tables = self.stage1_tables(&luts, params);
-                let tops = self.scan(
-                    &luts,
-                    tables.as_deref(),
-                    0..self.cols.rows(),
-                    keep,
-                    masks,
-                    params,
-                );
-                Ok(group
-                    .chunks_exact(d)
-                    .zip(&luts)
+                    .zip(luts)
                     .zip(tops)
                     .map(|((q, lut), top)| {
                         let top = self.refine(lut, top, keep, params);
                         self.finish(q, lut, k, params, top)
                     })
-                    .collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(groups.into_iter().flatten().collect())
+            .collect::<Vec<_>>();
+        groups.into_iter().flatten().collect()
     }
 
     /// Brute force on the stored vectors: the exact `min(k, live)` best rows (needs rerank
