@@ -17,8 +17,9 @@ pub enum Durability {
     /// `fdatasync` before every write batch is acknowledged (default): survives power loss.
     #[default]
     Fsync,
-    /// The WAL is written (page cache) before acknowledging, and synced at most this many
-    /// milliseconds later: survives a process crash, may lose that window on power loss.
+    /// The WAL is written (page cache) before acknowledging, and synced by a background thread
+    /// every this many milliseconds: survives a process crash, may lose about that window on
+    /// power loss.
     Periodic(u32),
 }
 

@@ -414,7 +414,7 @@ impl Collection {
             Some(w) => w,
             None => WalWriter::create(dir, manifest.wal_seq, config.dim)?,
         };
-        Ok(Collection {
+        let collection = Collection {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 dir: dir.to_path_buf(),
@@ -436,7 +436,38 @@ impl Collection {
                 background: Mutex::new(None),
                 _lock: lock,
             }),
-        })
+        };
+        if let Durability::Periodic(ms) = config.durability {
+            collection.start_periodic_sync(ms);
+        }
+        Ok(collection)
+    }
+
+    /// Periodic durability: a thread syncs the WAL every `ms` milliseconds while writes are
+    /// unsynced, and stops when the collection is gone.
+    fn start_periodic_sync(&self, ms: u32) {
+        let weak = Arc::downgrade(&self.inner);
+        let period = std::time::Duration::from_millis(u64::from(ms.max(1)));
+        let _ = std::thread::Builder::new()
+            .name("gyre-wal-sync".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(period);
+                    let Some(inner) = weak.upgrade() else { return };
+                    if let Ok(mut w) = inner.writer.lock()
+                        && !w.synced
+                        && w.failed.is_none()
+                    {
+                        match w.wal.sync() {
+                            Ok(()) => {
+                                w.synced = true;
+                                w.last_sync = Instant::now();
+                            }
+                            Err(e) => w.failed = Some(e),
+                        }
+                    }
+                }
+            });
     }
 
     /// The collection's name.
