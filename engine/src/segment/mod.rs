@@ -214,6 +214,12 @@ pub(crate) fn write(
     sources: &[Source<'_>],
 ) -> Result<u64> {
     let rows: usize = sources.iter().map(|(_, r)| r.len()).sum();
+    if rows > u32::MAX as usize {
+        return Err(Error::invalid_argument(
+            "rows",
+            format!("{rows} rows exceed a segment's limit of 2^32 - 1"),
+        ));
+    }
     let lens = lengths(shape, meta.rerank, rows);
     let (offsets, end) = layout(&lens);
     let tmp = fsio::temp_path(path);
