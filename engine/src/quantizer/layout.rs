@@ -20,6 +20,33 @@ pub fn supports(bits: u8) -> bool {
     matches!(bits, 1 | 2 | 4)
 }
 
+/// The bits per coordinate of the blocked layout that scans `bits`-bit codes: the codes
+/// themselves at 1, 2 and 4 bits, their 4-bit [`prefix_code`] at 3 and 5..=8 bits.
+pub fn scan_bits(bits: u8) -> Option<u8> {
+    match bits {
+        1 | 2 | 4 => Some(bits),
+        3 | 5..=8 => Some(4),
+        _ => None,
+    }
+}
+
+/// The 4-bit prefix of a `bits`-bit code (3 or 5..=8 bits): the code itself at 3 bits, its top
+/// four bits above.
+#[inline]
+pub fn prefix_code(code: u8, bits: u8) -> u8 {
+    if bits <= 4 { code } else { code >> (bits - 4) }
+}
+
+/// Packs the 4-bit prefixes of `bits`-bit packed codes (3 or 5..=8 bits) into `out`
+/// (`⌈dim/2⌉` bytes); `scratch` holds `dim` bytes.
+pub fn pack_prefix(packed: &[u8], bits: u8, dim: usize, scratch: &mut [u8], out: &mut [u8]) {
+    super::packing::unpack(packed, bits, &mut scratch[..dim]);
+    for c in &mut scratch[..dim] {
+        *c = prefix_code(*c, bits);
+    }
+    super::packing::pack(&scratch[..dim], 4, out);
+}
+
 /// Nibbles per vector for `dim` coordinates at `bits` bits, before and after padding to even.
 pub fn nibbles(dim: usize, bits: u8) -> (usize, usize) {
     let m = (dim * bits as usize).div_ceil(4);

@@ -91,11 +91,31 @@ impl QueryLut {
         &self.table
     }
 
-    /// The u8 nibble tables for the blocked scan (`None` unless the codes are 1, 2 or 4 bits).
+    /// The u8 nibble tables for the blocked scan (`None` without scalar codes).
+    ///
+    /// 1-, 2- and 4-bit codes are scanned as they are. Other widths are scanned through their
+    /// 4-bit *prefix* ([`layout::prefix_code`]): 3-bit codes one per nibble with exact tables
+    /// (8 of 16 entries used); 5- to 8-bit codes by their top 4 bits, each scored with the mean
+    /// of the 2^(b-4) centroids that share it, an approximation that stage 2 corrects by
+    /// rescoring the candidates with the float table.
     pub fn nibble_lut(&self) -> Option<NibbleLut> {
-        nibble_tables(self.dim, self.bits, |coord, code| {
-            self.table[coord * self.levels + code]
-        })
+        let (l, t) = (self.levels, &self.table);
+        match self.bits {
+            1 | 2 | 4 => nibble_tables(self.dim, self.bits, |coord, code| t[coord * l + code]),
+            3 | 5..=8 => {
+                let group = 1usize << self.bits.saturating_sub(4);
+                nibble_tables(self.dim, 4, |coord, p| {
+                    let lo = p * group;
+                    if lo >= l {
+                        0.0
+                    } else {
+                        let row = &t[coord * l + lo..coord * l + lo + group];
+                        row.iter().sum::<f32>() / group as f32
+                    }
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The u8 nibble tables of the 1-bit *sign plane* of the codes: coordinate `j` scores

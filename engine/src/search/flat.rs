@@ -14,7 +14,7 @@ use crate::error::{Error, Result, check_rows};
 use crate::kernels::fastscan::Kernel;
 use crate::kernels::squared_norm_f64;
 use crate::metric::Metric;
-use crate::quantizer::layout::{BLOCK, BlockedCodes};
+use crate::quantizer::layout::{self, BLOCK, BlockedCodes};
 use crate::quantizer::packing;
 use crate::quantizer::{EncodedBatch, Quantizer, QuantizerConfig};
 use crate::search::Neighbor;
@@ -139,9 +139,9 @@ impl FlatIndex {
         let shape = Shape::new(config, metric)?;
         let codes = EncodedBatch::new(&shape.quantizer);
         let bits = config.mse_bits();
-        let blocked = shape
-            .blocked
-            .map(|_| BlockedCodes::new(config.dim, bits))
+        let blocked = layout::scan_bits(bits)
+            .filter(|_| shape.blocked.is_some())
+            .map(|sb| BlockedCodes::new(config.dim, sb))
             .transpose()?;
         let plane = shape
             .plane
@@ -310,13 +310,19 @@ impl FlatIndex {
     /// Appends rows encoded by [`encode_rows`] (in order, covering `ids`), with their full
     /// vectors for rerank storage. Replaces earlier versions of the ids.
     pub(crate) fn add_encoded(&mut self, ids: &[u64], rows: &[f32], parts: &[Encoded]) {
-        let plane_bytes = packing::packed_len(self.shape.quantizer.dim(), 1);
+        let dim = self.shape.quantizer.dim();
+        let plane_bytes = packing::packed_len(dim, 1);
+        let prefix_bytes = packing::packed_len(dim, 4);
         for part in parts {
             let batch = &part.batch;
             for i in 0..batch.len() {
                 let code = batch.get(i);
                 if let Some(blocked) = &mut self.blocked {
-                    blocked.push(code.codes);
+                    if self.shape.prefix {
+                        blocked.push(&part.prefix[i * prefix_bytes..(i + 1) * prefix_bytes]);
+                    } else {
+                        blocked.push(code.codes);
+                    }
                 }
                 if let Some(plane) = &mut self.plane {
                     plane.push(&part.plane[i * plane_bytes..(i + 1) * plane_bytes]);
@@ -442,10 +448,21 @@ pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Ve
                     plane_factor.push(plane_row(shape, batch.get(i), &mut c, &mut s, p));
                 }
             }
+            let mut prefix = Vec::new();
+            if shape.prefix {
+                let bits = shape.quantizer.config().mse_bits();
+                let pb = packing::packed_len(d, 4);
+                let mut scratch = vec![0u8; d];
+                prefix.resize(pb * batch.len(), 0);
+                for (i, p) in prefix.chunks_exact_mut(pb).enumerate() {
+                    layout::pack_prefix(batch.get(i).codes, bits, d, &mut scratch, p);
+                }
+            }
             Ok(Encoded {
                 batch,
                 plane,
                 plane_factor,
+                prefix,
             })
         })
         .collect::<Result<Vec<_>>>()
@@ -458,6 +475,8 @@ pub(crate) struct Encoded {
     batch: EncodedBatch,
     plane: Vec<u8>,
     plane_factor: Vec<f32>,
+    /// Packed 4-bit prefixes (3- and 5..=8-bit codes).
+    prefix: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -549,7 +568,7 @@ mod tests {
         let rows = data(n, d, 6);
         let queries = data(10, d, 7);
         let ids: Vec<u64> = (0..n as u64).collect();
-        for bits in [1u8, 2, 4] {
+        for bits in [1u8, 2, 3, 4, 5, 8] {
             for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
                 let mut index =
                     FlatIndex::new(QuantizerConfig::new(d, bits), metric, RerankStorage::None)

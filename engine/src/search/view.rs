@@ -59,8 +59,11 @@ impl BlockShape {
 pub(crate) struct Shape {
     pub quantizer: Quantizer,
     pub metric: Metric,
-    /// The blocked layout of the full codes (1-, 2-, 4-bit scalar codes).
+    /// The blocked layout stage 1 scans: of the codes (1, 2, 4 bits) or of their 4-bit
+    /// prefixes (3, 5..=8 bits; see `layout::prefix_code`).
     pub blocked: Option<BlockShape>,
+    /// True when `blocked` holds prefixes rather than the codes.
+    pub prefix: bool,
     /// The sign plane of 4-bit codes with `dim ≥ STAGED_MIN_DIM`, and its 1-bit codebook.
     pub plane: Option<(BlockShape, Arc<Codebook>)>,
 }
@@ -69,7 +72,8 @@ impl Shape {
     pub fn new(config: QuantizerConfig, metric: Metric) -> Result<Self> {
         let quantizer = Quantizer::new(config)?;
         let bits = config.mse_bits();
-        let blocked = layout::supports(bits).then(|| BlockShape::new(config.dim, bits));
+        let blocked = layout::scan_bits(bits).map(|sb| BlockShape::new(config.dim, sb));
+        let prefix = blocked.is_some() && !layout::supports(bits);
         // Only 4-bit codes gain from staging: a 2-bit scan costs about what the plane pass and
         // the shortlist rescoring cost together (measured on docs-minilm-384).
         // Low dimensions have too noisy a sign plane to shortlist from (at d = 50 the 1-bit
@@ -86,6 +90,7 @@ impl Shape {
             quantizer,
             metric,
             blocked,
+            prefix,
             plane,
         })
     }

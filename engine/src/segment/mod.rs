@@ -446,7 +446,7 @@ fn write_blocked<'a>(
     let bits = if plane {
         1
     } else {
-        shape.quantizer.config().mse_bits()
+        crate::quantizer::layout::scan_bits(shape.quantizer.config().mse_bits()).expect("blocked")
     };
     let block_bytes = if plane {
         shape.plane.as_ref().expect("plane").0.block_bytes
