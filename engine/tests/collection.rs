@@ -4,7 +4,7 @@
 use gyre::random::SeededRng;
 use gyre::{
     CollectionConfig, Database, ErrorKind, ExactIndex, FlatIndex, Metric, RerankStorage,
-    SearchOptions, SearchParams,
+    SearchOptions, SearchParams, Variant,
 };
 
 fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -29,18 +29,22 @@ fn ids_of(r: &[gyre::Neighbor]) -> Vec<u64> {
 /// in the memtable, in one segment, in several, after reopening, or after compaction.
 #[test]
 fn searches_match_the_in_memory_index_through_flush_reopen_and_compaction() {
-    for (d, bits, metric) in [
-        (48, 4, Metric::Cosine),
-        (256, 4, Metric::Dot),
-        (40, 2, Metric::L2),
-        (24, 3, Metric::Cosine),
+    for (d, bits, metric, variant) in [
+        (48, 4, Metric::Cosine, Variant::Mse),
+        (256, 4, Metric::Dot, Variant::Mse),
+        (40, 2, Metric::L2, Variant::Mse),
+        (24, 3, Metric::Cosine, Variant::Mse),
+        (32, 3, Metric::Dot, Variant::Prod),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let n = 900;
         let rows = data(n, d, 1);
         let ids: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
         let queries = data(8, d, 2);
-        let cfg = config(d, metric, bits);
+        let cfg = CollectionConfig {
+            variant,
+            ..config(d, metric, bits)
+        };
         let mut flat = FlatIndex::new(cfg.quantizer(), metric, RerankStorage::F32).unwrap();
         flat.add(&ids, &rows).unwrap();
         // Every row reaches stage 2, so the answer cannot depend on how rows are split

@@ -235,7 +235,7 @@ fn every_file_kind_is_checked() {
     }
     let sections = {
         let b = std::fs::read(seg(pristine.path())).unwrap();
-        (0..12)
+        (0..14)
             .map(|i| {
                 let e = &b[128 + 32 * i..];
                 let off = u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize;
@@ -389,7 +389,7 @@ fn verify_finds_section_damage_that_a_cheap_open_skips() {
     let b = std::fs::read(&p).unwrap();
     // Damage every section's middle byte.
     let mut damaged = b.clone();
-    for i in 0..12 {
+    for i in 0..14 {
         let e = &b[128 + 32 * i..];
         let off = u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize;
         let n = u64::from_le_bytes(e[16..24].try_into().unwrap()) as usize;

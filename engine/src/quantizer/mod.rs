@@ -216,7 +216,12 @@ impl Quantizer {
         packing::packed_len(self.config.dim, self.config.mse_bits())
     }
 
-    /// Bytes of QJL sketch per vector (0 for `Mse`).
+    /// The QJL estimator's constant `√(π/2)/d` (`None` for `Mse`).
+    pub fn qjl_coefficient(&self) -> Option<f32> {
+        self.qjl.as_ref().map(|q| q.coefficient())
+    }
+
+    /// Bytes of one QJL sketch (0 for `Mse`).
     pub fn sketch_bytes(&self) -> usize {
         self.qjl.as_ref().map_or(0, |q| q.bytes())
     }

@@ -118,6 +118,16 @@ impl QueryLut {
         }
     }
 
+    /// The u8 nibble tables of the QJL sign bits (prod codes): bit `i` scores `+(S q')_i` when
+    /// set and `-(S q')_i` when clear, so a sketch's sum estimates `Σ_i (S q')_i · sign_i`.
+    pub fn sketch_lut(&self) -> Option<NibbleLut> {
+        if self.projected.is_empty() {
+            return None;
+        }
+        let p = &self.projected;
+        nibble_tables(self.dim, 1, |i, bit| if bit == 1 { p[i] } else { -p[i] })
+    }
+
     /// The u8 nibble tables of the 1-bit *sign plane* of the codes: coordinate `j` scores
     /// `q'_j · c` with `c` the 1-bit codebook's centroid of the coordinate's sign (the top bit
     /// of its code). `sign_codebook` is the 1-bit codebook of this dimension.

@@ -64,6 +64,8 @@ pub(crate) struct Shape {
     pub blocked: Option<BlockShape>,
     /// True when `blocked` holds prefixes rather than the codes.
     pub prefix: bool,
+    /// The blocked layout of the QJL sign bits (prod codes): a second stage-1 pass.
+    pub sketch: Option<BlockShape>,
     /// The sign plane of 4-bit codes with `dim ≥ STAGED_MIN_DIM`, and its 1-bit codebook.
     pub plane: Option<(BlockShape, Arc<Codebook>)>,
 }
@@ -86,11 +88,14 @@ impl Shape {
         } else {
             None
         };
+        let sketch = (config.variant == crate::quantizer::Variant::Prod)
+            .then(|| BlockShape::new(config.dim, 1));
         Ok(Shape {
             quantizer,
             metric,
             blocked,
             prefix,
+            sketch,
             plane,
         })
     }
@@ -102,6 +107,17 @@ impl Shape {
             Metric::Dot => (sc.scale, 0.0),
             Metric::Cosine => (sc.scale / sc.norm, 0.0),
             Metric::L2 => (2.0 * sc.scale, -sc.norm * sc.norm),
+        }
+    }
+
+    /// The factor of a row's QJL term in its stage-1 key (prod codes): the estimator's
+    /// `residual_norm · √(π/2)/d`, scaled for the metric as `key_terms` scales the codes' term.
+    pub fn sketch_factor(&self, sc: &VectorScalars) -> f32 {
+        let c = sc.residual_norm * self.quantizer.qjl_coefficient().unwrap_or(0.0);
+        match self.metric {
+            Metric::Dot => sc.norm * c,
+            Metric::Cosine => c,
+            Metric::L2 => 2.0 * sc.norm * c,
         }
     }
 
@@ -150,7 +166,15 @@ impl Shape {
             .map(|q| self.quantizer.prepare_query(q))
             .collect::<Result<Vec<_>>>()?;
         let tables = self.stage1_tables(&luts, params);
-        Ok(Prepared { luts, tables })
+        let sketch = self
+            .sketch
+            .filter(|_| !(params.staged && self.plane.is_some()))
+            .and_then(|_| luts.iter().map(QueryLut::sketch_lut).collect());
+        Ok(Prepared {
+            luts,
+            tables,
+            sketch,
+        })
     }
 
     /// Checks one query.
@@ -159,11 +183,23 @@ impl Shape {
     }
 }
 
+/// One FastScan pass of stage 1: a blocked array, its shape, the per-row factor its estimate
+/// is scaled by, and one table per query.
+#[derive(Debug, Clone, Copy)]
+struct Pass<'a> {
+    bytes: &'a [u8],
+    shape: BlockShape,
+    factor: &'a [f32],
+    tables: &'a [NibbleLut],
+}
+
 /// Queries prepared for stage 1: rotated queries with their float tables, and the u8 tables.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     luts: Vec<QueryLut>,
     tables: Option<Vec<NibbleLut>>,
+    /// Tables of the QJL sign bits (prod codes, unstaged scans).
+    sketch: Option<Vec<NibbleLut>>,
 }
 
 /// Full-precision copies of the rows, borrowed.
@@ -191,6 +227,9 @@ pub(crate) struct Columns<'a> {
     pub plane_factor: &'a [f32],
     pub key_factor: &'a [f32],
     pub key_offset: &'a [f32],
+    /// The QJL sign bits in the blocked layout (prod) and their per-row key factor.
+    pub sketch_blocked: &'a [u8],
+    pub sketch_factor: &'a [f32],
     pub vectors: VectorsRef<'a>,
 }
 
@@ -246,47 +285,62 @@ impl View<'_> {
     fn scan(
         &self,
         luts: &[QueryLut],
-        tables: Option<&[NibbleLut]>,
+        (tables, sketch_tables): (Option<&[NibbleLut]>, Option<&[NibbleLut]>),
         rows: std::ops::Range<usize>,
         keep: usize,
         masks: &[u32],
         params: &SearchParams,
     ) -> Vec<TopK> {
-        match (tables, &self.shape.plane, &self.shape.blocked) {
-            (Some(tables), Some((plane, _)), _) if params.staged => self.scan_blocked(
-                self.cols.plane,
-                *plane,
-                self.cols.plane_factor,
+        let cols = &self.cols;
+        if let (Some(tables), Some((plane, _)), true) = (tables, &self.shape.plane, params.staged) {
+            let pass = Pass {
+                bytes: cols.plane,
+                shape: *plane,
+                factor: cols.plane_factor,
                 tables,
+            };
+            return self.scan_blocked(
+                &[pass],
+                luts.len(),
                 rows,
                 self.scan_size(keep, params),
                 masks,
-            ),
-            (Some(tables), _, Some(blocked)) => self.scan_blocked(
-                self.cols.blocked,
-                *blocked,
-                self.cols.key_factor,
-                tables,
-                rows,
-                keep,
-                masks,
-            ),
-            _ => luts
-                .iter()
-                .map(|lut| {
-                    let mut top = TopK::new(keep);
-                    for row in rows.clone() {
-                        if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1 {
-                            top.push(
-                                row as u64,
-                                self.shape.metric.to_key(self.estimate_row(lut, row)),
-                            );
-                        }
-                    }
-                    top
-                })
-                .collect(),
+            );
         }
+        let mut passes = Vec::with_capacity(2);
+        if let (Some(tables), Some(shape)) = (tables, self.shape.blocked) {
+            passes.push(Pass {
+                bytes: cols.blocked,
+                shape,
+                factor: cols.key_factor,
+                tables,
+            });
+        }
+        if let (Some(tables), Some(shape)) = (sketch_tables, self.shape.sketch) {
+            passes.push(Pass {
+                bytes: cols.sketch_blocked,
+                shape,
+                factor: cols.sketch_factor,
+                tables,
+            });
+        }
+        if !passes.is_empty() {
+            return self.scan_blocked(&passes, luts.len(), rows, keep, masks);
+        }
+        luts.iter()
+            .map(|lut| {
+                let mut top = TopK::new(keep);
+                for row in rows.clone() {
+                    if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1 {
+                        top.push(
+                            row as u64,
+                            self.shape.metric.to_key(self.estimate_row(lut, row)),
+                        );
+                    }
+                }
+                top
+            })
+            .collect()
     }
 
     /// How many candidates [`scan`](Self::scan) keeps per query.
@@ -316,31 +370,27 @@ impl View<'_> {
         top
     }
 
-    /// The blocked FastScan pass: keys `factors[i] · (delta · sum + bias) + key_offset[i]`.
+    /// The blocked FastScan passes: row `i`'s key is `key_offset[i] + Σ_passes factor[i] ·
+    /// (delta · sum + bias)` (one pass over the codes or the sign plane; for prod codes a
+    /// second pass over the QJL sign bits).
     ///
     /// It walks the codes in chunks small enough to stay in L2 and runs every query of the group
     /// over a chunk before moving on, so a batch reads the codes from memory once per group.
-    #[allow(clippy::too_many_arguments)]
     fn scan_blocked(
         &self,
-        bytes: &[u8],
-        shape: BlockShape,
-        key_factor: &[f32],
-        nibbles: &[NibbleLut],
+        passes: &[Pass<'_>],
+        queries: usize,
         rows: std::ops::Range<usize>,
         keep: usize,
         masks: &[u32],
     ) -> Vec<TopK> {
         let kernel = Kernel::detect();
-        let BlockShape {
-            columns,
-            block_bytes,
-        } = shape;
-        let chunk_blocks = (CHUNK_BYTES / block_bytes).clamp(1, SCAN_BLOCKS);
-        let mut tops: Vec<TopK> = nibbles.iter().map(|_| TopK::new(keep)).collect();
+        let block_bytes: usize = passes.iter().map(|p| p.shape.block_bytes).sum();
+        let chunk_blocks = (CHUNK_BYTES / block_bytes.max(1)).clamp(1, SCAN_BLOCKS);
+        let mut tops: Vec<TopK> = (0..queries).map(|_| TopK::new(keep)).collect();
         // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
         // value), so they never enter a heap.
-        let mut thresholds = vec![f32::MIN; nibbles.len()];
+        let mut thresholds = vec![f32::MIN; queries];
         let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
         let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
         let end_block = rows.end.div_ceil(BLOCK);
@@ -355,20 +405,28 @@ impl View<'_> {
             while nb < chunk_blocks && b + nb < end_block && masks[b + nb] != 0 {
                 nb += 1;
             }
-            let codes = &bytes[b * block_bytes..(b + nb) * block_bytes];
             let base = b * BLOCK;
             let n = (base + nb * BLOCK).min(rows.end) - base;
-            let factors = &key_factor[base..base + n];
             let offsets = &self.cols.key_offset[base..base + n];
-            for ((nibble, top), threshold) in nibbles.iter().zip(&mut tops).zip(&mut thresholds) {
-                kernel.scan(codes, columns, &nibble.tables, &mut sums[..nb * BLOCK]);
-                // Keys for the whole chunk in one pass the compiler vectorises, then a compare
-                // against the heap's threshold that rarely succeeds.
-                let (delta, bias) = (nibble.delta, nibble.bias);
-                for (((key, &sum), &f), &o) in
-                    keys.iter_mut().zip(&sums[..n]).zip(factors).zip(offsets)
-                {
-                    *key = f * (delta * sum as f32 + bias) + o;
+            for (q, (top, threshold)) in tops.iter_mut().zip(&mut thresholds).enumerate() {
+                keys[..n].copy_from_slice(offsets);
+                for pass in passes {
+                    let bb = pass.shape.block_bytes;
+                    let codes = &pass.bytes[b * bb..(b + nb) * bb];
+                    let lut = &pass.tables[q];
+                    kernel.scan(
+                        codes,
+                        pass.shape.columns,
+                        &lut.tables,
+                        &mut sums[..nb * BLOCK],
+                    );
+                    // Keys for the whole chunk in one pass the compiler vectorises, then a
+                    // compare against the heap's threshold that rarely succeeds.
+                    let (delta, bias) = (lut.delta, lut.bias);
+                    let factors = &pass.factor[base..base + n];
+                    for ((key, &sum), &f) in keys.iter_mut().zip(&sums[..n]).zip(factors) {
+                        *key += f * (delta * sum as f32 + bias);
+                    }
                 }
                 for (block_keys, &mask) in keys[..n].chunks_mut(BLOCK).zip(&masks[b..b + nb]) {
                     if mask != u32::MAX {
@@ -518,12 +576,13 @@ impl View<'_> {
         let n = self.cols.rows();
         let luts = &prep.luts[qi..qi + 1];
         let tables = prep.tables.as_ref().map(|t| &t[qi..qi + 1]);
+        let sketch = prep.sketch.as_ref().map(|t| &t[qi..qi + 1]);
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
             .map(|c| {
                 let mut tops = self.scan(
                     luts,
-                    tables,
+                    (tables, sketch),
                     c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
                     keep,
                     masks,
@@ -572,8 +631,16 @@ impl View<'_> {
             .map(|(g, group)| {
                 let range = g * QUERY_GROUP..g * QUERY_GROUP + group.len() / d;
                 let luts = &prep.luts[range.clone()];
-                let tables = prep.tables.as_ref().map(|t| &t[range]);
-                let tops = self.scan(luts, tables, 0..self.cols.rows(), keep, masks, params);
+                let tables = prep.tables.as_ref().map(|t| &t[range.clone()]);
+                let sketch = prep.sketch.as_ref().map(|t| &t[range]);
+                let tops = self.scan(
+                    luts,
+                    (tables, sketch),
+                    0..self.cols.rows(),
+                    keep,
+                    masks,
+                    params,
+                );
                 group
                     .chunks_exact(d)
                     .zip(luts)

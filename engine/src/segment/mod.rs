@@ -51,9 +51,11 @@ enum Kind {
     Plane = 10,
     PlaneFactor = 11,
     Vectors = 12,
+    SketchBlocked = 13,
+    SketchFactor = 14,
 }
 
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 14] = [
     Kind::Ids,
     Kind::SortedIds,
     Kind::SortedRows,
@@ -66,6 +68,8 @@ const KINDS: [Kind; 12] = [
     Kind::Plane,
     Kind::PlaneFactor,
     Kind::Vectors,
+    Kind::SketchBlocked,
+    Kind::SketchFactor,
 ];
 
 /// What a segment's header records about the collection that wrote it.
@@ -112,7 +116,7 @@ fn codebook_id(shape: &Shape) -> u32 {
 }
 
 /// Section lengths in bytes for `rows` rows.
-fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize) -> [usize; 12] {
+fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize) -> [usize; 14] {
     let q = &shape.quantizer;
     let blocked = shape.blocked.map_or(0, |b| b.bytes_for(rows));
     let (plane, plane_factor) = shape
@@ -132,11 +136,13 @@ fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize) -> [usize; 12] {
         plane,
         plane_factor,
         rerank_width(rerank) * q.dim() * rows,
+        shape.sketch.map_or(0, |b| b.bytes_for(rows)),
+        if shape.sketch.is_some() { 4 * rows } else { 0 },
     ]
 }
 
-fn layout(lengths: &[usize; 12]) -> ([usize; 12], usize) {
-    let mut offsets = [0; 12];
+fn layout(lengths: &[usize; 14]) -> ([usize; 14], usize) {
+    let mut offsets = [0; 14];
     let mut at = HEADER_BYTES + ENTRY_BYTES * KINDS.len();
     for (o, &len) in offsets.iter_mut().zip(lengths) {
         at = at.next_multiple_of(ALIGN);
@@ -238,7 +244,7 @@ pub(crate) fn write(
         e[16..24].copy_from_slice(&(len as u64).to_le_bytes());
         w.put(&e)?;
     }
-    let mut crcs = [0u32; 12];
+    let mut crcs = [0u32; 14];
     let rows_of = || {
         sources
             .iter()
@@ -299,15 +305,16 @@ pub(crate) fn write(
                     w.put(bytemuck::bytes_of(&v.cols.scalars[r]))?;
                 }
             }
-            Kind::KeyFactor | Kind::KeyOffset | Kind::PlaneFactor => {
-                if *kind == Kind::PlaneFactor && shape.plane.is_none() {
-                    continue_section(&mut w);
-                } else {
+            Kind::KeyFactor | Kind::KeyOffset | Kind::PlaneFactor | Kind::SketchFactor => {
+                let absent = (*kind == Kind::PlaneFactor && shape.plane.is_none())
+                    || (*kind == Kind::SketchFactor && shape.sketch.is_none());
+                if !absent {
                     for (v, r) in rows_of() {
                         let x = match kind {
                             Kind::KeyFactor => v.cols.key_factor[r],
                             Kind::KeyOffset => v.cols.key_offset[r],
-                            _ => v.cols.plane_factor[r],
+                            Kind::PlaneFactor => v.cols.plane_factor[r],
+                            _ => v.cols.sketch_factor[r],
                         };
                         w.put(&x.to_le_bytes())?;
                     }
@@ -327,14 +334,14 @@ pub(crate) fn write(
                     }
                 }
             }
-            Kind::Blocked | Kind::Plane => {
-                let present = if *kind == Kind::Blocked {
-                    shape.blocked.is_some()
-                } else {
-                    shape.plane.is_some()
+            Kind::Blocked | Kind::Plane | Kind::SketchBlocked => {
+                let present = match kind {
+                    Kind::Blocked => shape.blocked.is_some(),
+                    Kind::Plane => shape.plane.is_some(),
+                    _ => shape.sketch.is_some(),
                 };
                 if present {
-                    write_blocked(&mut w, shape, *kind == Kind::Plane, rows_of())?;
+                    write_blocked(&mut w, shape, *kind, rows_of())?;
                 }
             }
             Kind::Vectors => {
@@ -407,6 +414,8 @@ fn whole_section<'a>(kind: Kind, v: &View<'a>, rerank: RerankStorage) -> Option<
         Kind::Blocked => c.blocked,
         Kind::Plane => c.plane,
         Kind::PlaneFactor => bytemuck::cast_slice(c.plane_factor),
+        Kind::SketchBlocked => c.sketch_blocked,
+        Kind::SketchFactor => bytemuck::cast_slice(c.sketch_factor),
         Kind::Vectors => match (rerank, c.vectors) {
             (RerankStorage::None, _) => &[],
             (RerankStorage::F32, VectorsRef::F32(x)) => bytemuck::cast_slice(x),
@@ -416,7 +425,7 @@ fn whole_section<'a>(kind: Kind, v: &View<'a>, rerank: RerankStorage) -> Option<
     })
 }
 
-fn table_bytes(offsets: &[usize; 12], lens: &[usize; 12]) -> Vec<u8> {
+fn table_bytes(offsets: &[usize; 14], lens: &[usize; 14]) -> Vec<u8> {
     let mut t = Vec::with_capacity(ENTRY_BYTES * KINDS.len());
     for ((kind, &off), &len) in KINDS.iter().zip(offsets).zip(lens) {
         let mut e = [0u8; ENTRY_BYTES];
@@ -428,37 +437,37 @@ fn table_bytes(offsets: &[usize; 12], lens: &[usize; 12]) -> Vec<u8> {
     t
 }
 
-fn table_crc_of(offsets: &[usize; 12], lens: &[usize; 12]) -> u32 {
+fn table_crc_of(offsets: &[usize; 14], lens: &[usize; 14]) -> u32 {
     crc32c::crc32c(&table_bytes(offsets, lens))
 }
 
-/// An absent section: nothing to write.
-fn continue_section(_: &mut SectionWriter) {}
-
-/// Re-blocks the rows' codes (or their sign planes) 32 at a time.
+/// Re-blocks the rows' codes, sign planes or QJL sign bits (by `kind`) 32 at a time.
 fn write_blocked<'a>(
     w: &mut SectionWriter,
     shape: &Shape,
-    plane: bool,
+    kind: Kind,
     rows: impl Iterator<Item = (&'a View<'a>, usize)>,
 ) -> Result<()> {
     let dim = shape.quantizer.dim();
-    let bits = if plane {
-        1
-    } else {
-        crate::quantizer::layout::scan_bits(shape.quantizer.config().mse_bits()).expect("blocked")
-    };
-    let block_bytes = if plane {
-        shape.plane.as_ref().expect("plane").0.block_bytes
-    } else {
-        shape.blocked.expect("blocked").block_bytes
+    let (bits, block_bytes) = match kind {
+        Kind::Plane => (1, shape.plane.as_ref().expect("plane").0.block_bytes),
+        Kind::SketchBlocked => (1, shape.sketch.expect("sketch").block_bytes),
+        _ => (
+            crate::quantizer::layout::scan_bits(shape.quantizer.config().mse_bits())
+                .expect("blocked"),
+            shape.blocked.expect("blocked").block_bytes,
+        ),
     };
     let mut block = BlockedCodes::new(dim, bits)?;
     let mut n = 0;
     for (v, r) in rows {
         // Copy the row's 32-lane slot out of its source block: nibble m of row r sits in byte
         // `m·16 + r%16` of its block, high or low half by `r%32 ≥ 16`.
-        let src = if plane { v.cols.plane } else { v.cols.blocked };
+        let src = match kind {
+            Kind::Plane => v.cols.plane,
+            Kind::SketchBlocked => v.cols.sketch_blocked,
+            _ => v.cols.blocked,
+        };
         let src_block = &src[(r / BLOCK) * block_bytes..][..block_bytes];
         let packed = unblock(src_block, r % BLOCK, bits, dim);
         block.push(&packed);
@@ -494,8 +503,8 @@ pub struct Segment {
     id: u64,
     rows: usize,
     map: memmap2::Mmap,
-    sections: [(usize, usize); 12],
-    crcs: [u32; 12],
+    sections: [(usize, usize); 14],
+    crcs: [u32; 14],
     rerank: RerankStorage,
     /// Set when the segment left the manifest: the file is removed when the last reader drops it.
     obsolete: AtomicBool,
@@ -566,8 +575,8 @@ impl Segment {
         if end + footer_bytes() != len {
             return Err(bad("sections do not fill the file".into()));
         }
-        let mut sections = [(0, 0); 12];
-        let mut crcs = [0; 12];
+        let mut sections = [(0, 0); 14];
+        let mut crcs = [0; 14];
         for i in 0..KINDS.len() {
             sections[i] = (offsets[i], lens[i]);
             crcs[i] = u32_at(f, 4 * i);
@@ -663,6 +672,8 @@ impl Segment {
             plane_factor: bytemuck::cast_slice(self.bytes(Kind::PlaneFactor)),
             key_factor: bytemuck::cast_slice(self.bytes(Kind::KeyFactor)),
             key_offset: bytemuck::cast_slice(self.bytes(Kind::KeyOffset)),
+            sketch_blocked: self.bytes(Kind::SketchBlocked),
+            sketch_factor: bytemuck::cast_slice(self.bytes(Kind::SketchFactor)),
             vectors,
         }
     }
