@@ -87,11 +87,14 @@ impl Default for SearchParams {
 impl SearchParams {
     /// Oversampling measured to reach recall@10 ≥ 0.95 on docs-minilm-384 (50k MiniLM vectors,
     /// `gyre-bench recall`): with f32 rerank, 1-bit codes need 4× (0.978), 2-bit 2× (0.990),
-    /// 4-bit 1× (0.963; 2× gives 1.000). 3-bit codes get 2×, 8-bit 1× by interpolation (not
-    /// measured). Without rerank only 4-bit codes get there (0.963);
-    /// 2-bit codes stop at 0.863 and 1-bit at 0.727 whatever the oversampling.
+    /// 4-bit 1× (0.963; 2× gives 1.000). Without rerank only 4-bit and wider codes get there
+    /// (4-bit 0.963; 3-bit stops at 0.931, 2-bit at 0.863, 1-bit at 0.727 whatever the
+    /// oversampling). 5- to 8-bit codes are scanned by their 4-bit prefix and need 2× for the
+    /// rescoring to see their own ranking (8-bit: 0.941 at 1×, 1.000 at 2×). 3-bit codes get 2×
+    /// with rerank by interpolation (not measured).
     pub fn recommended(bits: u8, rerank: RerankStorage) -> Self {
         let oversample = match (rerank, bits) {
+            (_, 5..=8) => 2,
             (RerankStorage::None, _) => 1,
             (_, 1) => 4,
             (_, 2 | 3) => 2,
