@@ -542,6 +542,13 @@ impl Segment {
                 "format version {version}, this build reads {VERSION}"
             )));
         }
+        if u32_at(h, 56) as usize != KINDS.len() {
+            return Err(bad(format!(
+                "{} sections, this build's format has {}",
+                u32_at(h, 56),
+                KINDS.len()
+            )));
+        }
         let rows = u64_at(h, 40) as usize;
         let id = u64_at(h, 48);
         let expected = header(meta, shape, id, rows);
