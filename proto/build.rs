@@ -2,13 +2,12 @@
 //! needed), plus the file descriptor set that gRPC reflection serves.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY-free: build scripts run single-threaded; prost-build reads PROTOC.
-    unsafe { std::env::set_var("PROTOC", protoc) };
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("gyre_v1_descriptor.bin"))
-        .compile_protos(&["gyre/v1/gyre.proto"], &["."])?;
+        .compile_with_config(config, &["gyre/v1/gyre.proto"], &["."])?;
     println!("cargo:rerun-if-changed=gyre/v1/gyre.proto");
     Ok(())
 }

@@ -9,5 +9,6 @@ pub mod v1 {
     tonic::include_proto!("gyre.v1");
 
     /// The encoded file descriptor set of `gyre.v1`, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gyre_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("gyre_v1_descriptor");
 }

@@ -1,33 +1,76 @@
-//! `gyre`: Gyre's server and data-directory tool.
+//! `gyre`: Gyre's gRPC server and data-directory tool.
 //!
-//! The gRPC service (`gyre serve`) and the operations on a data directory are not built yet;
-//! this binary says so instead of pretending. The engine is usable today as the `gyre` library,
-//! and `gyre-bench` measures it.
+//! `gyre serve` runs the service; `import`, `search`, `info`, `verify` and `compact` work on a
+//! data directory directly (no server; the directory must not be open in a running server).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod auth;
+mod errors;
+mod metrics;
+mod ops;
+mod serve;
+mod service;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gyre",
+    version,
+    about = "Gyre: approximate-nearest-neighbour search over TurboQuant codes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (health, reflection, metrics; Ctrl-C or SIGTERM to stop cleanly).
+    Serve(Box<serve::ServeArgs>),
+    /// Load vectors from a file (HDF5, fvecs, fbin, npy, ...) into a collection.
+    Import(ops::ImportArgs),
+    /// Search a collection with one vector.
+    Search(ops::SearchArgs),
+    /// Show collections: configuration, counts, segments, bytes.
+    Info(ops::InfoArgs),
+    /// Check every segment's checksums.
+    Verify(ops::DirArgs),
+    /// Merge segments and drop deleted rows.
+    Compact(ops::CompactArgs),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version" | "-V") => {
-            println!("gyre {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        None | Some("--help" | "-h" | "help") => {
-            println!(
-                "gyre {}: approximate-nearest-neighbour search over TurboQuant codes\n\n\
-                 The server (`gyre serve`) is not built yet. Today Gyre is an embeddable library\n\
-                 (crate `gyre`) and a measuring tool: `cargo run --release -p gyre-bench -- --help`.",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!(
-                "gyre: `{other}` is not available yet: this build has no server or data-directory commands (see README.md)"
-            );
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => args.resolve().and_then(|settings| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(serve::run(settings))
+        }),
+        Command::Import(a) => ops::import(&a),
+        Command::Search(a) => ops::search(&a),
+        Command::Info(a) => ops::info(&a),
+        Command::Verify(a) => ops::verify(&a),
+        Command::Compact(a) => ops::compact(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gyre: {e}");
+            ExitCode::FAILURE
         }
     }
 }

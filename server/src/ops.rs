@@ -1,0 +1,285 @@
+//! Operations on a data directory without a server.
+
+use std::path::PathBuf;
+
+use gyre::{CollectionConfig, Database, Metric, RerankStorage, SearchOptions, Variant};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The data directory.
+#[derive(clap::Args)]
+pub struct DirArgs {
+    /// Data directory.
+    #[arg(long, default_value = "gyre-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Collection to load into (created with the options below if absent).
+    #[arg(long)]
+    collection: String,
+    /// Vectors: ann-benchmarks HDF5 (its train set), .fvecs, .fbin, .npy, ...
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Metric of a new collection (default: the HDF5 file's, else cosine).
+    #[arg(long)]
+    metric: Option<Metric>,
+    /// Bits per coordinate of a new collection.
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Estimator of a new collection: mse or prod.
+    #[arg(long, default_value = "mse")]
+    variant: Variant,
+    /// Full-precision copies of a new collection: none, f16, f32.
+    #[arg(long, default_value = "f32")]
+    rerank: RerankStorage,
+    /// Vectors per durable batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Id of the first vector (ids are consecutive).
+    #[arg(long, default_value_t = 0)]
+    first_id: u64,
+}
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Collection.
+    #[arg(long)]
+    collection: String,
+    /// The query: comma-separated floats.
+    #[arg(long, allow_hyphen_values = true)]
+    vector: String,
+    /// Results.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Candidates kept, as a multiple of k (default: recommended for the bit width).
+    #[arg(long)]
+    oversampling: Option<usize>,
+    /// Brute force on the stored vectors.
+    #[arg(long)]
+    exact: bool,
+}
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// One collection (default: all).
+    #[arg(long)]
+    collection: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Collection (default: all).
+    #[arg(long)]
+    collection: Option<String>,
+}
+
+fn open(dir: &DirArgs) -> Result<Database, String> {
+    if !dir.data_dir.join("collections").is_dir() {
+        return Err(format!(
+            "{} is not a Gyre data directory (no collections/ inside)",
+            dir.data_dir.display()
+        ));
+    }
+    Database::open(&dir.data_dir).map_err(|e| e.to_string())
+}
+
+pub fn import(a: &ImportArgs) -> Result<(), String> {
+    let err = |e: gyre::Error| e.to_string();
+    if a.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let is_h5 = a
+        .dataset
+        .extension()
+        .is_some_and(|e| e == "hdf5" || e == "h5");
+    let (data, dim, file_metric) = if is_h5 {
+        let ds = gyre_datasets::annb::read_hdf5(&a.dataset).map_err(|e| e.to_string())?;
+        let d = ds.train.dim();
+        (ds.train.as_slice().to_vec(), d, Some(ds.distance.metric()))
+    } else {
+        let m = gyre_datasets::read_vectors(&a.dataset).map_err(|e| e.to_string())?;
+        let d = m.dim();
+        (m.as_slice().to_vec(), d, None)
+    };
+    std::fs::create_dir_all(&a.dir.data_dir).map_err(|e| e.to_string())?;
+    let db = Database::open(&a.dir.data_dir).map_err(err)?;
+    let c = match db.collection(&a.collection) {
+        Ok(c) => c,
+        Err(_) => db
+            .create_collection(
+                &a.collection,
+                CollectionConfig {
+                    metric: a.metric.or(file_metric).unwrap_or(Metric::Cosine),
+                    bits: a.bits,
+                    variant: a.variant,
+                    rerank: a.rerank,
+                    ..CollectionConfig::new(dim)
+                },
+            )
+            .map_err(err)?,
+    };
+    if c.config().dim != dim {
+        return Err(format!(
+            "{} has dimension {dim}, collection {} has {}",
+            a.dataset.display(),
+            a.collection,
+            c.config().dim
+        ));
+    }
+    let n = data.len() / dim;
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "import [{bar:30}] {pos}/{len} vectors ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let t = std::time::Instant::now();
+    for (i, rows) in data.chunks(a.batch * dim).enumerate() {
+        let first = a.first_id + (i * a.batch) as u64;
+        let ids: Vec<u64> = (first..first + (rows.len() / dim) as u64).collect();
+        c.upsert(&ids, rows).map_err(err)?;
+        bar.inc(ids.len() as u64);
+    }
+    c.flush().map_err(err)?;
+    bar.finish_and_clear();
+    println!(
+        "imported {n} vectors of dimension {dim} into {} in {:.1} s ({} live points)",
+        a.collection,
+        t.elapsed().as_secs_f64(),
+        c.len()
+    );
+    Ok(())
+}
+
+pub fn search(a: &SearchArgs) -> Result<(), String> {
+    let db = open(&a.dir)?;
+    let c = db.collection(&a.collection).map_err(|e| e.to_string())?;
+    let q: Vec<f32> = a
+        .vector
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("--vector: {v:?} is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut opts = SearchOptions::recommended(c.config());
+    if let Some(o) = a.oversampling {
+        opts.params.oversample = o;
+    }
+    opts.exact = a.exact;
+    let hits = c.search(&q, a.k, &opts).map_err(|e| e.to_string())?;
+    for h in hits {
+        println!("{}\t{}", h.id, h.score);
+    }
+    Ok(())
+}
+
+pub fn info(a: &InfoArgs) -> Result<(), String> {
+    let db = open(&a.dir)?;
+    let names = match &a.collection {
+        Some(c) => vec![c.clone()],
+        None => db.list().map_err(|e| e.to_string())?,
+    };
+    for name in names {
+        let i = db.info(&name).map_err(|e| e.to_string())?;
+        let c = &i.config;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": i.name, "dim": c.dim, "metric": c.metric.name(), "bits": c.bits,
+                    "variant": c.variant.name(), "rerank": c.rerank.name(), "seed": c.seed,
+                    "points": i.live, "deleted": i.deleted, "memtable_rows": i.memtable_rows,
+                    "segments": i.segments.iter().map(|s| serde_json::json!({
+                        "id": s.id, "rows": s.rows, "live": s.live, "bytes": s.bytes})).collect::<Vec<_>>(),
+                    "disk_bytes": i.disk_bytes,
+                })
+            );
+        } else {
+            println!(
+                "{}: dim {} {} {}-bit {} rerank {}; {} points, {} deleted rows, {} in memtable, {} segments, {} bytes on disk",
+                i.name,
+                c.dim,
+                c.metric.name(),
+                c.bits,
+                c.variant.name(),
+                c.rerank.name(),
+                i.live,
+                i.deleted,
+                i.memtable_rows,
+                i.segments.len(),
+                i.disk_bytes
+            );
+            for s in &i.segments {
+                println!(
+                    "  segment {}: {} rows, {} live, {} bytes",
+                    s.id, s.rows, s.live, s.bytes
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn verify(a: &DirArgs) -> Result<(), String> {
+    let db = open(a)?;
+    let mut bad = 0;
+    for name in db.list().map_err(|e| e.to_string())? {
+        let c = db.collection(&name).map_err(|e| e.to_string())?;
+        match c.verify() {
+            Ok(()) => println!(
+                "{name}: ok ({} segments)",
+                c.info().map_or(0, |i| i.segments.len())
+            ),
+            Err(e) => {
+                println!("{name}: {e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(format!("{bad} collection(s) failed verification"));
+    }
+    Ok(())
+}
+
+pub fn compact(a: &CompactArgs) -> Result<(), String> {
+    let db = open(&a.dir)?;
+    let names = match &a.collection {
+        Some(c) => vec![c.clone()],
+        None => db.list().map_err(|e| e.to_string())?,
+    };
+    for name in names {
+        let c = db.collection(&name).map_err(|e| e.to_string())?;
+        c.flush().map_err(|e| e.to_string())?;
+        let merged = c.compact().map_err(|e| e.to_string())?;
+        let i = c.info().map_err(|e| e.to_string())?;
+        println!(
+            "{name}: {} ({} segments, {} points, {} bytes on disk)",
+            if merged {
+                "compacted"
+            } else {
+                "nothing to compact"
+            },
+            i.segments.len(),
+            i.live,
+            i.disk_bytes
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,561 @@
+//! The gRPC services over one [`Database`]: every handler checks the API key, runs the engine
+//! on the blocking pool (a long search never stalls the async runtime), honours the client's
+//! deadline, and records its metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gyre::{
+    CollectionConfig, CollectionInfo as EngineInfo, Database, Metric as EngineMetric, Neighbor,
+    RerankStorage as EngineRerank, SearchOptions, Variant as EngineVariant,
+};
+use gyre_proto::v1::{
+    self as pb, admin_server::Admin, collections_server::Collections, points_server::Points,
+    search_server::Search,
+};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{Access, Keys};
+use crate::errors::{invalid, to_status};
+use crate::metrics::Metrics;
+
+/// Shared state of the services.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub db: Arc<Database>,
+    pub keys: Keys,
+    pub metrics: Metrics,
+    /// Largest k a search may ask for.
+    pub max_k: usize,
+}
+
+/// The client's deadline from `grpc-timeout` (`<digits><H|M|S|m|u|n>`).
+fn deadline(meta: &MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl Service {
+    /// Runs `work` on the blocking pool after the key check, within the client's deadline.
+    async fn run<T: Send + 'static>(
+        &self,
+        rpc: &'static str,
+        meta: &MetadataMap,
+        access: Access,
+        work: impl FnOnce(Arc<Database>) -> Result<T, Status> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let result = async {
+            self.keys.check(meta, access)?;
+            let db = self.db.clone();
+            let task = tokio::task::spawn_blocking(move || work(db));
+            let joined = match deadline(meta) {
+                // Answer a little before tonic's own timer fires (which would say CANCELLED).
+                Some(d) => tokio::time::timeout(d.saturating_sub(Duration::from_millis(2)), task)
+                    .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded(
+                            "deadline exceeded: the request was abandoned (its work may finish in the background)",
+                        )
+                    })?,
+                None => task.await,
+            };
+            joined.map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+        }
+        .await;
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.metrics.record(rpc, code, start.elapsed());
+        if let Err(s) = &result
+            && matches!(s.code(), tonic::Code::Internal | tonic::Code::DataLoss)
+        {
+            tracing::error!(rpc, status = %s.message(), "request failed");
+        }
+        result.map(Response::new)
+    }
+}
+
+fn metric_from(m: i32) -> Result<EngineMetric, Status> {
+    match pb::Metric::try_from(m) {
+        Ok(pb::Metric::Unspecified | pb::Metric::Cosine) => Ok(EngineMetric::Cosine),
+        Ok(pb::Metric::Dot) => Ok(EngineMetric::Dot),
+        Ok(pb::Metric::L2) => Ok(EngineMetric::L2),
+        Err(_) => Err(invalid("metric", format!("unknown value {m}"))),
+    }
+}
+
+fn metric_to(m: EngineMetric) -> i32 {
+    match m {
+        EngineMetric::Cosine => pb::Metric::Cosine,
+        EngineMetric::Dot => pb::Metric::Dot,
+        EngineMetric::L2 => pb::Metric::L2,
+    }
+    .into()
+}
+
+fn variant_from(v: i32) -> Result<EngineVariant, Status> {
+    match pb::Variant::try_from(v) {
+        Ok(pb::Variant::Unspecified | pb::Variant::Mse) => Ok(EngineVariant::Mse),
+        Ok(pb::Variant::Prod) => Ok(EngineVariant::Prod),
+        Err(_) => Err(invalid("variant", format!("unknown value {v}"))),
+    }
+}
+
+fn rerank_from(r: i32) -> Result<EngineRerank, Status> {
+    match pb::RerankStorage::try_from(r) {
+        Ok(pb::RerankStorage::Unspecified | pb::RerankStorage::F32) => Ok(EngineRerank::F32),
+        Ok(pb::RerankStorage::F16) => Ok(EngineRerank::F16),
+        Ok(pb::RerankStorage::None) => Ok(EngineRerank::None),
+        Err(_) => Err(invalid("rerank", format!("unknown value {r}"))),
+    }
+}
+
+fn rerank_to(r: EngineRerank) -> i32 {
+    match r {
+        EngineRerank::None => pb::RerankStorage::None,
+        EngineRerank::F16 => pb::RerankStorage::F16,
+        EngineRerank::F32 => pb::RerankStorage::F32,
+    }
+    .into()
+}
+
+/// The engine's collection info as the API's message.
+pub fn info_to(i: &EngineInfo) -> pb::CollectionInfo {
+    let c = &i.config;
+    pb::CollectionInfo {
+        name: i.name.clone(),
+        dim: c.dim as u32,
+        metric: metric_to(c.metric),
+        bits: u32::from(c.bits),
+        variant: match c.variant {
+            EngineVariant::Mse => pb::Variant::Mse,
+            EngineVariant::Prod => pb::Variant::Prod,
+        }
+        .into(),
+        rerank: rerank_to(c.rerank),
+        seed: c.seed,
+        points: i.live,
+        deleted: i.deleted,
+        memtable_rows: i.memtable_rows,
+        segments: i
+            .segments
+            .iter()
+            .map(|s| pb::SegmentInfo {
+                id: s.id,
+                rows: s.rows,
+                live: s.live,
+                bytes: s.bytes,
+            })
+            .collect(),
+        disk_bytes: i.disk_bytes,
+        resident_bytes: i.resident_bytes.unwrap_or(0),
+        segment_rows: c.segment_rows as u64,
+    }
+}
+
+/// Errors about the vectors of a request name the request's field.
+fn data_error(field: &'static str) -> impl Fn(gyre::Error) -> Status {
+    move |e| match e.kind() {
+        gyre::ErrorKind::InvalidInput => invalid(field, e),
+        _ => to_status(e),
+    }
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(invalid(field, "the collection name is empty"));
+    }
+    Ok(())
+}
+
+fn search_options(
+    config: &CollectionConfig,
+    p: Option<&pb::SearchParams>,
+    allow: &[u64],
+) -> SearchOptions {
+    let mut opts = SearchOptions::recommended(config);
+    if let Some(p) = p {
+        if p.oversampling > 0 {
+            opts.params.oversample = p.oversampling as usize;
+        }
+        if let Some(r) = p.rescore {
+            opts.params.rescore = r;
+        }
+        opts.exact = p.exact;
+    }
+    if !allow.is_empty() {
+        opts.allow = Some(allow.iter().copied().collect());
+    }
+    opts
+}
+
+fn scored(
+    c: &gyre::Collection,
+    results: Vec<Neighbor>,
+    with_vectors: bool,
+) -> Result<Vec<pb::ScoredPoint>, Status> {
+    let vectors = if with_vectors {
+        let ids: Vec<u64> = results.iter().map(|n| n.id).collect();
+        c.get(&ids).map_err(to_status)?
+    } else {
+        Vec::new()
+    };
+    Ok(results
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| pb::ScoredPoint {
+            id: n.id,
+            score: n.score,
+            vector: vectors
+                .get(i)
+                .and_then(|p| p.as_ref())
+                .and_then(|p| p.vector.clone())
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+impl Service {
+    fn check_k(&self, k: u32) -> Result<usize, Status> {
+        let k = k as usize;
+        if k == 0 {
+            return Err(invalid("k", "must be at least 1"));
+        }
+        if k > self.max_k {
+            return Err(invalid(
+                "k",
+                format!(
+                    "{k} exceeds this server's maximum of {} (--max-k)",
+                    self.max_k
+                ),
+            ));
+        }
+        Ok(k)
+    }
+}
+
+#[tonic::async_trait]
+impl Collections for Service {
+    async fn create(
+        &self,
+        req: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Collections/Create", &meta, Access::Write, move |db| {
+            check_name("name", &r.name)?;
+            if r.dim == 0 {
+                return Err(invalid("dim", "must be set (at least 3)"));
+            }
+            let mut config = CollectionConfig::new(r.dim as usize);
+            config.metric = metric_from(r.metric)?;
+            config.variant = variant_from(r.variant)?;
+            config.rerank = rerank_from(r.rerank)?;
+            config.seed = r.seed;
+            if r.bits != 0 {
+                config.bits = u8::try_from(r.bits).map_err(|_| invalid("bits", "use 1 to 8"))?;
+            }
+            if r.segment_rows != 0 {
+                config.segment_rows = r.segment_rows as usize;
+            }
+            let c = db.create_collection(&r.name, config).map_err(to_status)?;
+            Ok(info_to(&c.info().map_err(to_status)?))
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::GetCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Collections/Get", &meta, Access::Read, move |db| {
+            Ok(info_to(&db.info(&r.name).map_err(to_status)?))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        let (meta, _, _) = req.into_parts();
+        self.run("Collections/List", &meta, Access::Read, move |db| {
+            Ok(pb::ListCollectionsResponse {
+                names: db.list().map_err(to_status)?,
+            })
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteCollectionRequest>,
+    ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Collections/Delete", &meta, Access::Write, move |db| {
+            db.drop_collection(&r.name).map_err(to_status)?;
+            Ok(pb::DeleteCollectionResponse {})
+        })
+        .await
+    }
+}
+
+fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64, Status> {
+    check_name("collection", name)?;
+    let c = db.collection(name).map_err(to_status)?;
+    if r.ids.is_empty() {
+        return Err(invalid("ids", "the batch is empty"));
+    }
+    let d = c.config().dim;
+    if r.vectors.len() != r.ids.len() * d {
+        return Err(invalid(
+            "vectors",
+            format!(
+                "{} values for {} ids of dimension {d} (expected {})",
+                r.vectors.len(),
+                r.ids.len(),
+                r.ids.len() * d
+            ),
+        ));
+    }
+    c.upsert(&r.ids, &r.vectors)
+        .map_err(data_error("vectors"))?;
+    Ok(r.ids.len() as u64)
+}
+
+#[tonic::async_trait]
+impl Points for Service {
+    async fn upsert(
+        &self,
+        req: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Points/Upsert", &meta, Access::Write, move |db| {
+            let n = upsert_batch(&db, &r, &r.collection)?;
+            Ok(pb::UpsertResponse {
+                upserted: n,
+                batches: 1,
+            })
+        })
+        .await
+    }
+
+    async fn upsert_stream(
+        &self,
+        req: Request<Streaming<pb::UpsertRequest>>,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let start = Instant::now();
+        let (meta, _, mut stream) = req.into_parts();
+        let result = async {
+            self.keys.check(&meta, Access::Write)?;
+            let (mut upserted, mut batches) = (0u64, 0u64);
+            let mut name = String::new();
+            while let Some(r) = stream.message().await? {
+                if !r.collection.is_empty() {
+                    name = r.collection.clone();
+                }
+                let db = self.db.clone();
+                let n = name.clone();
+                upserted += tokio::task::spawn_blocking(move || upsert_batch(&db, &r, &n))
+                    .await
+                    .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+                    .map_err(|s| {
+                        Status::new(
+                            s.code(),
+                            format!(
+                                "batch {batches} (after {upserted} points were written): {}",
+                                s.message()
+                            ),
+                        )
+                    })?;
+                batches += 1;
+            }
+            Ok(pb::UpsertResponse { upserted, batches })
+        }
+        .await;
+        let code = result
+            .as_ref()
+            .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
+        self.metrics
+            .record("Points/UpsertStream", code, start.elapsed());
+        result.map(Response::new)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeletePointsRequest>,
+    ) -> Result<Response<pb::DeletePointsResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Points/Delete", &meta, Access::Write, move |db| {
+            check_name("collection", &r.collection)?;
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            if r.ids.is_empty() {
+                return Err(invalid("ids", "no ids to delete"));
+            }
+            let deleted = c.delete(&r.ids).map_err(data_error("ids"))?;
+            Ok(pb::DeletePointsResponse {
+                deleted: deleted as u64,
+            })
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::GetPointsRequest>,
+    ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Points/Get", &meta, Access::Read, move |db| {
+            check_name("collection", &r.collection)?;
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            let points = c
+                .get(&r.ids)
+                .map_err(to_status)?
+                .into_iter()
+                .flatten()
+                .map(|p| pb::Point {
+                    id: p.id,
+                    vector: if r.with_vectors {
+                        p.vector.unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect();
+            Ok(pb::GetPointsResponse { points })
+        })
+        .await
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Points/Count", &meta, Access::Read, move |db| {
+            check_name("collection", &r.collection)?;
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            Ok(pb::CountResponse {
+                count: c.len() as u64,
+            })
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Search for Service {
+    async fn search(
+        &self,
+        req: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        let k = self.check_k(r.k);
+        self.run("Search/Search", &meta, Access::Read, move |db| {
+            let k = k?;
+            check_name("collection", &r.collection)?;
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            let opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids);
+            let found = c
+                .search(&r.vector, k, &opts)
+                .map_err(data_error("vector"))?;
+            Ok(pb::SearchResponse {
+                results: scored(&c, found, r.with_vectors)?,
+            })
+        })
+        .await
+    }
+
+    async fn search_batch(
+        &self,
+        req: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        let k = self.check_k(r.k);
+        self.run("Search/SearchBatch", &meta, Access::Read, move |db| {
+            let k = k?;
+            check_name("collection", &r.collection)?;
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            if r.vectors.is_empty() {
+                return Err(invalid("vectors", "no queries"));
+            }
+            let opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids);
+            let found = c
+                .search_batch(&r.vectors, k, &opts)
+                .map_err(data_error("vectors"))?;
+            let results = found
+                .into_iter()
+                .map(|f| {
+                    Ok(pb::SearchResponse {
+                        results: scored(&c, f, r.with_vectors)?,
+                    })
+                })
+                .collect::<Result<_, Status>>()?;
+            Ok(pb::SearchBatchResponse { results })
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn flush(
+        &self,
+        req: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Admin/Flush", &meta, Access::Write, move |db| {
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            c.flush().map_err(to_status)?;
+            Ok(pb::FlushResponse {})
+        })
+        .await
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run("Admin/Compact", &meta, Access::Write, move |db| {
+            let c = db.collection(&r.collection).map_err(to_status)?;
+            Ok(pb::CompactResponse {
+                compacted: c.compact().map_err(to_status)?,
+            })
+        })
+        .await
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let (meta, _, _) = req.into_parts();
+        self.run("Admin/Stats", &meta, Access::Read, move |db| {
+            let infos = db
+                .list()
+                .map_err(to_status)?
+                .iter()
+                .map(|n| db.info(n).map_err(to_status))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(pb::StatsResponse {
+                disk_bytes: infos.iter().map(|i| i.disk_bytes).sum(),
+                resident_bytes: infos.iter().filter_map(|i| i.resident_bytes).sum(),
+                collections: infos.iter().map(info_to).collect(),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,572 @@
+//! End-to-end tests of `gyre serve`: each test starts the real binary on a free loopback port
+//! (`--listen 127.0.0.1:0`; the chosen port is read from its first line of output), drives it
+//! with tonic clients, and stops it with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gyre_proto::v1::{
+    self as pb, admin_client::AdminClient, collections_client::CollectionsClient,
+    points_client::PointsClient, search_client::SearchClient,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Server {
+    child: Child,
+    addr: String,
+    metrics: Option<String>,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gyre"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gyre serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() {
+            let line = lines.next().expect("server output").unwrap();
+            if let Some(rest) = line.strip_prefix("gyre: metrics on http://") {
+                metrics = Some(rest.trim_end_matches("/metrics").to_string());
+            }
+            if let Some(rest) = line.strip_prefix("gyre: listening on http://") {
+                addr = Some(rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr: addr.unwrap(),
+            metrics,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// SIGTERM, then the exit status (graceful shutdown must exit 0).
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rows(n: usize, d: usize, seed: u32) -> Vec<f32> {
+    // A small deterministic generator (no dependency on the engine's RNG in the protocol tests).
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n * d)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) - 0.5
+        })
+        .collect()
+}
+
+fn create(name: &str, dim: u32) -> pb::CreateCollectionRequest {
+    pb::CreateCollectionRequest {
+        name: name.into(),
+        dim,
+        metric: pb::Metric::L2.into(),
+        bits: 4,
+        rerank: pb::RerankStorage::F32.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_load_search_delete_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ch = server.channel().await;
+    let (mut cols, mut points, mut search, mut admin) = (
+        CollectionsClient::new(ch.clone()),
+        PointsClient::new(ch.clone()),
+        SearchClient::new(ch.clone()),
+        AdminClient::new(ch),
+    );
+    let d = 32usize;
+    let info = cols
+        .create(create("docs", d as u32))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.dim, info.bits, info.points), (32, 4, 0));
+    // Bulk load through the stream: three batches.
+    let data = rows(300, d, 1);
+    let batches: Vec<pb::UpsertRequest> = (0..3)
+        .map(|b| pb::UpsertRequest {
+            collection: if b == 0 { "docs".into() } else { String::new() },
+            ids: (b * 100..(b + 1) * 100).collect(),
+            vectors: data[b as usize * 100 * d..(b as usize + 1) * 100 * d].to_vec(),
+            wait: true,
+        })
+        .collect();
+    let sent = points
+        .upsert_stream(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((sent.upserted, sent.batches), (300, 3));
+    let count = |n| pb::CountRequest { collection: n };
+    assert_eq!(
+        points
+            .count(count("docs".into()))
+            .await
+            .unwrap()
+            .into_inner()
+            .count,
+        300
+    );
+    // Search: a stored vector finds itself at distance 0, with its vector when asked.
+    let r = search
+        .search(pb::SearchRequest {
+            collection: "docs".into(),
+            vector: data[7 * d..8 * d].to_vec(),
+            k: 5,
+            with_vectors: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 5);
+    assert_eq!(r.results[0].id, 7);
+    assert!(r.results[0].score.abs() < 1e-4);
+    assert_eq!(r.results[0].vector, data[7 * d..8 * d].to_vec());
+    // Batch search with an allow-list.
+    let b = search
+        .search_batch(pb::SearchBatchRequest {
+            collection: "docs".into(),
+            vectors: data[..3 * d].to_vec(),
+            k: 3,
+            allow_ids: vec![0, 1, 2, 250],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.results.len(), 3);
+    for (q, res) in b.results.iter().enumerate() {
+        assert_eq!(res.results[0].id, q as u64);
+        assert!(res.results.iter().all(|p| [0, 1, 2, 250].contains(&p.id)));
+    }
+    // Exact search agrees on the nearest point.
+    let e = search
+        .search(pb::SearchRequest {
+            collection: "docs".into(),
+            vector: data[9 * d..10 * d].to_vec(),
+            k: 1,
+            params: Some(pb::SearchParams {
+                exact: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e.results[0].id, 9);
+    // Get and delete.
+    let g = points
+        .get(pb::GetPointsRequest {
+            collection: "docs".into(),
+            ids: vec![5, 999],
+            with_vectors: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g.points.len(), 1);
+    assert_eq!(g.points[0].vector, data[5 * d..6 * d].to_vec());
+    let del = points
+        .delete(pb::DeletePointsRequest {
+            collection: "docs".into(),
+            ids: vec![5, 6, 999],
+            wait: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(del.deleted, 2);
+    admin
+        .flush(pb::FlushRequest {
+            collection: "docs".into(),
+        })
+        .await
+        .unwrap();
+    let stats = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.collections[0].points, 298);
+    assert_eq!(stats.collections[0].segments.len(), 1);
+    let names = cols
+        .list(pb::ListCollectionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .names;
+    assert_eq!(names, vec!["docs".to_string()]);
+    // Metrics.
+    let metrics = fetch_metrics(server.metrics.as_deref().unwrap());
+    assert!(
+        metrics.contains("gyre_requests_total{method=\"Search/Search\",code=\"OK\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gyre_collection_points{collection=\"docs\"} 298"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gyre_request_duration_seconds_count{method=\"Points/UpsertStream\"} 1")
+    );
+    // A clean stop, then a restart finds everything.
+    assert!(server.stop().success(), "graceful shutdown exits 0");
+    let server = Server::start(dir.path(), &[]);
+    let ch = server.channel().await;
+    let mut points = PointsClient::new(ch.clone());
+    assert_eq!(
+        points
+            .count(count("docs".into()))
+            .await
+            .unwrap()
+            .into_inner()
+            .count,
+        298
+    );
+    let g = points
+        .get(pb::GetPointsRequest {
+            collection: "docs".into(),
+            ids: vec![5, 7],
+            with_vectors: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g.points.len(), 1);
+    assert_eq!(g.points[0].vector, data[7 * d..8 * d].to_vec());
+    let mut cols = CollectionsClient::new(ch);
+    cols.delete(pb::DeleteCollectionRequest {
+        name: "docs".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        cols.get(pb::GetCollectionRequest {
+            name: "docs".into()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+}
+
+fn fetch_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--max-request-bytes", "200000", "--max-k", "100"],
+    );
+    let ch = server.channel().await;
+    let (mut cols, mut points, mut search) = (
+        CollectionsClient::new(ch.clone()),
+        PointsClient::new(ch.clone()),
+        SearchClient::new(ch.clone()),
+    );
+    let d = 16usize;
+    cols.create(create("c", d as u32)).await.unwrap();
+    let code = |r: Result<tonic::Response<_>, tonic::Status>| {
+        let s = r.map(|_: tonic::Response<()>| ()).unwrap_err();
+        (s.code(), s.message().to_string())
+    };
+    let up = |ids: Vec<u64>, vectors: Vec<f32>| pb::UpsertRequest {
+        collection: "c".into(),
+        ids,
+        vectors,
+        wait: true,
+    };
+    // Duplicate create, bad configs, unknown collection.
+    let e = cols.create(create("c", d as u32)).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = cols.create(create("bad/name", 8)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = cols
+        .create(pb::CreateCollectionRequest {
+            bits: 9,
+            ..create("b", 8)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = points
+        .count(pb::CountRequest {
+            collection: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = points
+        .upsert(pb::UpsertRequest {
+            collection: "nope".into(),
+            ..up(vec![1], rows(1, d, 1))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Wrong dimension, NaN, empty batch.
+    let (c, m) = code(
+        points
+            .upsert(up(vec![1], rows(1, d + 1, 1)))
+            .await
+            .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("vectors"), "{m}");
+    let mut nan = rows(1, d, 2);
+    nan[3] = f32::NAN;
+    let (c, m) = code(
+        points
+            .upsert(up(vec![1], nan))
+            .await
+            .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("vectors") && m.contains("NaN"), "{m}");
+    let (c, m) = code(
+        points
+            .upsert(up(vec![], vec![]))
+            .await
+            .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("ids"), "{m}");
+    points
+        .upsert(up((0..500).collect(), rows(500, d, 3)))
+        .await
+        .unwrap();
+    // k = 0, k above the maximum, a query of the wrong length.
+    let q = |k: u32, v: Vec<f32>| pb::SearchRequest {
+        collection: "c".into(),
+        vector: v,
+        k,
+        ..Default::default()
+    };
+    let e = search.search(q(0, rows(1, d, 4))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("`k`"));
+    let e = search.search(q(101, rows(1, d, 4))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("--max-k"));
+    let e = search.search(q(5, rows(1, d - 1, 4))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("vector"));
+    // Too large a request: RESOURCE_EXHAUSTED, pointing at UpsertStream.
+    let big = up((0..5000).collect(), rows(5000, d, 5));
+    let e = points.upsert(big).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("UpsertStream"), "{}", e.message());
+    // A deadline the search cannot meet: DEADLINE_EXCEEDED.
+    let mut req = tonic::Request::new(pb::SearchBatchRequest {
+        collection: "c".into(),
+        vectors: rows(2000, d, 6),
+        k: 10,
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(1));
+    let e = search.search_batch(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    // The server is still up and answers.
+    let r = search
+        .search(q(3, rows(1, d, 7)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 3);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+fn with_key<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(k) = key {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_guard_every_rpc_but_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--api-key", "s3cret-w", "--read-only-api-key", "s3cret-r"],
+    );
+    let ch = server.channel().await;
+    let (mut cols, mut points, mut search) = (
+        CollectionsClient::new(ch.clone()),
+        PointsClient::new(ch.clone()),
+        SearchClient::new(ch.clone()),
+    );
+    let e = cols
+        .create(with_key(create("k", 8), None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = cols
+        .create(with_key(create("k", 8), Some("wrong")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = cols
+        .create(with_key(create("k", 8), Some("s3cret-r")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    cols.create(with_key(create("k", 8), Some("s3cret-w")))
+        .await
+        .unwrap();
+    let up = pb::UpsertRequest {
+        collection: "k".into(),
+        ids: vec![1, 2],
+        vectors: rows(2, 8, 1),
+        wait: true,
+    };
+    let e = points
+        .upsert(with_key(up.clone(), Some("s3cret-r")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    points.upsert(with_key(up, Some("s3cret-w"))).await.unwrap();
+    // x-api-key works too; the read-only key may search and read.
+    let mut r = tonic::Request::new(pb::SearchRequest {
+        collection: "k".into(),
+        vector: rows(1, 8, 2),
+        k: 1,
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("x-api-key", "s3cret-r".parse().unwrap());
+    assert_eq!(
+        search.search(r).await.unwrap().into_inner().results.len(),
+        1
+    );
+    let e = search
+        .search(with_key(
+            pb::SearchRequest {
+                collection: "k".into(),
+                vector: rows(1, 8, 2),
+                k: 1,
+                ..Default::default()
+            },
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = points
+        .count(with_key(
+            pb::CountRequest {
+                collection: "k".into(),
+            },
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // Health needs no key.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Reflection lists the services with no .proto files at hand (what `grpcurl list` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer {msg:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "gyre.v1.Collections",
+        "gyre.v1.Points",
+        "gyre.v1.Search",
+        "gyre.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}
