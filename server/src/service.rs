@@ -61,8 +61,9 @@ impl Service {
             let db = self.db.clone();
             let task = tokio::task::spawn_blocking(move || work(db));
             let joined = match deadline(meta) {
-                // Answer a little before tonic's own timer fires (which would say CANCELLED).
-                Some(d) => tokio::time::timeout(d.saturating_sub(Duration::from_millis(2)), task)
+                // Answer a little before the deadline, so the status reaches the client before
+                // its own timer (or tonic's) cancels the call with CANCELLED.
+                Some(d) => tokio::time::timeout(d - (d / 10).max(Duration::from_millis(2)).min(d), task)
                     .await
                     .map_err(|_| {
                         Status::deadline_exceeded(
