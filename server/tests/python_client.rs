@@ -1,0 +1,88 @@
+//! Runs `examples/python/client.py` against a real server when Python is available: it
+//! installs grpcio, grpcio-tools, h5py and numpy into a temporary venv, loads the shared
+//! MiniLM set through `UpsertStream` and checks recall. It says SKIPPED (and passes) when
+//! python3, venv, the package index or the shared dataset is missing.
+#![allow(clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn skip(why: &str) {
+    eprintln!("SKIPPED python client test: {why}");
+}
+
+#[test]
+fn python_client_example_runs() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dataset = root.join("../shared/datasets/docs-minilm-384-angular.hdf5");
+    if !dataset.exists() {
+        return skip(&format!("{} not found", dataset.display()));
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        return skip("python3 not found");
+    }
+    let venv = tempfile::tempdir().unwrap();
+    let ok = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv.path()))
+    {
+        return skip("python3 -m venv failed");
+    }
+    let py = venv.path().join("bin/python");
+    if !ok(Command::new(&py).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "grpcio",
+        "grpcio-tools",
+        "h5py",
+        "numpy",
+    ])) {
+        return skip("pip could not install grpcio, grpcio-tools, h5py, numpy");
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_gyre"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(rest) = line.strip_prefix("gyre: listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let out = Command::new(&py)
+        .arg(root.join("examples/python/client.py"))
+        .args(["--target", &addr, "--queries", "200"])
+        .arg("--dataset")
+        .arg(Path::new(&dataset))
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the Python client failed");
+    assert!(stdout.contains("upserted 50000 points"), "{stdout}");
+    assert!(stdout.contains("recall@10"), "{stdout}");
+}
