@@ -43,7 +43,10 @@ impl Server {
             if let Some(rest) = line.strip_prefix("gyre: metrics on http://") {
                 metrics = Some(rest.trim_end_matches("/metrics").to_string());
             }
-            if let Some(rest) = line.strip_prefix("gyre: listening on http://") {
+            if let Some(rest) = line
+                .strip_prefix("gyre: listening on http://")
+                .or(line.strip_prefix("gyre: listening on https://"))
+            {
                 addr = Some(rest.split_whitespace().next().unwrap().to_string());
             }
         }
@@ -572,6 +575,112 @@ async fn deadlines_are_honoured() {
         .into_inner()
         .count;
     assert_eq!(n, 40_000);
+}
+
+/// TLS with a certificate and key file: a client trusting the certificate gets through, a
+/// plaintext client does not. Needs the `openssl` command to make a certificate (skips
+/// visibly without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_trusting_clients_only() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A throwaway CA and a localhost certificate it signs.
+    let made = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gyre-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    if !made {
+        eprintln!("SKIPPED tls test: the openssl command could not make certificates");
+        return;
+    }
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))
+        .domain_name("localhost");
+    let ch = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut cols = CollectionsClient::new(ch);
+    cols.create(create("secure", 8)).await.unwrap();
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let e = CollectionsClient::new(plain)
+            .list(pb::ListCollectionsRequest {})
+            .await
+            .unwrap_err();
+        assert_ne!(e.code(), Code::Ok);
+    }
 }
 
 /// Reflection lists the services with no .proto files at hand (what `grpcurl list` does).
