@@ -2,6 +2,8 @@
 //! (`--listen 127.0.0.1:0`; the chosen port is read from its first line of output), drives it
 //! with tonic clients, and stops it with SIGTERM.
 
+#![allow(clippy::print_stderr)] // tests that skip say so
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
