@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod distortion;
+mod grpc;
 mod ingest;
 mod recall;
 mod report;
@@ -36,6 +37,8 @@ enum Command {
     Plot(recall::PlotArgs),
     /// Durable ingest into an on-disk collection; open time, first query, memory.
     Ingest(Box<ingest::Args>),
+    /// Concurrent single searches against a running server: throughput and latency.
+    GrpcLoad(grpc::LoadArgs),
 }
 
 #[derive(clap::Args)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Recall(args) => recall::run(args),
         Command::Plot(args) => recall::plot(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::GrpcLoad(args) => grpc::load_test(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

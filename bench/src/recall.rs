@@ -78,6 +78,12 @@ pub struct Args {
     /// Where gyre's index lives: memory (FlatIndex) or disk (a collection; see --data-dir).
     #[arg(long, default_value = "memory")]
     storage: Storage,
+    /// Measure a running server instead: grpc://HOST:PORT. Each gyre configuration is loaded
+    /// into collection `recall-<bits>-<rerank>` through `UpsertStream` (1,000-vector durable
+    /// batches; the rate is printed), then searched with `SearchBatch` (batch mode) or
+    /// `Search` (single mode).
+    #[arg(long)]
+    target: Option<String>,
     /// Data directory for --storage disk (its `recall-*` collections are replaced).
     #[arg(long, default_value = "gyre-bench-data")]
     data_dir: PathBuf,
@@ -277,6 +283,7 @@ enum Index<'a> {
     Exact(ExactIndex<'a>),
     Gyre(Box<FlatIndex>),
     Disk(Box<(gyre::Database, gyre::Collection)>),
+    Remote(Box<(crate::grpc::Remote, String)>),
 }
 
 /// Builds the on-disk collection `recall-<bits>-<rerank>` through the embedded API: durable
@@ -433,7 +440,41 @@ pub fn run(args: &Args) -> Result<(), String> {
                 };
                 let mut index =
                     FlatIndex::new(config, metric, rerank).map_err(|e| e.to_string())?;
-                if args.storage == Storage::Disk {
+                if let Some(target) = &args.target {
+                    let remote = crate::grpc::Remote::connect(target)?;
+                    let name = format!("recall-{bits}-{}", rerank.name());
+                    let secs = remote.load(
+                        &name,
+                        d,
+                        metric,
+                        bits,
+                        rerank,
+                        ds.train.as_slice(),
+                        1000,
+                    )?;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{name}: streamed {n} vectors in {secs:.2} s ({:.0} vectors/s, durable 1,000-vector batches)",
+                            n as f64 / secs
+                        )
+                    });
+                    Built {
+                        algorithm: "gyre",
+                        params: format!(
+                            "bits={bits} variant={} rotation={} rerank={} target=grpc",
+                            args.variant.name(),
+                            args.rotation.name(),
+                            rerank.name()
+                        ),
+                        build_s: t.elapsed().as_secs_f64(),
+                        index_bytes: 0,
+                        rss_delta: None,
+                        oversample: args.oversample.clone(),
+                        staged: vec![None],
+                        isa: "grpc",
+                        index: Index::Remote(Box::new((remote, name))),
+                    }
+                } else if args.storage == Storage::Disk {
                     let (db, c) = build_pool
                         .install(|| {
                             build_disk(args, config, metric, rerank, &ids, ds.train.as_slice())
@@ -505,7 +546,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             };
             let label = match built.index {
                 Index::Exact(_) => built.params.clone(),
-                Index::Gyre(_) | Index::Disk(_) => format!(
+                Index::Gyre(_) | Index::Disk(_) | Index::Remote(_) => format!(
                     "{} oversample={oversample}{}",
                     built.params,
                     staged.map_or(String::new(), |f| format!(" staged shortlist={f}"))
@@ -542,6 +583,22 @@ pub fn run(args: &Args) -> Result<(), String> {
                             &|| ix.search_batch(queries, k, &params),
                             &|q| ix.search(ds.test.row(q), k, &params),
                         ),
+                        Index::Remote(rn) => {
+                            let (remote, name) = (&rn.0, &rn.1);
+                            let to_err = |e: String| gyre::Error::InvalidArgument {
+                                name: "target",
+                                reason: e,
+                            };
+                            time_queries(
+                                &pool,
+                                mode,
+                                args.runs,
+                                nq,
+                                &bar,
+                                &|| remote.search_batch(name, queries, k, &params).map_err(to_err),
+                                &|q| remote.search(name, ds.test.row(q), k, &params).map_err(to_err),
+                            )
+                        }
                         Index::Disk(dc) => {
                             let opts = gyre::SearchOptions {
                                 params,

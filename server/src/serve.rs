@@ -267,7 +267,12 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         ));
     }
     let limit = settings.max_request_bytes;
-    let mut builder = Server::builder();
+    // Batches of embeddings are megabytes: HTTP/2's default 64 KiB windows would cost a round
+    // trip every 64 KiB.
+    let mut builder = Server::builder()
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
+        .http2_adaptive_window(Some(true));
     if let Some((cert, key)) = &settings.tls {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let identity = Identity::from_pem(read(cert)?, read(key)?);

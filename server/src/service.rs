@@ -313,6 +313,106 @@ impl Collections for Service {
     }
 }
 
+/// The state of one `UpsertStream`: messages received but not yet written, and the write in
+/// flight.
+#[derive(Default)]
+struct StreamWriter {
+    name: String,
+    dim: usize,
+    ids: Vec<u64>,
+    vectors: Vec<f32>,
+    /// Messages received (for error messages) and those in `ids`.
+    received: u64,
+    buffered: u64,
+    written: u64,
+    in_flight: Option<tokio::task::JoinHandle<Result<u64, Status>>>,
+}
+
+/// Most values buffered while a write is in flight (64 MiB of f32).
+const STREAM_BUFFER: usize = 16 << 20;
+
+impl StreamWriter {
+    /// Validates one message and appends it to the buffer.
+    fn push(&mut self, db: &Database, r: pb::UpsertRequest) -> Result<(), Status> {
+        let batch = self.received;
+        self.received += 1;
+        let fail = |s: Status| {
+            Status::new(s.code(), format!("batch {batch}: {}", s.message()))
+        };
+        if !r.collection.is_empty() && r.collection != self.name {
+            if !self.name.is_empty() {
+                return Err(fail(invalid("collection", "one stream writes one collection")));
+            }
+            self.name = r.collection.clone();
+            self.dim = db.collection(&self.name).map_err(to_status).map_err(fail)?.config().dim;
+        }
+        check_name("collection", &self.name).map_err(fail)?;
+        if r.ids.is_empty() {
+            return Err(fail(invalid("ids", "the batch is empty")));
+        }
+        if r.vectors.len() != r.ids.len() * self.dim {
+            return Err(fail(invalid(
+                "vectors",
+                format!(
+                    "{} values for {} ids of dimension {} (expected {})",
+                    r.vectors.len(),
+                    r.ids.len(),
+                    self.dim,
+                    r.ids.len() * self.dim
+                ),
+            )));
+        }
+        self.ids.extend_from_slice(&r.ids);
+        self.vectors.extend_from_slice(&r.vectors);
+        self.buffered += 1;
+        Ok(())
+    }
+
+    /// True when the buffer should be written now: nothing is in flight, or the buffer is full.
+    fn ready(&self) -> bool {
+        self.in_flight.as_ref().is_none_or(|h| h.is_finished())
+            || self.vectors.len() >= STREAM_BUFFER
+    }
+
+    /// Waits for the write in flight, then starts writing the buffer.
+    async fn submit(&mut self, db: &Arc<Database>) -> Result<(), Status> {
+        if let Some(h) = self.in_flight.take() {
+            self.written += h
+                .await
+                .map_err(|e| Status::internal(format!("request handler failed: {e}")))??;
+        }
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let (ids, vectors) = (std::mem::take(&mut self.ids), std::mem::take(&mut self.vectors));
+        let (db, name) = (db.clone(), self.name.clone());
+        let (first, last) = (self.received - self.buffered, self.received - 1);
+        self.buffered = 0;
+        let written = self.written;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let c = db.collection(&name).map_err(to_status)?;
+            c.upsert(&ids, &vectors).map_err(|e| {
+                let s = data_error("vectors")(e);
+                Status::new(
+                    s.code(),
+                    format!("batches {first}..={last} (after {written} points were written): {}", s.message()),
+                )
+            })?;
+            Ok(ids.len() as u64)
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self, db: &Arc<Database>) -> Result<pb::UpsertResponse, Status> {
+        self.submit(db).await?;
+        self.submit(db).await?;
+        Ok(pb::UpsertResponse {
+            upserted: self.written,
+            batches: self.received,
+        })
+    }
+}
+
 fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64, Status> {
     check_name("collection", name)?;
     let c = db.collection(name).map_err(to_status)?;
@@ -361,36 +461,21 @@ impl Points for Service {
         let (meta, _, mut stream) = req.into_parts();
         let result = async {
             self.keys.check(&meta, Access::Write)?;
-            let (mut upserted, mut batches) = (0u64, 0u64);
-            let mut name = String::new();
+            // A one-deep pipeline: while the engine writes what has arrived, the next messages
+            // are received and decoded; they are then written together (in order, so a
+            // repeated id still keeps its last vector), which also shares their fsync.
+            let mut writer = StreamWriter::default();
             while let Some(r) = stream.message().await? {
-                if !r.collection.is_empty() {
-                    name = r.collection.clone();
+                writer.push(&self.db, r)?;
+                if writer.ready() {
+                    writer.submit(&self.db).await?;
                 }
-                let db = self.db.clone();
-                let n = name.clone();
-                upserted += tokio::task::spawn_blocking(move || upsert_batch(&db, &r, &n))
-                    .await
-                    .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
-                    .map_err(|s| {
-                        Status::new(
-                            s.code(),
-                            format!(
-                                "batch {batches} (after {upserted} points were written): {}",
-                                s.message()
-                            ),
-                        )
-                    })?;
-                batches += 1;
             }
-            Ok(pb::UpsertResponse { upserted, batches })
+            writer.finish(&self.db).await
         }
         .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
-        self.metrics
-            .record("Points/UpsertStream", code, start.elapsed());
+        let code = result.as_ref().map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
+        self.metrics.record("Points/UpsertStream", code, start.elapsed());
         result.map(Response::new)
     }
 

@@ -1,0 +1,290 @@
+//! Measuring Gyre through its gRPC service: the recall runner's remote index, streaming ingest,
+//! and `grpc-load` (concurrent single searches).
+
+use std::time::{Duration, Instant};
+
+use gyre::{Neighbor, RerankStorage, SearchParams};
+use gyre_proto::v1::{
+    self as pb, collections_client::CollectionsClient, points_client::PointsClient,
+    search_client::SearchClient,
+};
+use tonic::transport::Channel;
+
+/// A connection to `gyre serve`, with a runtime to drive it from synchronous code.
+pub struct Remote {
+    rt: tokio::runtime::Runtime,
+    channel: Channel,
+}
+
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
+/// `grpc://host:port` (or `http://`) as a tonic endpoint URI.
+pub fn endpoint(target: &str) -> Result<String, String> {
+    let rest = target
+        .strip_prefix("grpc://")
+        .or(target.strip_prefix("http://"))
+        .ok_or_else(|| format!("--target {target:?}: expected grpc://HOST:PORT"))?;
+    Ok(format!("http://{rest}"))
+}
+
+impl Remote {
+    pub fn connect(target: &str) -> Result<Remote, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let uri = endpoint(target)?;
+        let channel = rt
+            .block_on(
+                Channel::from_shared(uri.clone())
+                    .map_err(|e| e.to_string())?
+                    .initial_stream_window_size(Some(8 << 20))
+                    .initial_connection_window_size(Some(32 << 20))
+                    .http2_adaptive_window(true)
+                    .connect(),
+            )
+            .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+        Ok(Remote { rt, channel })
+    }
+
+    /// Replaces collection `name` and loads `data` through `UpsertStream` in batches of
+    /// `batch`; returns the seconds the stream took (every batch is durable when counted).
+    pub fn load(
+        &self,
+        name: &str,
+        dim: usize,
+        metric: gyre::Metric,
+        bits: u8,
+        rerank: RerankStorage,
+        data: &[f32],
+        batch: usize,
+    ) -> Result<f64, String> {
+        let mut cols = CollectionsClient::new(self.channel.clone());
+        let mut points = PointsClient::new(self.channel.clone())
+            .max_encoding_message_size(usize::MAX);
+        self.rt.block_on(async {
+            let _ = cols
+                .delete(pb::DeleteCollectionRequest { name: name.into() })
+                .await;
+            cols.create(pb::CreateCollectionRequest {
+                name: name.into(),
+                dim: dim as u32,
+                metric: match metric {
+                    gyre::Metric::Cosine => pb::Metric::Cosine,
+                    gyre::Metric::Dot => pb::Metric::Dot,
+                    gyre::Metric::L2 => pb::Metric::L2,
+                }
+                .into(),
+                bits: u32::from(bits),
+                rerank: match rerank {
+                    RerankStorage::None => pb::RerankStorage::None,
+                    RerankStorage::F16 => pb::RerankStorage::F16,
+                    RerankStorage::F32 => pb::RerankStorage::F32,
+                }
+                .into(),
+                segment_rows: (data.len() / dim) as u64 + 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(status)?;
+            let requests: Vec<pb::UpsertRequest> = data
+                .chunks(batch * dim)
+                .enumerate()
+                .map(|(i, rows)| pb::UpsertRequest {
+                    collection: name.into(),
+                    ids: ((i * batch) as u64..(i * batch + rows.len() / dim) as u64).collect(),
+                    vectors: rows.to_vec(),
+                    wait: true,
+                })
+                .collect();
+            let t = Instant::now();
+            points
+                .upsert_stream(tokio_stream::iter(requests))
+                .await
+                .map_err(status)?;
+            let secs = t.elapsed().as_secs_f64();
+            let mut admin = pb::admin_client::AdminClient::new(self.channel.clone());
+            admin
+                .flush(pb::FlushRequest {
+                    collection: name.into(),
+                })
+                .await
+                .map_err(status)?;
+            Ok(secs)
+        })
+    }
+
+    fn params(p: &SearchParams) -> pb::SearchParams {
+        pb::SearchParams {
+            oversampling: p.oversample as u32,
+            rescore: Some(p.rescore),
+            exact: false,
+        }
+    }
+
+    fn neighbors(r: pb::SearchResponse) -> Vec<Neighbor> {
+        r.results
+            .into_iter()
+            .map(|p| Neighbor {
+                id: p.id,
+                score: p.score,
+            })
+            .collect()
+    }
+
+    pub fn search_batch(
+        &self,
+        name: &str,
+        queries: &[f32],
+        k: usize,
+        p: &SearchParams,
+    ) -> Result<Vec<Vec<Neighbor>>, String> {
+        let mut search = SearchClient::new(self.channel.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let r = self
+            .rt
+            .block_on(search.search_batch(pb::SearchBatchRequest {
+                collection: name.into(),
+                vectors: queries.to_vec(),
+                k: k as u32,
+                params: Some(Remote::params(p)),
+                ..Default::default()
+            }))
+            .map_err(status)?;
+        Ok(r.into_inner().results.into_iter().map(Remote::neighbors).collect())
+    }
+
+    pub fn search(
+        &self,
+        name: &str,
+        query: &[f32],
+        k: usize,
+        p: &SearchParams,
+    ) -> Result<Vec<Neighbor>, String> {
+        let mut search = SearchClient::new(self.channel.clone());
+        let r = self
+            .rt
+            .block_on(search.search(pb::SearchRequest {
+                collection: name.into(),
+                vector: query.to_vec(),
+                k: k as u32,
+                params: Some(Remote::params(p)),
+                ..Default::default()
+            }))
+            .map_err(status)?;
+        Ok(Remote::neighbors(r.into_inner()))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// The server, grpc://HOST:PORT.
+    #[arg(long, default_value = "grpc://127.0.0.1:50051")]
+    target: String,
+    /// Collection to search (e.g. one `recall --target` loaded).
+    #[arg(long)]
+    collection: String,
+    /// Concurrent clients, each on its own connection, one search in flight each.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Results per search.
+    #[arg(long, default_value_t = 10)]
+    k: u32,
+    /// Query vectors (ann-benchmarks HDF5: its test set). Default: the shared MiniLM set.
+    #[arg(long)]
+    dataset: Option<std::path::PathBuf>,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `grpc-load`: `clients` concurrent clients issue single searches for `seconds`.
+pub fn load_test(a: &LoadArgs) -> Result<(), String> {
+    let path = a
+        .dataset
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(crate::recall::SHARED_DATASET));
+    let ds = gyre_datasets::annb::read_hdf5(&path).map_err(|e| e.to_string())?;
+    let (queries, d) = (ds.test.as_slice().to_vec(), ds.test.dim());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let uri = endpoint(&a.target)?;
+    let (lat, errors) = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(a.seconds);
+        let mut tasks = Vec::new();
+        for c in 0..a.clients {
+            let ch = Channel::from_shared(uri.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+            let (queries, name, k) = (queries.clone(), a.collection.clone(), a.k);
+            tasks.push(tokio::spawn(async move {
+                let mut search = SearchClient::new(ch);
+                let (mut lat, mut errors) = (Vec::new(), Vec::new());
+                let n = queries.len() / d;
+                let mut i = c * 997;
+                while Instant::now() < deadline {
+                    let q = &queries[(i % n) * d..(i % n + 1) * d];
+                    let t = Instant::now();
+                    match search
+                        .search(pb::SearchRequest {
+                            collection: name.clone(),
+                            vector: q.to_vec(),
+                            k,
+                            ..Default::default()
+                        })
+                        .await
+                    {
+                        Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                        Err(e) => errors.push(status(e)),
+                    }
+                    i += 1;
+                }
+                (lat, errors)
+            }));
+        }
+        let (mut lat, mut errors) = (Vec::new(), Vec::new());
+        for t in tasks {
+            let (l, e) = t.await.map_err(|e| e.to_string())?;
+            lat.extend(l);
+            errors.extend(e);
+        }
+        Ok::<_, String>((lat, errors))
+    })?;
+    let mut lat = lat;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let qps = lat.len() as f64 / a.seconds as f64;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"clients": a.clients, "seconds": a.seconds, "searches": lat.len(),
+                "qps": qps, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "errors": errors.len()})
+        );
+    } else {
+        println!(
+            "{} clients × {} s: {} searches, {qps:.0} QPS, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            a.clients,
+            a.seconds,
+            lat.len(),
+            pct(0.5),
+            pct(0.99),
+            errors.len()
+        );
+        if let Some(e) = errors.first() {
+            println!("first error: {e}");
+        }
+    }
+    Ok(())
+}
