@@ -52,6 +52,7 @@ impl Remote {
 
     /// Replaces collection `name` and loads `data` through `UpsertStream` in batches of
     /// `batch`; returns the seconds the stream took (every batch is durable when counted).
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         &self,
         name: &str,
@@ -63,8 +64,8 @@ impl Remote {
         batch: usize,
     ) -> Result<f64, String> {
         let mut cols = CollectionsClient::new(self.channel.clone());
-        let mut points = PointsClient::new(self.channel.clone())
-            .max_encoding_message_size(usize::MAX);
+        let mut points =
+            PointsClient::new(self.channel.clone()).max_encoding_message_size(usize::MAX);
         self.rt.block_on(async {
             let _ = cols
                 .delete(pb::DeleteCollectionRequest { name: name.into() })
@@ -155,7 +156,11 @@ impl Remote {
                 ..Default::default()
             }))
             .map_err(status)?;
-        Ok(r.into_inner().results.into_iter().map(Remote::neighbors).collect())
+        Ok(r.into_inner()
+            .results
+            .into_iter()
+            .map(Remote::neighbors)
+            .collect())
     }
 
     pub fn search(
@@ -264,7 +269,11 @@ pub fn load_test(a: &LoadArgs) -> Result<(), String> {
     })?;
     let mut lat = lat;
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     let qps = lat.len() as f64 / a.seconds as f64;
     if a.json {
         println!(

@@ -443,15 +443,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                 if let Some(target) = &args.target {
                     let remote = crate::grpc::Remote::connect(target)?;
                     let name = format!("recall-{bits}-{}", rerank.name());
-                    let secs = remote.load(
-                        &name,
-                        d,
-                        metric,
-                        bits,
-                        rerank,
-                        ds.train.as_slice(),
-                        1000,
-                    )?;
+                    let secs =
+                        remote.load(&name, d, metric, bits, rerank, ds.train.as_slice(), 1000)?;
                     bar.suspend(|| {
                         eprintln!(
                             "{name}: streamed {n} vectors in {secs:.2} s ({:.0} vectors/s, durable 1,000-vector batches)",
@@ -595,8 +588,16 @@ pub fn run(args: &Args) -> Result<(), String> {
                                 args.runs,
                                 nq,
                                 &bar,
-                                &|| remote.search_batch(name, queries, k, &params).map_err(to_err),
-                                &|q| remote.search(name, ds.test.row(q), k, &params).map_err(to_err),
+                                &|| {
+                                    remote
+                                        .search_batch(name, queries, k, &params)
+                                        .map_err(to_err)
+                                },
+                                &|q| {
+                                    remote
+                                        .search(name, ds.test.row(q), k, &params)
+                                        .map_err(to_err)
+                                },
                             )
                         }
                         Index::Disk(dc) => {

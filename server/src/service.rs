@@ -336,15 +336,21 @@ impl StreamWriter {
     fn push(&mut self, db: &Database, r: pb::UpsertRequest) -> Result<(), Status> {
         let batch = self.received;
         self.received += 1;
-        let fail = |s: Status| {
-            Status::new(s.code(), format!("batch {batch}: {}", s.message()))
-        };
+        let fail = |s: Status| Status::new(s.code(), format!("batch {batch}: {}", s.message()));
         if !r.collection.is_empty() && r.collection != self.name {
             if !self.name.is_empty() {
-                return Err(fail(invalid("collection", "one stream writes one collection")));
+                return Err(fail(invalid(
+                    "collection",
+                    "one stream writes one collection",
+                )));
             }
             self.name = r.collection.clone();
-            self.dim = db.collection(&self.name).map_err(to_status).map_err(fail)?.config().dim;
+            self.dim = db
+                .collection(&self.name)
+                .map_err(to_status)
+                .map_err(fail)?
+                .config()
+                .dim;
         }
         check_name("collection", &self.name).map_err(fail)?;
         if r.ids.is_empty() {
@@ -384,7 +390,10 @@ impl StreamWriter {
         if self.ids.is_empty() {
             return Ok(());
         }
-        let (ids, vectors) = (std::mem::take(&mut self.ids), std::mem::take(&mut self.vectors));
+        let (ids, vectors) = (
+            std::mem::take(&mut self.ids),
+            std::mem::take(&mut self.vectors),
+        );
         let (db, name) = (db.clone(), self.name.clone());
         let (first, last) = (self.received - self.buffered, self.received - 1);
         self.buffered = 0;
@@ -395,7 +404,10 @@ impl StreamWriter {
                 let s = data_error("vectors")(e);
                 Status::new(
                     s.code(),
-                    format!("batches {first}..={last} (after {written} points were written): {}", s.message()),
+                    format!(
+                        "batches {first}..={last} (after {written} points were written): {}",
+                        s.message()
+                    ),
                 )
             })?;
             Ok(ids.len() as u64)
@@ -474,8 +486,11 @@ impl Points for Service {
             writer.finish(&self.db).await
         }
         .await;
-        let code = result.as_ref().map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
-        self.metrics.record("Points/UpsertStream", code, start.elapsed());
+        let code = result
+            .as_ref()
+            .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
+        self.metrics
+            .record("Points/UpsertStream", code, start.elapsed());
         result.map(Response::new)
     }
 

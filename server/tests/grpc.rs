@@ -552,10 +552,10 @@ async fn deadlines_are_honoured() {
         })
         .await
         .unwrap();
-    // Exact search of 2,000 queries: about 5 billion multiply-adds, far beyond 300 ms.
+    // Exact search of 4,000 queries: about 10 billion multiply-adds, far beyond 1 s.
     let mut req = tonic::Request::new(pb::SearchBatchRequest {
         collection: "slow".into(),
-        vectors: rows(2000, d, 9),
+        vectors: rows(4000, d, 9),
         k: 10,
         params: Some(pb::SearchParams {
             exact: true,
@@ -563,11 +563,11 @@ async fn deadlines_are_honoured() {
         }),
         ..Default::default()
     });
-    req.set_timeout(Duration::from_millis(300));
+    req.set_timeout(Duration::from_millis(1000));
     let t = std::time::Instant::now();
     let e = search.search_batch(req).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(t.elapsed() < Duration::from_secs(3));
     let n = points
         .count(pb::CountRequest {
             collection: "slow".into(),
