@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_rows, check_vector};
-use crate::kernels::fastscan::Kernel;
+use crate::kernels::fastscan::{Kernel, MAX_MULTI};
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
 use crate::quantizer::layout::{self, BLOCK};
@@ -391,8 +391,10 @@ impl View<'_> {
         // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
         // value), so they never enter a heap.
         let mut thresholds = vec![f32::MIN; queries];
-        let mut sums = [0u32; SCAN_BLOCKS * BLOCK];
-        let mut keys = [0.0f32; SCAN_BLOCKS * BLOCK];
+        // Sums and keys of up to MAX_MULTI queries, scored together by the multi-query kernel.
+        let lanes = queries.clamp(1, MAX_MULTI);
+        let mut sums = vec![0u32; lanes * SCAN_BLOCKS * BLOCK];
+        let mut keys = vec![0.0f32; lanes * SCAN_BLOCKS * BLOCK];
         let end_block = rows.end.div_ceil(BLOCK);
         let mut b = rows.start / BLOCK;
         while b < end_block {
@@ -408,47 +410,69 @@ impl View<'_> {
             let base = b * BLOCK;
             let n = (base + nb * BLOCK).min(rows.end) - base;
             let offsets = &self.cols.key_offset[base..base + n];
-            for (q, (top, threshold)) in tops.iter_mut().zip(&mut thresholds).enumerate() {
-                keys[..n].copy_from_slice(offsets);
+            let span = SCAN_BLOCKS * BLOCK;
+            for q0 in (0..queries).step_by(MAX_MULTI) {
+                let group = (queries - q0).min(MAX_MULTI);
+                for g in 0..group {
+                    keys[g * span..g * span + n].copy_from_slice(offsets);
+                }
                 for pass in passes {
                     let bb = pass.shape.block_bytes;
                     let codes = &pass.bytes[b * bb..(b + nb) * bb];
-                    let lut = &pass.tables[q];
-                    kernel.scan(
+                    let luts = &pass.tables[q0..q0 + group];
+                    let mut tables: [&[u8]; MAX_MULTI] = [&[]; MAX_MULTI];
+                    for (t, lut) in tables.iter_mut().zip(luts) {
+                        *t = &lut.tables;
+                    }
+                    let m = nb * BLOCK;
+                    let mut parts = sums.chunks_mut(span);
+                    let mut outs: [&mut [u32]; MAX_MULTI] = std::array::from_fn(|_| {
+                        parts.next().map_or(Default::default(), |s| &mut s[..m])
+                    });
+                    kernel.scan_multi(
                         codes,
                         pass.shape.columns,
-                        &lut.tables,
-                        &mut sums[..nb * BLOCK],
+                        &tables[..group],
+                        &mut outs[..group],
                     );
-                    // Keys for the whole chunk in one pass the compiler vectorises, then a
-                    // compare against the heap's threshold that rarely succeeds.
-                    let (delta, bias) = (lut.delta, lut.bias);
+                    // Keys for the whole chunk in one pass the compiler vectorises.
                     let factors = &pass.factor[base..base + n];
-                    for ((key, &sum), &f) in keys.iter_mut().zip(&sums[..n]).zip(factors) {
-                        *key += f * (delta * sum as f32 + bias);
-                    }
-                }
-                for (block_keys, &mask) in keys[..n].chunks_mut(BLOCK).zip(&masks[b..b + nb]) {
-                    if mask != u32::MAX {
-                        for (j, key) in block_keys.iter_mut().enumerate() {
-                            if mask >> j & 1 == 0 {
-                                *key = f32::NEG_INFINITY;
-                            }
+                    for (g, lut) in luts.iter().enumerate() {
+                        let (delta, bias) = (lut.delta, lut.bias);
+                        let s = &sums[g * span..g * span + n];
+                        for ((key, &sum), &f) in
+                            keys[g * span..g * span + n].iter_mut().zip(s).zip(factors)
+                        {
+                            *key += f * (delta * sum as f32 + bias);
                         }
                     }
                 }
-                for (g, group) in keys[..n].chunks(16).enumerate() {
-                    // Branch-free "does any key reach the threshold" over 16 keys (vectorised).
-                    if !group
-                        .iter()
-                        .fold(false, |any, &key| any | (key >= *threshold))
-                    {
-                        continue;
+                for g in 0..group {
+                    let (top, threshold) = (&mut tops[q0 + g], &mut thresholds[q0 + g]);
+                    let keys = &mut keys[g * span..g * span + n];
+                    for (block_keys, &mask) in keys.chunks_mut(BLOCK).zip(&masks[b..b + nb]) {
+                        if mask != u32::MAX {
+                            for (j, key) in block_keys.iter_mut().enumerate() {
+                                if mask >> j & 1 == 0 {
+                                    *key = f32::NEG_INFINITY;
+                                }
+                            }
+                        }
                     }
-                    for (j, &key) in group.iter().enumerate() {
-                        if key >= *threshold {
-                            top.push((base + g * 16 + j) as u64, key);
-                            *threshold = top.threshold().unwrap_or(f32::MIN);
+                    // A compare against the heap's threshold that rarely succeeds.
+                    for (c, chunk) in keys.chunks(16).enumerate() {
+                        // Branch-free "does any key reach the threshold" over 16 keys.
+                        if !chunk
+                            .iter()
+                            .fold(false, |any, &key| any | (key >= *threshold))
+                        {
+                            continue;
+                        }
+                        for (j, &key) in chunk.iter().enumerate() {
+                            if key >= *threshold {
+                                top.push((base + c * 16 + j) as u64, key);
+                                *threshold = top.threshold().unwrap_or(f32::MIN);
+                            }
                         }
                     }
                 }
