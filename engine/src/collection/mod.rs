@@ -931,6 +931,44 @@ impl Collection {
         Ok(())
     }
 
+    /// Runs `run` on every source a search covers, with the masks of its live rows (restricted
+    /// to `allow`): the memtable and a memtable being sealed under the state read lock, then the
+    /// segments of the snapshot taken under that same lock, outside it. Empty sources are
+    /// skipped.
+    fn for_each_source<T>(
+        &self,
+        allow: Option<&RoaringTreemap>,
+        mut run: impl FnMut(View<'_>, &[u32]) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let segments = {
+            let state = self.inner.state.read().map_err(poisoned)?;
+            let mt = &state.memtable;
+            if mt.rows() > 0 {
+                out.push(match allow {
+                    Some(a) => run(mt.view(), &mt.allowed_masks(a))?,
+                    None => run(mt.view(), mt.live_masks())?,
+                });
+            }
+            if let Some(f) = &state.frozen {
+                out.push(match allow {
+                    Some(a) => run(f.index.view(), &f.allowed_masks(a))?,
+                    None => run(f.index.view(), &f.masks)?,
+                });
+            }
+            state.segments.clone()
+        };
+        let shape = &self.inner.shape;
+        for s in segments.iter() {
+            out.push(match allow {
+                Some(a) => run(s.view(shape), &s.allowed_masks(a))?,
+                None if s.live_count == 0 => continue,
+                None => run(s.view(shape), &s.live)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// The `min(k, live)` best points for `query`. Sees every write acknowledged before it
     /// started.
     pub fn search(&self, query: &[f32], k: usize, opts: &SearchOptions) -> Result<Vec<Neighbor>> {
@@ -943,39 +981,12 @@ impl Collection {
         } else {
             Some(shape.prepare(query, &opts.params)?)
         };
-        let run = |view: View<'_>, masks: &[u32]| -> Result<Vec<Neighbor>> {
-            if view.cols.rows() == 0 {
-                return Ok(Vec::new());
-            }
+        let lists = self.for_each_source(opts.allow.as_ref(), |view, masks| {
             Ok(match &prep {
                 None => view.exact_search(query, k, masks),
                 Some(p) => view.search_prepared(query, p, 0, k, &opts.params, masks),
             })
-        };
-        let (mem, segments) = {
-            let state = self.inner.state.read().map_err(poisoned)?;
-            let mt = &state.memtable;
-            let mut mem = vec![match &opts.allow {
-                Some(allow) => run(mt.view(), &mt.allowed_masks(allow))?,
-                None => run(mt.view(), mt.live_masks())?,
-            }];
-            if let Some(f) = &state.frozen {
-                mem.push(match &opts.allow {
-                    Some(allow) => run(f.index.view(), &f.allowed_masks(allow))?,
-                    None => run(f.index.view(), &f.masks)?,
-                });
-            }
-            (mem, state.segments.clone())
-        };
-        let mut lists = mem;
-        for s in segments.iter() {
-            let list = match &opts.allow {
-                Some(allow) => run(s.view(shape), &s.allowed_masks(allow))?,
-                None if s.live_count == 0 => continue,
-                None => run(s.view(shape), &s.live)?,
-            };
-            lists.push(list);
-        }
+        })?;
         Ok(merge_results(shape.metric, k, &lists))
     }
 
@@ -995,10 +1006,7 @@ impl Collection {
         } else {
             Some(shape.prepare(queries, &opts.params)?)
         };
-        let run = |view: View<'_>, masks: &[u32]| -> Result<Vec<Vec<Neighbor>>> {
-            if view.cols.rows() == 0 {
-                return Ok(vec![Vec::new(); queries.len() / d]);
-            }
+        let mut per_source = self.for_each_source(opts.allow.as_ref(), |view, masks| {
             Ok(match &prep {
                 None => {
                     use rayon::prelude::*;
@@ -1009,36 +1017,12 @@ impl Collection {
                 }
                 Some(p) => view.search_batch_prepared(queries, p, k, &opts.params, masks),
             })
-        };
-        let (mem, segments) = {
-            let state = self.inner.state.read().map_err(poisoned)?;
-            let mt = &state.memtable;
-            let mut mem = vec![match &opts.allow {
-                Some(allow) => run(mt.view(), &mt.allowed_masks(allow))?,
-                None => run(mt.view(), mt.live_masks())?,
-            }];
-            if let Some(f) = &state.frozen {
-                mem.push(match &opts.allow {
-                    Some(allow) => run(f.index.view(), &f.allowed_masks(allow))?,
-                    None => run(f.index.view(), &f.masks)?,
-                });
-            }
-            (mem, state.segments.clone())
-        };
-        let mut per_source = mem;
-        for s in segments.iter() {
-            per_source.push(match &opts.allow {
-                Some(allow) => run(s.view(shape), &s.allowed_masks(allow))?,
-                None if s.live_count == 0 => continue,
-                None => run(s.view(shape), &s.live)?,
-            });
-        }
-        let n = queries.len() / d;
-        Ok((0..n)
+        })?;
+        Ok((0..queries.len() / d)
             .map(|q| {
                 let lists: Vec<Vec<Neighbor>> = per_source
                     .iter_mut()
-                    .map(|s| std::mem::take(&mut s[q]))
+                    .map(|s: &mut Vec<Vec<Neighbor>>| std::mem::take(&mut s[q]))
                     .collect();
                 merge_results(shape.metric, k, &lists)
             })
