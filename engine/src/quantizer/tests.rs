@@ -281,7 +281,10 @@ proptest! {
         // And the reconstruction is close: relative error shrinks with bits.
         let err: f64 = x.iter().zip(&decoded).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
         let norm: f64 = x.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-        prop_assert!(err <= 1.5 * norm, "relative error {}", err / norm);
+        // A 1-bit prod code is all QJL sketch, whose reconstruction error is about 1.25‖x‖
+        // with a wide spread at small d (worst of 23,880 draws over d = 3..200: 2.48, at d = 5).
+        let bound = if prod && bits == 1 { 3.0 } else { 1.5 };
+        prop_assert!(err <= bound * norm, "relative error {}", err / norm);
         if bits == 8 && !prod {
             prop_assert!(err <= 0.05 * norm, "8-bit relative error {}", err / norm);
         }
