@@ -269,11 +269,7 @@ pub fn load_test(a: &LoadArgs) -> Result<(), String> {
     })?;
     let mut lat = lat;
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pct = |p: f64| crate::recall::percentile(&lat, p);
     let qps = lat.len() as f64 / a.seconds as f64;
     if a.json {
         println!(

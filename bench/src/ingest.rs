@@ -8,6 +8,8 @@ use gyre::random::SeededRng;
 use gyre::{CollectionConfig, Database, Durability, Metric, RerankStorage, SearchOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::recall::percentile;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// ann-benchmarks HDF5 file or vector file (.fvecs, .fbin, .npy, ...). Default: the shared
@@ -34,7 +36,7 @@ pub struct Args {
     segment_rows: usize,
     /// fsync (per batch) or periodic:MS.
     #[arg(long, default_value = "fsync")]
-    durability: String,
+    durability: Durability,
     /// Data directory (its `ingest` collection is replaced).
     #[arg(long, default_value = "gyre-bench-data")]
     data_dir: PathBuf,
@@ -87,8 +89,8 @@ fn search_only(args: &Args) -> Result<(), String> {
         "open_ms": open_ms,
         "queries": lat.len(),
         "single_query_qps": qps,
-        "p50_ms": lat[lat.len() / 2],
-        "p99_ms": lat[(lat.len() * 99 / 100).min(lat.len() - 1)],
+        "p50_ms": percentile(&lat, 0.5),
+        "p99_ms": percentile(&lat, 0.99),
         "segment_file_bytes": mapped,
         "segment_resident_bytes": info.resident_bytes,
         "rss_bytes": rss_bytes(),
@@ -103,8 +105,8 @@ fn search_only(args: &Args) -> Result<(), String> {
             info.live,
             config.rerank.name(),
             lat.len(),
-            lat[lat.len() / 2],
-            lat[(lat.len() * 99 / 100).min(lat.len() - 1)]
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
         );
         println!(
             "  segments mapped {:.1} MiB, resident {:.1} MiB; process RSS {:.1} MiB",
@@ -166,20 +168,12 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     };
     let n = data.len() / d;
-    let durability = match args.durability.as_str() {
-        "fsync" => Durability::Fsync,
-        p => Durability::Periodic(
-            p.strip_prefix("periodic:")
-                .and_then(|ms| ms.parse().ok())
-                .ok_or("--durability is fsync or periodic:MS")?,
-        ),
-    };
     let config = CollectionConfig {
         metric,
         bits: args.bits,
         rerank: args.rerank,
         segment_rows: args.segment_rows,
-        durability,
+        durability: args.durability,
         ..CollectionConfig::new(d)
     };
     std::fs::create_dir_all(&args.data_dir).map_err(|e| e.to_string())?;
@@ -242,7 +236,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         "bits": args.bits,
         "rerank": args.rerank.name(),
         "batch": args.batch,
-        "durability": args.durability,
+        "durability": args.durability.to_string(),
         "ingest_s": ingest_s,
         "ingest_vectors_per_s": n as f64 / ingest_s,
         "flush_s": flush_s,

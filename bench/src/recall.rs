@@ -201,7 +201,11 @@ pub fn recall(
     (hits as f64 / (n * k as f64), top1 as f64 / n)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of sorted values (NaN when there are none).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -440,6 +444,20 @@ pub fn run(args: &Args) -> Result<(), String> {
                 };
                 let mut index =
                     FlatIndex::new(config, metric, rerank).map_err(|e| e.to_string())?;
+                let label = |place: &str| {
+                    format!(
+                        "bits={bits} variant={} rotation={} rerank={}{place}",
+                        args.variant.name(),
+                        args.rotation.name(),
+                        rerank.name()
+                    )
+                };
+                // Shortlist factors to try; only indexes with a sign plane have a staged search.
+                let staged: Vec<Option<usize>> = if index.staged_available() {
+                    args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
+                } else {
+                    vec![None]
+                };
                 if let Some(target) = &args.target {
                     let remote = crate::grpc::Remote::connect(target)?;
                     let name = format!("recall-{bits}-{}", rerank.name());
@@ -453,12 +471,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     });
                     Built {
                         algorithm: "gyre",
-                        params: format!(
-                            "bits={bits} variant={} rotation={} rerank={} target=grpc",
-                            args.variant.name(),
-                            args.rotation.name(),
-                            rerank.name()
-                        ),
+                        params: label(" target=grpc"),
                         build_s: t.elapsed().as_secs_f64(),
                         index_bytes: 0,
                         rss_delta: None,
@@ -474,26 +487,16 @@ pub fn run(args: &Args) -> Result<(), String> {
                         })
                         .map_err(|e| e.to_string())?;
                     let info = c.info().map_err(|e| e.to_string())?;
-                    let staged_available = index.staged_available();
                     let isa = index.kernel();
                     drop(index);
                     Built {
                         algorithm: "gyre",
-                        params: format!(
-                            "bits={bits} variant={} rotation={} rerank={} storage=disk",
-                            args.variant.name(),
-                            args.rotation.name(),
-                            rerank.name()
-                        ),
+                        params: label(" storage=disk"),
                         build_s: t.elapsed().as_secs_f64(),
                         index_bytes: info.disk_bytes,
                         rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
                         oversample: args.oversample.clone(),
-                        staged: if staged_available {
-                            args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
-                        } else {
-                            vec![None]
-                        },
+                        staged,
                         isa,
                         index: Index::Disk(Box::new((db, c))),
                     }
@@ -504,21 +507,12 @@ pub fn run(args: &Args) -> Result<(), String> {
                     let build_s = t.elapsed().as_secs_f64();
                     Built {
                         algorithm: "gyre",
-                        params: format!(
-                            "bits={bits} variant={} rotation={} rerank={}",
-                            args.variant.name(),
-                            args.rotation.name(),
-                            rerank.name()
-                        ),
+                        params: label(""),
                         build_s,
                         index_bytes: index.memory_bytes() as u64,
                         rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
                         oversample: args.oversample.clone(),
-                        staged: if index.staged_available() {
-                            args.staged.iter().map(|&f| (f > 0).then_some(f)).collect()
-                        } else {
-                            vec![None]
-                        },
+                        staged,
                         isa: index.kernel(),
                         index: Index::Gyre(Box::new(index)),
                     }

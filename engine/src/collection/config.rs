@@ -23,6 +23,34 @@ pub enum Durability {
     Periodic(u32),
 }
 
+impl std::fmt::Display for Durability {
+    /// `fsync` or `periodic:MS`, as in config files and on command lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Durability::Fsync => f.write_str("fsync"),
+            Durability::Periodic(ms) => write!(f, "periodic:{ms}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "fsync" {
+            return Ok(Durability::Fsync);
+        }
+        s.strip_prefix("periodic:")
+            .and_then(|ms| ms.parse().ok())
+            .map(Durability::Periodic)
+            .ok_or_else(|| {
+                Error::invalid_argument(
+                    "durability",
+                    format!("unknown durability {s:?}: use fsync or periodic:MS"),
+                )
+            })
+    }
+}
+
 /// Everything that fixes a collection. `dim`, `metric`, the quantizer fields and `rerank` are
 /// permanent; `segment_rows`, `compact_segments`, `durability` and `verify_on_open` are
 /// operating choices stored with it.
@@ -124,10 +152,7 @@ impl CollectionConfig {
             rerank: self.rerank.name().into(),
             segment_rows: self.segment_rows,
             compact_segments: self.compact_segments,
-            durability: match self.durability {
-                Durability::Fsync => "fsync".into(),
-                Durability::Periodic(ms) => format!("periodic:{ms}"),
-            },
+            durability: self.durability.to_string(),
             verify_on_open: self.verify_on_open,
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("a config serialises");
@@ -144,15 +169,7 @@ impl CollectionConfig {
             return Err(bad(format!("config format {} is unknown", f.format)));
         }
         let field = |e: Error| bad(e.to_string());
-        let durability = match f.durability.as_str() {
-            "fsync" => Durability::Fsync,
-            other => Durability::Periodic(
-                other
-                    .strip_prefix("periodic:")
-                    .and_then(|ms| ms.parse().ok())
-                    .ok_or_else(|| bad(format!("unknown durability {other:?}")))?,
-            ),
-        };
+        let durability: Durability = f.durability.parse().map_err(field)?;
         let config = CollectionConfig {
             dim: f.dim,
             metric: f.metric.parse().map_err(field)?,
