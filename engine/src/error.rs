@@ -8,6 +8,8 @@
 //! * [`ErrorKind::Corruption`]: a file's bytes are not what Gyre wrote (bad magic, checksum,
 //!   truncation); the error names the file. Nothing is guessed or skipped silently.
 //! * [`ErrorKind::Unavailable`]: the data directory is held by another process.
+//! * [`ErrorKind::Internal`]: an invariant of the engine broke (a poisoned lock, a panicked
+//!   background thread). A bug, not the caller's fault; the message says what broke.
 //!
 //! Errors never carry vector data, only positions and sizes, so they are cheap to build and safe
 //! to log.
@@ -30,6 +32,8 @@ pub enum ErrorKind {
     Corruption,
     /// The resource is held by someone else (another process has the data directory).
     Unavailable,
+    /// An internal invariant broke: a bug in Gyre (report it), never the caller's input.
+    Internal,
 }
 
 /// Everything that can go wrong in the engine.
@@ -127,6 +131,12 @@ pub enum Error {
         /// What the lock file says about its holder.
         holder: String,
     },
+    /// An internal invariant broke (a poisoned lock, a panicked background thread).
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What broke.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -145,6 +155,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Corrupt { .. } => ErrorKind::Corruption,
             Error::Locked { .. } => ErrorKind::Unavailable,
+            Error::Internal { .. } => ErrorKind::Internal,
         }
     }
 
@@ -161,6 +172,13 @@ impl Error {
     pub(crate) fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             path: path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A broken invariant.
+    pub(crate) fn internal(reason: impl Into<String>) -> Self {
+        Error::Internal {
             reason: reason.into(),
         }
     }

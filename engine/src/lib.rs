@@ -40,13 +40,15 @@
 //! # }
 //! ```
 //!
-//! Module map: [`collection`] (database, collections, manifest), [`segment`] (immutable mapped
+//! Module map: [`collection`] (database, collections, manifest), [`directory`] (the storage
+//! seam: local files, an in-memory fault-injecting store), [`segment`] (immutable mapped
 //! files), [`wal`] (write-ahead log), [`quantizer`] (rotation, codebooks, encoding, query tables), [`search`] (exact
 //! oracle, top-k), [`kernels`] (arithmetic inner loops), [`random`] (portable seeded randomness).
 
 #![warn(missing_docs)]
 
 pub mod collection;
+pub mod directory;
 mod error;
 mod fsio;
 pub mod kernels;
@@ -61,10 +63,11 @@ pub use collection::{
     Collection, CollectionConfig, CollectionInfo, Database, Durability, Point, Recovery,
     SearchOptions, SegmentInfo,
 };
+pub use directory::{Directory, FaultDirectory, LocalDirectory};
 pub use error::{Error, ErrorKind, Result};
 pub use metric::Metric;
 pub use quantizer::{
     CodeRef, EncodedBatch, Encoder, Estimator, Quantizer, QuantizerConfig, QueryLut, RotationKind,
     Variant, VectorScalars,
 };
-pub use search::{ExactIndex, FlatIndex, Neighbor, RerankStorage, SearchParams};
+pub use search::{ExactIndex, FlatIndex, LiveMask, Neighbor, RerankStorage, SearchParams};

@@ -54,6 +54,11 @@ fn build(dir: &Path) -> (BTreeMap<u64, Vec<f32>>, BTreeMap<u64, Vec<f32>>) {
     }
     let before_last = state(&db);
     c.delete(&[20, 510, 599]).unwrap();
+    // A second collection, which damage to "c" must not take down.
+    let other = db
+        .create_collection("other", CollectionConfig::new(D))
+        .unwrap();
+    other.upsert(&[1, 2, 3], &rows(3, 7)).unwrap();
     (state(&db), before_last)
 }
 
@@ -96,9 +101,21 @@ fn len(path: &Path) -> usize {
     std::fs::metadata(path).unwrap().len() as usize
 }
 
-/// Opens a damaged copy and expects a corruption (or I/O) error that names the file.
+/// Where a segment's section table starts (format 2: the footer's first field).
+fn table_offset(b: &[u8]) -> usize {
+    u64::from_le_bytes(b[b.len() - 32..b.len() - 24].try_into().unwrap()) as usize
+}
+
+/// Opens a damaged copy and expects a corruption (or I/O) error that names the file, from the
+/// damaged collection (the database itself opens: other collections stay available).
 fn expect_error(case: &str, dir: &Path, file: &Path) {
-    match Database::open(dir) {
+    let db = Database::open(dir).unwrap_or_else(|e| panic!("{case}: the database failed: {e}"));
+    assert_eq!(
+        db.collection("other").map(|o| o.len()).ok(),
+        Some(3),
+        "{case}"
+    );
+    match db.collection("c") {
         Ok(_) => panic!("{case}: opened despite damage to {}", file.display()),
         Err(e) => {
             assert!(
@@ -110,6 +127,7 @@ fn expect_error(case: &str, dir: &Path, file: &Path) {
                 e.to_string().contains(name),
                 "{case}: error does not name {name}: {e}"
             );
+            assert_eq!(db.unavailable().len(), 1, "{case}");
         }
     }
 }
@@ -222,7 +240,19 @@ fn every_file_kind_is_checked() {
         None,
     );
     // Segment: header fields, table, every section, footer, truncations.
-    for at in [0, 8, 16, 20, 32, 40, 124, 128 + 8, 128 + 32 * 5 + 16] {
+    let table_at = table_offset(&std::fs::read(seg(pristine.path())).unwrap());
+    for at in [
+        0,
+        8,
+        16,
+        20,
+        32,
+        40,
+        124,
+        table_at + 8,
+        table_at + 32 * 5 + 16,
+        table_at + 32 * 3 + 24,
+    ] {
         run(
             &format!("segment byte {at}"),
             &|d| {
@@ -237,7 +267,7 @@ fn every_file_kind_is_checked() {
         let b = std::fs::read(seg(pristine.path())).unwrap();
         (0..14)
             .map(|i| {
-                let e = &b[128 + 32 * i..];
+                let e = &b[table_at + 32 * i..];
                 let off = u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize;
                 let n = u64::from_le_bytes(e[16..24].try_into().unwrap()) as usize;
                 (off, n)
@@ -390,7 +420,7 @@ fn verify_finds_section_damage_that_a_cheap_open_skips() {
     // Damage every section's middle byte.
     let mut damaged = b.clone();
     for i in 0..14 {
-        let e = &b[128 + 32 * i..];
+        let e = &b[table_offset(&b) + 32 * i..];
         let off = u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize;
         let n = u64::from_le_bytes(e[16..24].try_into().unwrap()) as usize;
         if n > 0 {

@@ -1,15 +1,16 @@
 //! A collection's configuration and its file, `config.json` (written once, at creation).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
+use crate::directory::Directory;
 use crate::error::{Error, Result};
-use crate::fsio;
 use crate::metric::Metric;
 use crate::quantizer::{QuantizerConfig, RotationKind, Variant};
 use crate::search::RerankStorage;
 use crate::segment::SegmentMeta;
+
+/// The configuration's file name in a collection's directory.
+pub const FILE: &str = "config.json";
 
 /// When an acknowledged write reaches stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,7 +141,7 @@ impl CollectionConfig {
         Ok(())
     }
 
-    pub(crate) fn store(&self, path: &Path) -> Result<()> {
+    pub(crate) fn store(&self, dir: &dyn Directory) -> Result<()> {
         let file = ConfigFile {
             format: 1,
             dim: self.dim,
@@ -157,11 +158,12 @@ impl CollectionConfig {
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("a config serialises");
         bytes.push(b'\n');
-        fsio::write_atomic(path, &bytes)
+        dir.write_atomic(FILE, &bytes)
     }
 
-    pub(crate) fn load(path: &Path) -> Result<CollectionConfig> {
-        let bytes = fsio::read(path)?;
+    pub(crate) fn load(dir: &dyn Directory) -> Result<CollectionConfig> {
+        let bytes = dir.read(FILE)?;
+        let path = &dir.path_of(FILE);
         let bad = |r: String| Error::corrupt(path, r);
         let f: ConfigFile =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a valid config: {e}")))?;

@@ -3,16 +3,18 @@
 //! Layout: `DIR/LOCK` (held with an exclusive file lock while open; names the holder's pid),
 //! `DIR/collections/NAME/` (one directory per collection). Creating and dropping rename a
 //! directory into or out of place, so a crash leaves a collection whole or absent.
+//!
+//! A collection that fails to open (a damaged file, an I/O error) does not keep the others
+//! down: it is listed by [`Database::unavailable`], and every call naming it returns the error
+//! it failed with, until it is dropped or the database reopened.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::{Collection, CollectionConfig, CollectionInfo};
+use crate::directory::{Directory, LocalDirectory, LockGuard};
 use crate::error::{Error, Result};
-use crate::fsio::{self, IoContext};
 
 const CREATING: &str = ".creating-";
 const DROPPING: &str = ".dropping-";
@@ -21,9 +23,13 @@ const DROPPING: &str = ".dropping-";
 #[derive(Debug)]
 pub struct Database {
     dir: PathBuf,
+    /// `DIR/collections`.
+    root: Arc<dyn Directory>,
     collections: RwLock<BTreeMap<String, Collection>>,
+    /// Collections that failed to open, with the error.
+    failed: RwLock<BTreeMap<String, Error>>,
     /// The exclusive lock; collections share it, so it is held while any handle lives.
-    lock: Arc<File>,
+    lock: Arc<dyn LockGuard>,
 }
 
 impl Drop for Database {
@@ -39,7 +45,7 @@ impl Drop for Database {
 }
 
 fn poisoned<T>(_: T) -> Error {
-    Error::invalid_argument("database", "an earlier panic left the database unusable")
+    Error::internal("an earlier panic left the database's collection map unusable")
 }
 
 /// Checks a collection name: 1 to 64 of `A-Z a-z 0-9 _ -`, not starting with `.` or `-`.
@@ -64,57 +70,54 @@ pub fn check_name(name: &str) -> Result<()> {
 
 impl Database {
     /// Opens (creating if needed) the data directory `dir` and every collection in it.
-    /// Fails with [`Error::Locked`] while another process has it open.
+    /// Fails with [`Error::Locked`] while another process has it open. A collection that
+    /// cannot be opened is reported by [`unavailable`](Self::unavailable), not here.
     pub fn open(dir: impl AsRef<Path>) -> Result<Database> {
-        let dir = dir.as_ref().to_path_buf();
-        let root = dir.join("collections");
-        fs::create_dir_all(&root).at(&root)?;
-        let lock_path = dir.join("LOCK");
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        if lock.try_lock().is_err() {
-            let mut holder = String::new();
-            let _ = lock.read_to_string(&mut holder);
-            return Err(Error::Locked {
-                path: lock_path.display().to_string(),
-                holder: if holder.trim().is_empty() {
-                    "unknown holder".into()
-                } else {
-                    holder.trim().to_string()
-                },
-            });
-        }
-        lock.set_len(0).at(&lock_path)?;
-        lock.rewind().at(&lock_path)?;
-        writeln!(lock, "pid {}", std::process::id()).at(&lock_path)?;
-        let lock = Arc::new(lock);
+        let local = LocalDirectory::open(dir.as_ref())?;
+        Database::open_in(Arc::new(local), dir.as_ref().to_path_buf())
+    }
+
+    /// [`open`](Self::open) on any [`Directory`] (`path` names it in messages).
+    pub fn open_in(top: Arc<dyn Directory>, path: PathBuf) -> Result<Database> {
+        let lock: Arc<dyn LockGuard> = Arc::from(top.lock("LOCK")?);
+        let root = top.sub("collections")?;
         let mut collections = BTreeMap::new();
-        for entry in fs::read_dir(&root).at(&root)? {
-            let entry = entry.at(&root)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
+        let mut failed = BTreeMap::new();
+        for name in root.list_dirs()? {
             if name.starts_with(CREATING) || name.starts_with(DROPPING) {
-                fs::remove_dir_all(&path).at(&path)?;
+                root.remove_dir(&name)?;
                 continue;
             }
-            if check_name(&name).is_err() || !path.is_dir() {
+            if check_name(&name).is_err() {
                 continue;
             }
-            collections.insert(
-                name.clone(),
-                Collection::open(&name, &path, Some(lock.clone()))?,
-            );
+            let opened = root
+                .sub(&name)
+                .and_then(|d| Collection::open(&name, d, Some(lock.clone())));
+            match opened {
+                Ok(c) => {
+                    collections.insert(name, c);
+                }
+                Err(e) => {
+                    failed.insert(name, e);
+                }
+            }
         }
         Ok(Database {
-            dir,
+            dir: path,
+            root,
             collections: RwLock::new(collections),
+            failed: RwLock::new(failed),
             lock,
         })
+    }
+
+    /// Collections that failed to open, with their errors (a damaged file names itself).
+    pub fn unavailable(&self) -> Vec<(String, Error)> {
+        self.failed
+            .read()
+            .map(|m| m.iter().map(|(n, e)| (n.clone(), e.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// The data directory.
@@ -127,6 +130,9 @@ impl Database {
         check_name(name)?;
         config.validate()?;
         let mut map = self.collections.write().map_err(poisoned)?;
+        if let Some(e) = self.failed.read().map_err(poisoned)?.get(name) {
+            return Err(e.clone());
+        }
         if let Some(existing) = map.get(name) {
             let detail = if existing.config().same_data_layout(&config) {
                 String::new()
@@ -138,14 +144,18 @@ impl Database {
                 detail,
             });
         }
-        let root = self.dir.join("collections");
-        let staging = root.join(format!("{CREATING}{name}"));
-        let _ = fs::remove_dir_all(&staging);
-        Collection::create(&staging, config)?;
-        let path = root.join(name);
-        fs::rename(&staging, &path).at(&path)?;
-        fsio::sync_dir(&root)?;
-        let collection = Collection::open(name, &path, Some(self.lock.clone()))?;
+        let staging = format!("{CREATING}{name}");
+        self.root.remove_dir(&staging)?;
+        let created = self
+            .root
+            .sub(&staging)
+            .and_then(|d| Collection::create(&*d, config));
+        if let Err(e) = created {
+            let _ = self.root.remove_dir(&staging);
+            return Err(e);
+        }
+        self.root.rename_dir(&staging, name)?;
+        let collection = Collection::open(name, self.root.sub(name)?, Some(self.lock.clone()))?;
         map.insert(name.into(), collection.clone());
         Ok(collection)
     }
@@ -157,24 +167,34 @@ impl Database {
             .map_err(poisoned)?
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::CollectionNotFound { name: name.into() })
+            .ok_or_else(|| {
+                self.failed
+                    .read()
+                    .ok()
+                    .and_then(|f| f.get(name).cloned())
+                    .unwrap_or_else(|| Error::CollectionNotFound { name: name.into() })
+            })
     }
 
-    /// Removes a collection and its files. Handles still held keep working on their open
-    /// files until dropped.
+    /// Removes a collection and its files (also one that failed to open). Handles still held
+    /// keep working on their open files until dropped.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         let mut map = self.collections.write().map_err(poisoned)?;
-        let Some(collection) = map.remove(name) else {
-            return Err(Error::CollectionNotFound { name: name.into() });
-        };
-        collection.close()?;
-        let root = self.dir.join("collections");
-        let from = root.join(name);
-        let to = root.join(format!("{DROPPING}{name}"));
-        let _ = fs::remove_dir_all(&to);
-        fs::rename(&from, &to).at(&from)?;
-        fsio::sync_dir(&root)?;
-        fs::remove_dir_all(&to).at(&to)
+        let was_failed = self
+            .failed
+            .write()
+            .map_err(poisoned)?
+            .remove(name)
+            .is_some();
+        match map.remove(name) {
+            Some(collection) => collection.close()?,
+            None if was_failed => {}
+            None => return Err(Error::CollectionNotFound { name: name.into() }),
+        }
+        let to = format!("{DROPPING}{name}");
+        self.root.remove_dir(&to)?;
+        self.root.rename_dir(name, &to)?;
+        self.root.remove_dir(&to)
     }
 
     /// The collections' names, sorted.

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use roaring::RoaringBitmap;
 
+use crate::directory::Directory;
 use crate::error::{Error, Result};
-use crate::fsio::{self, u32_at, u64_at};
+use crate::fsio::{u32_at, u64_at};
 
 /// First bytes of the manifest.
 pub const MAGIC: &[u8; 8] = b"GYREMAN1";
@@ -111,14 +112,13 @@ impl Manifest {
     }
 
     /// Reads and checks the manifest in `dir`.
-    pub fn load(dir: &Path) -> Result<Manifest> {
-        let path = dir.join(FILE);
-        Manifest::decode(&path, &fsio::read(&path)?)
+    pub fn load(dir: &dyn Directory) -> Result<Manifest> {
+        Manifest::decode(&dir.path_of(FILE), &dir.read(FILE)?)
     }
 
     /// Replaces the manifest in `dir` atomically and durably.
-    pub fn store(&self, dir: &Path) -> Result<()> {
-        fsio::write_atomic(&dir.join(FILE), &self.encode())
+    pub fn store(&self, dir: &dyn Directory) -> Result<()> {
+        dir.write_atomic(FILE, &self.encode())
     }
 }
 
@@ -139,7 +139,7 @@ pub fn parse_del_file_name(name: &str) -> Option<(u64, u64)> {
 
 /// Writes a deletion bitmap file durably; returns the bitmap bytes' crc32c.
 pub fn store_deletions(
-    dir: &Path,
+    dir: &dyn Directory,
     segment: u64,
     generation: u64,
     deleted: &RoaringBitmap,
@@ -147,7 +147,7 @@ pub fn store_deletions(
     let mut bitmap = Vec::with_capacity(deleted.serialized_size());
     deleted
         .serialize_into(&mut bitmap)
-        .map_err(|e| Error::io(dir, e))?;
+        .map_err(|e| Error::io(&dir.path_of(FILE), e))?;
     let crc = crc32c::crc32c(&bitmap);
     let mut b = Vec::with_capacity(bitmap.len() + 40);
     b.extend_from_slice(DEL_MAGIC);
@@ -159,17 +159,18 @@ pub fn store_deletions(
     b.extend_from_slice(&bitmap);
     let all = crc32c::crc32c(&b);
     b.extend_from_slice(&all.to_le_bytes());
-    fsio::write_atomic(&dir.join(del_file_name(segment, generation)), &b)?;
+    dir.write_atomic(&del_file_name(segment, generation), &b)?;
     Ok(crc)
 }
 
 /// Reads and checks the deletion bitmap the manifest entry `e` points to.
-pub fn load_deletions(dir: &Path, e: &Entry) -> Result<RoaringBitmap> {
+pub fn load_deletions(dir: &dyn Directory, e: &Entry) -> Result<RoaringBitmap> {
     if e.del_gen == 0 {
         return Ok(RoaringBitmap::new());
     }
-    let path = dir.join(del_file_name(e.segment, e.del_gen));
-    let b = fsio::read(&path)?;
+    let name = del_file_name(e.segment, e.del_gen);
+    let path = dir.path_of(&name);
+    let b = dir.read(&name)?;
     let bad = |r: &str| Error::corrupt(&path, r.to_string());
     if b.len() < 44 || &b[..8] != DEL_MAGIC {
         return Err(bad("not a Gyre deletion bitmap (bad magic or too short)"));

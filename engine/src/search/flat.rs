@@ -14,10 +14,10 @@ use crate::error::{Error, Result, check_rows};
 use crate::kernels::fastscan::Kernel;
 use crate::kernels::squared_norm_f64;
 use crate::metric::Metric;
-use crate::quantizer::layout::{self, BLOCK, BlockedCodes};
+use crate::quantizer::layout::{self, BlockedCodes};
 use crate::quantizer::packing;
 use crate::quantizer::{EncodedBatch, Quantizer, QuantizerConfig};
-use crate::search::Neighbor;
+use crate::search::{LiveMask, Neighbor};
 
 /// Full-precision copies kept for reranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -132,9 +132,8 @@ pub struct FlatIndex {
     /// The QJL sign bits in the blocked layout (prod) and their key factor.
     sketch_blocked: Option<BlockedCodes>,
     sketch_factor: Vec<f32>,
-    /// Bit `j` of `live[b]` is set while row `32·b + j` holds the current version of its id.
-    live: Vec<u32>,
-    live_count: usize,
+    /// Set while a row holds the current version of its id.
+    live: LiveMask,
     rows_by_id: std::collections::HashMap<u64, usize>,
     vectors: Vectors,
 }
@@ -174,8 +173,7 @@ impl FlatIndex {
             key_offset: Vec::new(),
             sketch_blocked,
             sketch_factor: Vec::new(),
-            live: Vec::new(),
-            live_count: 0,
+            live: LiveMask::default(),
             rows_by_id: std::collections::HashMap::new(),
             vectors,
         })
@@ -202,12 +200,12 @@ impl FlatIndex {
 
     /// Number of live vectors (one per id).
     pub fn len(&self) -> usize {
-        self.live_count
+        self.live.count()
     }
 
     /// True when no vector is live.
     pub fn is_empty(&self) -> bool {
-        self.live_count == 0
+        self.live.is_empty()
     }
 
     /// Rows stored, including replaced and removed ones not yet compacted away.
@@ -240,8 +238,8 @@ impl FlatIndex {
         }
     }
 
-    /// The per-block live masks (bit `j` of word `b`: row `32·b + j` is live).
-    pub(crate) fn live_masks(&self) -> &[u32] {
+    /// The rows holding the current version of their id.
+    pub(crate) fn live(&self) -> &LiveMask {
         &self.live
     }
 
@@ -251,11 +249,7 @@ impl FlatIndex {
     }
 
     fn kill(&mut self, row: usize) {
-        let bit = 1u32 << (row % BLOCK);
-        if self.live[row / BLOCK] & bit != 0 {
-            self.live[row / BLOCK] &= !bit;
-            self.live_count -= 1;
-        }
+        self.live.kill(row);
     }
 
     /// Removes the vectors with these ids; unknown ids are ignored. Returns how many were removed.
@@ -271,22 +265,22 @@ impl FlatIndex {
     }
 
     /// Per-block masks of the live rows whose id is in `allow`.
-    pub(crate) fn allowed_masks(&self, allow: &roaring::RoaringTreemap) -> Vec<u32> {
-        let mut masks = vec![0u32; self.live.len()];
+    pub(crate) fn allowed(&self, allow: &roaring::RoaringTreemap) -> LiveMask {
+        let mut mask = LiveMask::none(self.live.rows());
         if allow.len() as usize <= self.rows_by_id.len() {
             for id in allow.iter() {
                 if let Some(&row) = self.rows_by_id.get(&id) {
-                    masks[row / BLOCK] |= 1 << (row % BLOCK);
+                    mask.set(row);
                 }
             }
         } else {
             for (&id, &row) in &self.rows_by_id {
                 if allow.contains(id) {
-                    masks[row / BLOCK] |= 1 << (row % BLOCK);
+                    mask.set(row);
                 }
             }
         }
-        masks
+        mask
     }
 
     /// Bytes held by the index's arrays (excluding the id map's hash table).
@@ -313,7 +307,7 @@ impl FlatIndex {
             + 12 * self.codes.len()
             + 4 * (self.key_factor.len() + self.key_offset.len())
             + 8 * self.ids.len()
-            + 4 * self.live.len()
+            + 4 * self.live.words().len()
             + vectors
     }
 
@@ -362,11 +356,8 @@ impl FlatIndex {
         self.ids.extend_from_slice(ids);
         for (i, &id) in ids.iter().enumerate() {
             let row = first + i;
-            if row.is_multiple_of(BLOCK) {
-                self.live.push(0);
-            }
-            self.live[row / BLOCK] |= 1 << (row % BLOCK);
-            self.live_count += 1;
+            debug_assert_eq!(row, self.live.rows());
+            self.live.push();
             if let Some(old) = self.rows_by_id.insert(id, row) {
                 self.kill(old);
             }
@@ -396,7 +387,8 @@ impl FlatIndex {
     /// The `min(k, len)` best matches for `query`; the scan is split across threads.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
         self.shape.check_one(query, k, params)?;
-        self.view().search_masked(query, k, params, &self.live)
+        self.view()
+            .search_masked(query, k, params, self.live.words())
     }
 
     /// [`search`](Self::search) restricted to the ids in `allow` (ids not in the index are
@@ -410,7 +402,7 @@ impl FlatIndex {
     ) -> Result<Vec<Neighbor>> {
         self.shape.check_one(query, k, params)?;
         self.view()
-            .search_masked(query, k, params, &self.allowed_masks(allow))
+            .search_masked(query, k, params, self.allowed(allow).words())
     }
 
     /// [`search`](Self::search) for every row of `queries`, in parallel over queries.
@@ -422,7 +414,7 @@ impl FlatIndex {
     ) -> Result<Vec<Vec<Neighbor>>> {
         self.shape.check_queries(queries, k, params)?;
         self.view()
-            .search_batch_masked(queries, k, params, &self.live)
+            .search_batch_masked(queries, k, params, self.live.words())
     }
 
     /// [`search_filtered`](Self::search_filtered) for every row of `queries`.
@@ -435,7 +427,7 @@ impl FlatIndex {
     ) -> Result<Vec<Vec<Neighbor>>> {
         self.shape.check_queries(queries, k, params)?;
         self.view()
-            .search_batch_masked(queries, k, params, &self.allowed_masks(allow))
+            .search_batch_masked(queries, k, params, self.allowed(allow).words())
     }
 }
 

@@ -3,10 +3,12 @@
 
 mod exact;
 pub(crate) mod flat;
+mod mask;
 mod topk;
 pub(crate) mod view;
 
 pub use exact::{ExactIndex, Neighbor};
 pub use flat::{FlatIndex, RerankStorage, SearchParams};
+pub use mask::LiveMask;
 pub use topk::TopK;
 pub use view::STAGED_MIN_DIM;

@@ -1,24 +1,28 @@
 //! Immutable segment files: codes in the scan layout, mapped and searched in place.
 //!
-//! A segment is written once ([`write`]: temp name, fsync, rename, directory fsync) and never
-//! modified; deletions live in the collection's manifest. [`Segment::open`] maps the file and
-//! checks the header, section table and footer (cheap, always); [`Segment::verify`] checks every
-//! section's crc32c (`gyre verify`, or on open when asked). The byte layout is in
-//! `docs/format.md`; the arrays are cast from the map without copying, which is why every
-//! section starts on a 64-byte boundary and the host must be little-endian.
+//! A segment is written once ([`write`], streamed through a [`Directory`]: temp name, fsync,
+//! rename, directory fsync) and never modified; deletions live in the collection's manifest.
+//! [`Segment::open`] maps the file and checks the header, section table and footer (cheap,
+//! always); [`Segment::verify`] checks every section's crc32c (`gyre verify`, or on open when
+//! asked). The byte layout is in `docs/format.md`; the arrays are cast from the map without
+//! copying, which is why every section starts on a 64-byte boundary and the host must be
+//! little-endian.
+//!
+//! The file is self-describing (format 2): a table at the end lists every section with its
+//! kind, flags, offset, length and crc32c. A reader requires every section kind it knows,
+//! skips unknown kinds marked optional and refuses unknown required ones. Format 1 files (a
+//! positional table of exactly 14 sections, checksums in the footer) still open.
 
 #[cfg(target_endian = "big")]
 compile_error!(
     "segment files are little-endian and mapped in place: big-endian hosts are not supported"
 );
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::directory::{Directory, FileBytes, FileWriter};
 use crate::error::{Error, Result};
-use crate::fsio::{self, IoContext, u32_at, u64_at};
+use crate::fsio::{u32_at, u64_at};
 use crate::metric::Metric;
 use crate::quantizer::layout::{BLOCK, BlockedCodes};
 use crate::quantizer::{QuantizerConfig, RotationKind, Variant, VectorScalars};
@@ -29,11 +33,17 @@ use crate::search::view::{Columns, Shape, VectorsRef, View};
 pub const MAGIC: &[u8; 8] = b"GYRESEG1";
 /// Last bytes of a segment file.
 pub const FOOTER_MAGIC: &[u8; 8] = b"GYREEND1";
-/// Current format version.
-pub const VERSION: u32 = 1;
+/// Current format version (2: the section table at the end, with kind, flags and crc).
+pub const VERSION: u32 = 2;
+/// The oldest format version this build opens.
+pub const OLDEST_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 128;
 const ENTRY_BYTES: usize = 32;
 const ALIGN: usize = 64;
+/// Footer of format 2: table offset, file length, table crc, footer crc, magic.
+const FOOTER_V2: usize = 32;
+/// Section flag: readers that do not know the kind may skip the section.
+pub const FLAG_OPTIONAL: u32 = 1;
 
 /// The sections, in file order; the discriminant is the kind stored in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +151,10 @@ fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize) -> [usize; 14] {
     ]
 }
 
-fn layout(lengths: &[usize; 14]) -> ([usize; 14], usize) {
+/// Section offsets and the end of the last section, starting at `first`.
+fn layout(lengths: &[usize; 14], first: usize) -> ([usize; 14], usize) {
     let mut offsets = [0; 14];
-    let mut at = HEADER_BYTES + ENTRY_BYTES * KINDS.len();
+    let mut at = first;
     for (o, &len) in offsets.iter_mut().zip(lengths) {
         at = at.next_multiple_of(ALIGN);
         *o = at;
@@ -152,15 +163,23 @@ fn layout(lengths: &[usize; 14]) -> ([usize; 14], usize) {
     (offsets, at)
 }
 
-fn footer_bytes() -> usize {
+/// Footer of format 1: section crcs, padding, file length, table crc, footer crc, magic.
+fn footer_v1_bytes() -> usize {
     (4 * KINDS.len()).next_multiple_of(8) + 24
 }
 
-fn header(meta: &SegmentMeta, shape: &Shape, id: u64, rows: usize) -> [u8; HEADER_BYTES] {
+fn header(
+    meta: &SegmentMeta,
+    shape: &Shape,
+    id: u64,
+    rows: usize,
+    version: u32,
+    sections: usize,
+) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     let c = &meta.config;
     h[0..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&(HEADER_BYTES as u32).to_le_bytes());
     h[16..20].copy_from_slice(&(c.dim as u32).to_le_bytes());
     h[20] = c.bits;
@@ -178,42 +197,62 @@ fn header(meta: &SegmentMeta, shape: &Shape, id: u64, rows: usize) -> [u8; HEADE
     h[32..40].copy_from_slice(&c.seed.to_le_bytes());
     h[40..48].copy_from_slice(&(rows as u64).to_le_bytes());
     h[48..56].copy_from_slice(&id.to_le_bytes());
-    h[56..60].copy_from_slice(&(KINDS.len() as u32).to_le_bytes());
+    h[56..60].copy_from_slice(&(sections as u32).to_le_bytes());
     let crc = crc32c::crc32c(&h[..124]);
     h[124..128].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Streams sections with a running crc32c.
+/// Streams sections with a running crc32c, buffered (the directory's writer may be unbuffered).
 struct SectionWriter {
-    w: BufWriter<File>,
+    w: Box<dyn FileWriter>,
+    buf: Vec<u8>,
     pos: usize,
     crc: u32,
-    path: PathBuf,
 }
 
 impl SectionWriter {
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.pos += bytes.len();
-        self.w.write_all(bytes).at(&self.path)
+        if self.buf.len() + bytes.len() > WRITE_BUFFER {
+            self.flush()?;
+        }
+        if bytes.len() >= WRITE_BUFFER {
+            return self.w.write(bytes);
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.w.write(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
     }
 
     fn pad_to(&mut self, at: usize) -> Result<()> {
         let zeros = [0u8; ALIGN];
         let n = at - self.pos;
-        self.pos = at;
-        self.w.write_all(&zeros[..n]).at(&self.path)
+        let crc = self.crc;
+        self.put(&zeros[..n])?;
+        self.crc = crc;
+        Ok(())
     }
 }
+
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// Rows taken from one source: a view and the rows of it to copy, in order.
 pub(crate) type Source<'a> = (View<'a>, Vec<u32>);
 
 /// Writes the rows of `sources` (concatenated in order; their ids must be distinct) as
-/// segment `id` at `path`, durably. Returns the file's size in bytes.
+/// segment `id` in `dir`, durably. Returns the file's size in bytes. On error no file of that
+/// name appears (the temporary file is removed).
 pub(crate) fn write(
-    path: &Path,
+    dir: &dyn Directory,
     meta: &SegmentMeta,
     shape: &Shape,
     id: u64,
@@ -227,23 +266,14 @@ pub(crate) fn write(
         ));
     }
     let lens = lengths(shape, meta.rerank, rows);
-    let (offsets, end) = layout(&lens);
-    let tmp = fsio::temp_path(path);
-    let file = File::create(&tmp).at(&tmp)?;
+    let (offsets, end) = layout(&lens, HEADER_BYTES);
     let mut w = SectionWriter {
-        w: BufWriter::with_capacity(1 << 20, file),
+        w: dir.create(&file_name(id))?,
+        buf: Vec::with_capacity(WRITE_BUFFER),
         pos: 0,
         crc: 0,
-        path: tmp.clone(),
     };
-    w.put(&header(meta, shape, id, rows))?;
-    for ((kind, &off), &len) in KINDS.iter().zip(&offsets).zip(&lens) {
-        let mut e = [0u8; ENTRY_BYTES];
-        e[0..4].copy_from_slice(&(*kind as u32).to_le_bytes());
-        e[8..16].copy_from_slice(&(off as u64).to_le_bytes());
-        e[16..24].copy_from_slice(&(len as u64).to_le_bytes());
-        w.put(&e)?;
-    }
+    w.put(&header(meta, shape, id, rows, VERSION, KINDS.len()))?;
     let mut crcs = [0u32; 14];
     let rows_of = || {
         sources
@@ -266,10 +296,9 @@ pub(crate) fn write(
         if let Some(bytes) = whole.and_then(|v| whole_section(*kind, v, meta.rerank)) {
             w.put(bytes)?;
             if w.pos != offsets[i] + lens[i] {
-                return Err(Error::invalid_argument(
-                    "rows",
-                    format!("section {kind:?} of the source has the wrong size"),
-                ));
+                return Err(Error::internal(format!(
+                    "section {kind:?} of the source has the wrong size"
+                )));
             }
             crcs[i] = w.crc;
             continue;
@@ -366,37 +395,77 @@ pub(crate) fn write(
             }
         }
         if w.pos != offsets[i] + lens[i] {
-            return Err(Error::invalid_argument(
-                "rows",
-                format!(
-                    "section {kind:?} came out {} bytes, expected {}",
-                    w.pos - offsets[i],
-                    lens[i]
-                ),
-            ));
+            return Err(Error::internal(format!(
+                "section {kind:?} came out {} bytes, expected {}",
+                w.pos - offsets[i],
+                lens[i]
+            )));
         }
         crcs[i] = w.crc;
     }
-    // Footer: section crcs, padding, file length, table crc, footer crc, magic.
-    let mut footer = Vec::with_capacity(footer_bytes());
-    for c in crcs {
-        footer.extend_from_slice(&c.to_le_bytes());
-    }
-    footer.resize((4 * KINDS.len()).next_multiple_of(8), 0);
-    let total = end + footer_bytes();
+    // The table, then the footer: table offset, file length, table crc, footer crc, magic.
+    let table_at = end.next_multiple_of(8);
+    w.pad_to(table_at)?;
+    let entries: Vec<Entry> = KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| Entry {
+            kind: kind as u32,
+            flags: 0,
+            offset: offsets[i] as u64,
+            len: lens[i] as u64,
+            crc: crcs[i],
+        })
+        .collect();
+    let table = encode_table(&entries);
+    let total = table_at + table.len() + FOOTER_V2;
+    let mut footer = Vec::with_capacity(FOOTER_V2);
+    footer.extend_from_slice(&(table_at as u64).to_le_bytes());
     footer.extend_from_slice(&(total as u64).to_le_bytes());
-    footer.extend_from_slice(&table_crc_of(&offsets, &lens).to_le_bytes());
+    footer.extend_from_slice(&crc32c::crc32c(&table).to_le_bytes());
     let fcrc = crc32c::crc32c(&footer);
     footer.extend_from_slice(&fcrc.to_le_bytes());
     footer.extend_from_slice(FOOTER_MAGIC);
+    w.put(&table)?;
     w.put(&footer)?;
-    let file =
-        w.w.into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    file.sync_all().at(&tmp)?;
-    drop(file);
-    fsio::publish(path)?;
+    w.flush()?;
+    w.w.finish()?;
     Ok(total as u64)
+}
+
+/// One entry of the section table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    kind: u32,
+    flags: u32,
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
+fn encode_table(entries: &[Entry]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(ENTRY_BYTES * entries.len());
+    for e in entries {
+        t.extend_from_slice(&e.kind.to_le_bytes());
+        t.extend_from_slice(&e.flags.to_le_bytes());
+        t.extend_from_slice(&e.offset.to_le_bytes());
+        t.extend_from_slice(&e.len.to_le_bytes());
+        t.extend_from_slice(&e.crc.to_le_bytes());
+        t.extend_from_slice(&[0u8; 4]);
+    }
+    t
+}
+
+fn decode_table(t: &[u8]) -> Vec<Entry> {
+    t.chunks_exact(ENTRY_BYTES)
+        .map(|e| Entry {
+            kind: u32_at(e, 0),
+            flags: u32_at(e, 4),
+            offset: u64_at(e, 8),
+            len: u64_at(e, 16),
+            crc: u32_at(e, 24),
+        })
+        .collect()
 }
 
 /// A section's bytes when the source's rows are written unchanged (`None` for the sorted id
@@ -425,7 +494,8 @@ fn whole_section<'a>(kind: Kind, v: &View<'a>, rerank: RerankStorage) -> Option<
     })
 }
 
-fn table_bytes(offsets: &[usize; 14], lens: &[usize; 14]) -> Vec<u8> {
+/// The positional table of format 1.
+fn table_v1_bytes(offsets: &[usize; 14], lens: &[usize; 14]) -> Vec<u8> {
     let mut t = Vec::with_capacity(ENTRY_BYTES * KINDS.len());
     for ((kind, &off), &len) in KINDS.iter().zip(offsets).zip(lens) {
         let mut e = [0u8; ENTRY_BYTES];
@@ -435,10 +505,6 @@ fn table_bytes(offsets: &[usize; 14], lens: &[usize; 14]) -> Vec<u8> {
         t.extend_from_slice(&e);
     }
     t
-}
-
-fn table_crc_of(offsets: &[usize; 14], lens: &[usize; 14]) -> u32 {
-    crc32c::crc32c(&table_bytes(offsets, lens))
 }
 
 /// Re-blocks the rows' codes, sign planes or QJL sign bits (by `kind`) 32 at a time.
@@ -496,39 +562,50 @@ fn unblock(block: &[u8], lane: usize, bits: u8, dim: usize) -> Vec<u8> {
     packed
 }
 
-/// A mapped, checked segment file.
+/// A mapped, checked segment file. The file is removed by the collection's garbage
+/// collection once no manifest and no live snapshot uses it, never by the segment itself.
 #[derive(Debug)]
 pub struct Segment {
     path: PathBuf,
+    name: String,
     id: u64,
     rows: usize,
-    map: memmap2::Mmap,
-    sections: [(usize, usize); 14],
-    crcs: [u32; 14],
+    version: u32,
+    map: FileBytes,
+    /// Offset, length and crc32c of each known section, by `kind - 1`.
+    sections: [(usize, usize, u32); 14],
     rerank: RerankStorage,
-    /// Set when the segment left the manifest: the file is removed when the last reader drops it.
-    obsolete: AtomicBool,
 }
 
 impl Segment {
-    /// Maps and checks the segment at `path` against the collection's `meta`; with `verify`,
-    /// also checks every section's crc32c.
+    /// Maps segment `id` of `dir` and checks it against the collection's `meta`; with
+    /// `verify`, also checks every section's crc32c.
     pub(crate) fn open(
+        dir: &dyn Directory,
+        id: u64,
+        meta: &SegmentMeta,
+        shape: &Shape,
+        verify: bool,
+    ) -> Result<Segment> {
+        let name = file_name(id);
+        let path = dir.path_of(&name);
+        let map = dir.map(&name)?;
+        Segment::from_bytes(&path, name, map, meta, shape, verify)
+    }
+
+    fn from_bytes(
         path: &Path,
+        name: String,
+        map: FileBytes,
         meta: &SegmentMeta,
         shape: &Shape,
         verify: bool,
     ) -> Result<Segment> {
         let bad = |reason: String| Error::corrupt(path, reason);
-        let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len() as usize;
-        if len < HEADER_BYTES + ENTRY_BYTES * KINDS.len() + footer_bytes() {
+        let len = map.len();
+        if len < HEADER_BYTES + FOOTER_V2 {
             return Err(bad(format!("{len} bytes is too short for a segment")));
         }
-        // SAFETY: segment files are immutable once renamed into place: Gyre never opens them
-        // for writing again, and removes them only after the last map is dropped. Another
-        // process truncating the file would be outside the storage contract (as for any mmap).
-        let map = unsafe { memmap2::Mmap::map(&file) }.at(path)?;
         let h = &map[..HEADER_BYTES];
         if &h[0..8] != MAGIC {
             return Err(bad("not a Gyre segment (bad magic)".into()));
@@ -537,73 +614,84 @@ impl Segment {
             return Err(bad("header checksum mismatch".into()));
         }
         let version = u32_at(h, 8);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(bad(format!(
-                "format version {version}, this build reads {VERSION}"
+                "format version {version}, this build reads {OLDEST_VERSION} to {VERSION}"
             )));
         }
-        if u32_at(h, 56) as usize != KINDS.len() {
-            return Err(bad(format!(
-                "{} sections, this build's format has {}",
-                u32_at(h, 56),
-                KINDS.len()
-            )));
-        }
+        let count = u32_at(h, 56) as usize;
         let rows = u64_at(h, 40) as usize;
         let id = u64_at(h, 48);
-        let expected = header(meta, shape, id, rows);
+        let expected = header(meta, shape, id, rows, version, count);
         if h[..60] != expected[..60] {
             return Err(bad(
                 "header does not match the collection's configuration (dim, bits, metric, variant, rotation, rerank, seed or codebook)"
                     .into(),
             ));
         }
-        let f = &map[len - footer_bytes()..];
-        if &f[f.len() - 8..] != FOOTER_MAGIC {
-            return Err(bad("footer magic missing (truncated file?)".into()));
-        }
-        let fc = f.len() - 12;
-        if crc32c::crc32c(&f[..fc]) != u32_at(f, fc) {
-            return Err(bad("footer checksum mismatch".into()));
-        }
-        let pad = (4 * KINDS.len()).next_multiple_of(8);
-        if u64_at(f, pad) as usize != len {
-            return Err(bad(format!(
-                "file is {len} bytes, footer says {}",
-                u64_at(f, pad)
-            )));
-        }
         let lens = lengths(shape, meta.rerank, rows);
-        let (offsets, end) = layout(&lens);
-        let table = &map[HEADER_BYTES..HEADER_BYTES + ENTRY_BYTES * KINDS.len()];
-        if crc32c::crc32c(table) != u32_at(f, pad + 8) || table != table_bytes(&offsets, &lens) {
-            return Err(bad("section table checksum or layout mismatch".into()));
+        let entries = if version == 1 {
+            read_table_v1(&map, count, &lens).map_err(bad)?
+        } else {
+            read_table_v2(&map, count).map_err(bad)?
+        };
+        let mut sections = [(0, 0, 0); 14];
+        let mut seen = [false; 14];
+        let mut prev_end = HEADER_BYTES;
+        for e in &entries {
+            let (off, n) = (e.offset as usize, e.len as usize);
+            if !off.is_multiple_of(ALIGN)
+                || off < prev_end
+                || off.checked_add(n).is_none_or(|end| end > len)
+            {
+                return Err(bad(format!(
+                    "section kind {} at {off} (+{n}) is misplaced",
+                    e.kind
+                )));
+            }
+            prev_end = off + n;
+            match KINDS.iter().position(|k| *k as u32 == e.kind) {
+                Some(i) => {
+                    if seen[i] {
+                        return Err(bad(format!("section {:?} appears twice", KINDS[i])));
+                    }
+                    if n != lens[i] {
+                        return Err(bad(format!(
+                            "section {:?} is {n} bytes, {rows} rows need {}",
+                            KINDS[i], lens[i]
+                        )));
+                    }
+                    seen[i] = true;
+                    sections[i] = (off, n, e.crc);
+                }
+                None if e.flags & FLAG_OPTIONAL != 0 => {}
+                None => {
+                    return Err(bad(format!(
+                        "required section kind {} is unknown to this build (written by a newer Gyre?)",
+                        e.kind
+                    )));
+                }
+            }
         }
-        if end + footer_bytes() != len {
-            return Err(bad("sections do not fill the file".into()));
-        }
-        let mut sections = [(0, 0); 14];
-        let mut crcs = [0; 14];
-        for i in 0..KINDS.len() {
-            sections[i] = (offsets[i], lens[i]);
-            crcs[i] = u32_at(f, 4 * i);
+        if let Some(i) = seen.iter().position(|s| !s) {
+            return Err(bad(format!("required section {:?} is missing", KINDS[i])));
         }
         let seg = Segment {
             path: path.to_path_buf(),
+            name,
             id,
             rows,
+            version,
             map,
             sections,
-            crcs,
             rerank: meta.rerank,
-            obsolete: AtomicBool::new(false),
         };
         if verify {
             seg.verify()?;
         }
         // Rerank reads a few scattered rows of the vectors: read-ahead would pull in
         // neighbours nobody asked for and crowd the codes out of memory. Advice only.
-        let (off, len) = seg.sections[Kind::Vectors as usize - 1];
+        let (off, len, _) = seg.sections[Kind::Vectors as usize - 1];
         if len > 0 {
             let _ = seg.map.advise_range(memmap2::Advice::Random, off, len);
         }
@@ -613,7 +701,7 @@ impl Segment {
     /// Checks every section's crc32c and that the id index is sorted and covers every row.
     pub fn verify(&self) -> Result<()> {
         for (i, kind) in KINDS.iter().enumerate() {
-            if crc32c::crc32c(self.bytes(*kind)) != self.crcs[i] {
+            if crc32c::crc32c(self.bytes(*kind)) != self.sections[i].2 {
                 return Err(Error::corrupt(
                     &self.path,
                     format!("section {kind:?} checksum mismatch"),
@@ -638,7 +726,7 @@ impl Segment {
     }
 
     fn bytes(&self, kind: Kind) -> &[u8] {
-        let (off, len) = self.sections[kind as usize - 1];
+        let (off, len, _) = self.sections[kind as usize - 1];
         &self.map[off..off + len]
     }
 
@@ -652,9 +740,19 @@ impl Segment {
         self.rows
     }
 
-    /// The file.
+    /// The file's path (for messages).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's name in its directory.
+    pub fn file_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The format version the file was written in.
+    pub fn format_version(&self) -> u32 {
+        self.version
     }
 
     /// File size in bytes.
@@ -694,20 +792,88 @@ impl Segment {
         let row = rows[sorted.binary_search(&id).ok()?] as usize;
         (ids.get(row) == Some(&id)).then_some(row)
     }
-
-    /// Marks the file for removal once the last reader lets go of it.
-    pub(crate) fn mark_obsolete(&self) {
-        self.obsolete.store(true, Ordering::Release);
-    }
 }
 
-impl Drop for Segment {
-    fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire) {
-            // Best effort: a file left behind is not in the manifest and is removed on open.
-            let _ = std::fs::remove_file(&self.path);
-        }
+/// Reads the format-2 table: the footer points at it, crc-checked.
+fn read_table_v2(map: &[u8], count: usize) -> std::result::Result<Vec<Entry>, String> {
+    let len = map.len();
+    let f = &map[len - FOOTER_V2..];
+    if &f[24..32] != FOOTER_MAGIC {
+        return Err("footer magic missing (truncated file?)".into());
     }
+    if crc32c::crc32c(&f[..20]) != u32_at(f, 20) {
+        return Err("footer checksum mismatch".into());
+    }
+    if u64_at(f, 8) as usize != len {
+        return Err(format!("file is {len} bytes, footer says {}", u64_at(f, 8)));
+    }
+    let at = u64_at(f, 0) as usize;
+    let end = count
+        .checked_mul(ENTRY_BYTES)
+        .and_then(|n| n.checked_add(at))
+        .filter(|&e| e == len - FOOTER_V2 && at >= HEADER_BYTES)
+        .ok_or("section table does not end at the footer")?;
+    let table = &map[at..end];
+    if crc32c::crc32c(table) != u32_at(f, 16) {
+        return Err("section table checksum mismatch".into());
+    }
+    let entries = decode_table(table);
+    if entries
+        .iter()
+        .any(|e| e.offset.saturating_add(e.len) > at as u64)
+    {
+        return Err("a section overlaps the table".into());
+    }
+    Ok(entries)
+}
+
+/// Reads the format-1 table: exactly the 14 sections in their fixed order, crcs in the footer.
+fn read_table_v1(
+    map: &[u8],
+    count: usize,
+    lens: &[usize; 14],
+) -> std::result::Result<Vec<Entry>, String> {
+    let len = map.len();
+    if count != KINDS.len() {
+        return Err(format!("{count} sections, format 1 has {}", KINDS.len()));
+    }
+    if len < HEADER_BYTES + ENTRY_BYTES * KINDS.len() + footer_v1_bytes() {
+        return Err(format!("{len} bytes is too short for a segment"));
+    }
+    let f = &map[len - footer_v1_bytes()..];
+    if &f[f.len() - 8..] != FOOTER_MAGIC {
+        return Err("footer magic missing (truncated file?)".into());
+    }
+    let fc = f.len() - 12;
+    if crc32c::crc32c(&f[..fc]) != u32_at(f, fc) {
+        return Err("footer checksum mismatch".into());
+    }
+    let pad = (4 * KINDS.len()).next_multiple_of(8);
+    if u64_at(f, pad) as usize != len {
+        return Err(format!(
+            "file is {len} bytes, footer says {}",
+            u64_at(f, pad)
+        ));
+    }
+    let (offsets, end) = layout(lens, HEADER_BYTES + ENTRY_BYTES * KINDS.len());
+    let table = &map[HEADER_BYTES..HEADER_BYTES + ENTRY_BYTES * KINDS.len()];
+    if crc32c::crc32c(table) != u32_at(f, pad + 8) || table != table_v1_bytes(&offsets, lens) {
+        return Err("section table checksum or layout mismatch".into());
+    }
+    if end + footer_v1_bytes() != len {
+        return Err("sections do not fill the file".into());
+    }
+    Ok(KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| Entry {
+            kind: kind as u32,
+            flags: 0,
+            offset: offsets[i] as u64,
+            len: lens[i] as u64,
+            crc: u32_at(f, 4 * i),
+        })
+        .collect())
 }
 
 /// The file name of segment `id`.

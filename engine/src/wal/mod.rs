@@ -11,12 +11,9 @@
 //! the tail and replay fails with an error naming the file and offset: acknowledged writes may
 //! be behind it, so nothing is skipped silently.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
+use crate::directory::{AppendFile, Directory};
 use crate::error::{Error, Result};
-use crate::fsio::{self, IoContext, u32_at, u64_at};
+use crate::fsio::{u32_at, u64_at};
 
 /// First bytes of a WAL file.
 pub const MAGIC: &[u8; 8] = b"GYREWAL1";
@@ -106,13 +103,23 @@ fn decode(body: &[u8], dim: usize) -> Option<Record> {
 }
 
 /// An open WAL file being appended to.
+///
+/// It knows where the last whole write ended (`good_len`). A failed write or sync may leave a
+/// torn record past that point; [`heal`](Self::heal) cuts it off (and syncs) before anything
+/// else is appended or the log rotates, so a torn record can only ever be the newest file's
+/// tail, which replay cuts.
 #[derive(Debug)]
 pub(crate) struct WalWriter {
-    file: File,
-    path: PathBuf,
+    file: Box<dyn AppendFile>,
     seq: u64,
     seed: u32,
     buf: Vec<u8>,
+    /// End of the last write that completed (and, in fsync mode, was synced).
+    good_len: u64,
+    /// Bytes past `good_len` may exist (a failed write or sync).
+    torn: bool,
+    /// Written bytes not yet synced.
+    unsynced: bool,
 }
 
 fn header(seq: u64, seed: u32, dim: usize) -> [u8; HEADER_BYTES] {
@@ -142,40 +149,39 @@ fn fresh_seed(seq: u64) -> u32 {
 impl WalWriter {
     /// Creates WAL file `seq` in `dir`, durably. The header is written under a temporary
     /// name and renamed into place, so a WAL file never exists without a whole header.
-    pub fn create(dir: &Path, seq: u64, dim: usize) -> Result<WalWriter> {
-        let path = dir.join(file_name(seq));
+    pub fn create(dir: &dyn Directory, seq: u64, dim: usize) -> Result<WalWriter> {
+        let name = file_name(seq);
         let seed = fresh_seed(seq);
-        fsio::write_atomic(&path, &header(seq, seed, dim))?;
-        let mut file = OpenOptions::new().append(true).open(&path).at(&path)?;
-        file.flush().at(&path)?;
+        dir.write_atomic(&name, &header(seq, seed, dim))?;
+        let file = dir.append(&name)?;
         Ok(WalWriter {
             file,
-            path,
             seq,
             seed,
             buf: Vec::new(),
+            good_len: HEADER_BYTES as u64,
+            torn: false,
+            unsynced: false,
         })
     }
 
     /// Reopens a replayed file for appending after its last valid record.
-    fn reopen(path: &Path, seq: u64, seed: u32, valid_len: u64) -> Result<WalWriter> {
-        let file = OpenOptions::new().write(true).open(path).at(path)?;
-        if file.metadata().at(path)?.len() != valid_len {
-            file.set_len(valid_len).at(path)?;
-            file.sync_all().at(path)?;
+    fn reopen(dir: &dyn Directory, seq: u64, seed: u32, valid_len: u64) -> Result<WalWriter> {
+        let name = file_name(seq);
+        let mut file = dir.append(&name)?;
+        if file.len() != valid_len {
+            file.truncate(valid_len)?;
+            file.sync()?;
         }
-        let mut w = WalWriter {
+        Ok(WalWriter {
             file,
-            path: path.to_path_buf(),
             seq,
             seed,
             buf: Vec::new(),
-        };
-        use std::io::Seek;
-        w.file
-            .seek(std::io::SeekFrom::Start(valid_len))
-            .at(&w.path)?;
-        Ok(w)
+            good_len: valid_len,
+            torn: false,
+            unsynced: false,
+        })
     }
 
     /// This file's sequence number.
@@ -197,17 +203,68 @@ impl WalWriter {
         self.buf.resize(self.buf.len().next_multiple_of(8), 0);
     }
 
-    /// Writes the staged records with one system call (they reach the page cache: a process
-    /// crash no longer loses them; [`sync`](Self::sync) makes them survive power loss).
-    pub fn write(&mut self) -> Result<()> {
-        let r = self.file.write_all(&self.buf).at(&self.path);
-        self.buf.clear();
-        r
+    /// Cuts a torn record left by a failed write or sync, and syncs the cut. Until it succeeds
+    /// nothing else may be appended and the log must not rotate.
+    pub fn heal(&mut self) -> Result<()> {
+        if self.torn {
+            self.file.truncate(self.good_len)?;
+            self.file.sync()?;
+            self.torn = false;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
-    /// fdatasync.
+    /// Writes the staged records with one call (they reach the OS: a process crash no longer
+    /// loses them; [`sync`](Self::sync) makes them survive power loss). With `commit`, the
+    /// records count as whole once written (periodic durability); otherwise only once synced
+    /// by [`commit_synced`](Self::commit_synced).
+    pub fn write(&mut self, commit: bool) -> Result<()> {
+        let staged = std::mem::take(&mut self.buf);
+        if let Err(e) = self.heal() {
+            self.buf = staged;
+            self.buf.clear();
+            return Err(e);
+        }
+        let r = self.file.append(&staged);
+        self.buf = staged;
+        self.buf.clear();
+        match r {
+            Ok(()) => {
+                self.unsynced = true;
+                if commit {
+                    self.good_len = self.file.len();
+                } else {
+                    self.torn = true;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// fdatasync. On failure the state of unsynced bytes is unknown (the kernel may have
+    /// dropped them): [`write`](Self::write) calls after an uncommitted write are cut off.
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().at(&self.path)
+        self.file.sync()?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Syncs, then counts everything written as whole (fsync durability).
+    pub fn commit_synced(&mut self) -> Result<()> {
+        self.sync()?;
+        self.good_len = self.file.len();
+        self.torn = false;
+        Ok(())
+    }
+
+    /// True when written bytes are not yet synced.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 }
 
@@ -224,12 +281,15 @@ pub(crate) struct Replayed {
 /// is truncated and the file is returned open for appending; in an older file any damage is an
 /// error (nothing was appended to it after the next file was created).
 pub(crate) fn replay(
-    path: &Path,
+    dir: &dyn Directory,
+    seq_of_name: u64,
     dim: usize,
     last: bool,
     mut apply: impl FnMut(Record) -> Result<()>,
 ) -> Result<(Replayed, Option<WalWriter>)> {
-    let bytes = fsio::read(path)?;
+    let name = file_name(seq_of_name);
+    let path = &dir.path_of(&name);
+    let bytes = dir.read(&name)?;
     let bad = |reason: String| Error::corrupt(path, reason);
     if bytes.len() < HEADER_BYTES {
         return Err(bad(format!(
@@ -258,6 +318,11 @@ pub(crate) fn replay(
     }
     let seed = u32_at(h, 12);
     let seq = u64_at(h, 20);
+    if seq != seq_of_name {
+        return Err(bad(format!(
+            "WAL header says sequence {seq}, the name says {seq_of_name}"
+        )));
+    }
     let mut at = HEADER_BYTES;
     let mut records = 0;
     while at < bytes.len() {
@@ -289,7 +354,7 @@ pub(crate) fn replay(
     }
     let truncated = (bytes.len() - at) as u64;
     let writer = if last {
-        Some(WalWriter::reopen(path, seq, seed, at as u64)?)
+        Some(WalWriter::reopen(dir, seq, seed, at as u64)?)
     } else {
         None
     };
@@ -321,9 +386,11 @@ fn record_at(bytes: &[u8], at: usize, seed: u32, dim: usize) -> Option<(Record, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
 
     fn write_some(dir: &Path, n: usize) -> PathBuf {
-        let mut w = WalWriter::create(dir, 1, 3).unwrap();
+        let d = crate::directory::LocalDirectory::open(dir).unwrap();
+        let mut w = WalWriter::create(&d, 1, 3).unwrap();
         for i in 0..n {
             let ids = [i as u64, 100 + i as u64];
             let rows = [i as f32, 1.0, 2.0, 3.0, 4.0, 5.0];
@@ -331,15 +398,16 @@ mod tests {
             if i % 3 == 2 {
                 w.stage(&delete_body(&[i as u64]));
             }
-            w.write().unwrap();
+            w.write(false).unwrap();
+            w.commit_synced().unwrap();
         }
-        w.sync().unwrap();
         dir.join(file_name(1))
     }
 
     fn replay_all(path: &Path) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        replay(path, 3, true, |r| {
+        let d = crate::directory::LocalDirectory::open(path.parent().unwrap()).unwrap();
+        replay(&d, 1, 3, true, |r| {
             out.push(r);
             Ok(())
         })?;

@@ -1,0 +1,275 @@
+//! The state searches read: the memtable, a memtable being sealed, and the live segments with
+//! their deletion masks; and how a durable write changes it.
+//!
+//! Invariants:
+//! * An id is live in at most one place: applying a write first kills the id's older versions
+//!   in segments and in the sealing memtable, then appends to (or deletes from) the memtable.
+//! * A segment's state is replaced copy-on-write (`Arc<SegState>` in an `Arc<Vec<_>>`), so a
+//!   reader's snapshot never changes under it.
+//! * `SegState::live` is the complement of `deleted` over the segment's rows.
+
+use std::sync::Arc;
+
+use roaring::{RoaringBitmap, RoaringTreemap};
+
+use crate::error::Result;
+use crate::search::flat::Encoded;
+use crate::search::view::{Shape, View};
+use crate::search::{FlatIndex, LiveMask};
+use crate::segment::Segment;
+
+/// A segment as the current state sees it: the file and which of its rows are deleted.
+#[derive(Debug, Clone)]
+pub(super) struct SegState {
+    pub seg: Arc<Segment>,
+    pub deleted: RoaringBitmap,
+    pub live: LiveMask,
+    /// True when `deleted` has changes the manifest does not have yet.
+    pub dirty: bool,
+    /// The deletion file generation the manifest names (0: none).
+    pub del_gen: u64,
+    pub del_crc: u32,
+}
+
+impl SegState {
+    pub fn new(seg: Arc<Segment>, deleted: RoaringBitmap, del_gen: u64, del_crc: u32) -> SegState {
+        let live = LiveMask::without(seg.rows(), deleted.iter());
+        SegState {
+            seg,
+            deleted,
+            live,
+            dirty: false,
+            del_gen,
+            del_crc,
+        }
+    }
+
+    /// A copy with `rows` deleted too (marked dirty).
+    pub fn with_deleted(&self, rows: &[u32]) -> SegState {
+        let mut next = self.clone();
+        next.dirty = true;
+        for &r in rows {
+            if next.live.kill(r as usize) {
+                next.deleted.insert(r);
+            }
+        }
+        next
+    }
+
+    pub fn view<'a>(&'a self, shape: &'a Shape) -> View<'a> {
+        View {
+            shape,
+            cols: self.seg.columns(),
+        }
+    }
+
+    /// The live rows whose id is in `allow`.
+    pub fn allowed(&self, allow: &RoaringTreemap) -> LiveMask {
+        let mut mask = LiveMask::none(self.seg.rows());
+        if (allow.len() as usize) < self.seg.rows() / 8 {
+            for id in allow.iter() {
+                if let Some(row) = self.seg.find(id) {
+                    mask.set(row);
+                }
+            }
+        } else {
+            for (row, &id) in self.seg.columns().ids.iter().enumerate() {
+                if allow.contains(id) {
+                    mask.set(row);
+                }
+            }
+        }
+        mask.and(&self.live)
+    }
+
+    /// The live rows, in order (what a merge copies).
+    pub fn live_rows(&self) -> Vec<u32> {
+        self.live.iter().map(|r| r as u32).collect()
+    }
+}
+
+/// A frozen memtable being sealed, and the deletions it received after freezing.
+#[derive(Debug)]
+pub(super) struct Frozen {
+    pub index: Arc<FlatIndex>,
+    /// The rows live at the freeze, in order: the new segment's rows.
+    pub rows: Vec<u32>,
+    /// Rows deleted since the freeze.
+    pub deleted: RoaringBitmap,
+    /// The index's live rows minus `deleted`.
+    pub live: LiveMask,
+}
+
+impl Frozen {
+    pub fn kill(&mut self, row: usize) -> bool {
+        if !self.live.kill(row) {
+            return false;
+        }
+        self.deleted.insert(row as u32);
+        true
+    }
+
+    pub fn allowed(&self, allow: &RoaringTreemap) -> LiveMask {
+        self.index.allowed(allow).and(&self.live)
+    }
+}
+
+/// The mutable part of a collection, behind one lock.
+#[derive(Debug)]
+pub(super) struct State {
+    pub memtable: FlatIndex,
+    /// A memtable being sealed into a segment (searched from memory until the segment is
+    /// installed).
+    pub frozen: Option<Frozen>,
+    pub segments: Arc<Vec<Arc<SegState>>>,
+}
+
+impl State {
+    /// Live points.
+    pub fn len(&self) -> usize {
+        self.memtable.len()
+            + self.frozen.as_ref().map_or(0, |f| f.live.count())
+            + self.segments.iter().map(|g| g.live.count()).sum::<usize>()
+    }
+}
+
+/// A durable write to apply.
+#[derive(Debug)]
+pub(super) enum Op {
+    Upsert {
+        ids: Vec<u64>,
+        rows: Vec<f32>,
+        parts: Vec<Encoded>,
+    },
+    Delete {
+        ids: Vec<u64>,
+    },
+}
+
+/// What applying a write did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Applied {
+    /// Live points a delete removed (0 for upserts).
+    pub removed: usize,
+    /// Segment rows killed (older versions or deletes): deletions the manifest does not have.
+    pub segment_rows_killed: usize,
+}
+
+/// Applies a durable write to the memtable and the segments' deletions.
+pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
+    let ids = match op {
+        Op::Upsert { ids, .. } | Op::Delete { ids } => ids,
+    };
+    // Older versions in segments die first (an id is live in at most one place).
+    let mut removed = 0;
+    let mut changed = false;
+    let mut segments: Vec<Arc<SegState>> = state.segments.iter().cloned().collect();
+    for s in segments.iter_mut() {
+        let mut rows: Vec<u32> = ids
+            .iter()
+            .filter_map(|&id| s.seg.find(id))
+            .filter(|&r| s.live.contains(r))
+            .map(|r| r as u32)
+            .collect();
+        if !rows.is_empty() {
+            rows.sort_unstable();
+            rows.dedup();
+            removed += rows.len();
+            *s = Arc::new(s.with_deleted(&rows));
+            changed = true;
+        }
+    }
+    let segment_rows_killed = removed;
+    if changed {
+        state.segments = Arc::new(segments);
+    }
+    if let Some(f) = &mut state.frozen {
+        for &id in ids {
+            if let Some(row) = f.index.row_of(id)
+                && f.kill(row)
+            {
+                removed += 1;
+            }
+        }
+    }
+    let removed = match op {
+        Op::Upsert { ids, rows, parts } => {
+            state.memtable.add_encoded(ids, rows, parts);
+            0
+        }
+        Op::Delete { ids } => removed + state.memtable.remove(ids),
+    };
+    Applied {
+        removed,
+        segment_rows_killed,
+    }
+}
+
+/// The sources a search covers, taken under the state read lock: the memtable and sealing
+/// memtable are scanned while it is held (they change in place), the segments of the snapshot
+/// after it is released.
+pub(super) fn walk_sources<T>(
+    state: &std::sync::RwLock<State>,
+    shape: &Shape,
+    allow: Option<&RoaringTreemap>,
+    mut run: impl FnMut(View<'_>, &[u32]) -> T,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let segments = {
+        let state = state.read().map_err(super::poisoned)?;
+        let mt = &state.memtable;
+        if mt.rows() > 0 {
+            out.push(match allow {
+                Some(a) => run(mt.view(), mt.allowed(a).words()),
+                None => run(mt.view(), mt.live().words()),
+            });
+        }
+        if let Some(f) = &state.frozen {
+            out.push(match allow {
+                Some(a) => run(f.index.view(), f.allowed(a).words()),
+                None => run(f.index.view(), f.live.words()),
+            });
+        }
+        state.segments.clone()
+    };
+    for s in segments.iter() {
+        out.push(match allow {
+            Some(a) => run(s.view(shape), s.allowed(a).words()),
+            None if s.live.is_empty() => continue,
+            None => run(s.view(shape), s.live.words()),
+        });
+    }
+    Ok(out)
+}
+
+/// New row numbers of rows deleted while their source was being copied (the one remap shared
+/// by seal and compaction). Each source is `(copied, late)`: the rows copied, in order, and
+/// rows deleted since the copy started. A copied source's rows land after the previous
+/// sources' rows, in order.
+pub(super) fn remap_late(sources: &[(&[u32], &RoaringBitmap)]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut offset = 0u32;
+    for (copied, late) in sources {
+        for r in late.iter() {
+            if let Ok(i) = copied.binary_search(&r) {
+                out.push(offset + i as u32);
+            }
+        }
+        offset += copied.len() as u32;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_deletions_land_on_the_merged_rows() {
+        let a = [0u32, 2, 3, 7];
+        let b = [1u32, 4];
+        let late_a: RoaringBitmap = [3u32, 7, 5].into_iter().collect(); // 5 was not copied
+        let late_b: RoaringBitmap = [4u32].into_iter().collect();
+        assert_eq!(remap_late(&[(&a, &late_a), (&b, &late_b)]), vec![2, 3, 5]);
+    }
+}

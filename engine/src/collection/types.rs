@@ -1,0 +1,80 @@
+//! The collection API's plain types: search options, points, counts and sizes, recovery.
+
+use roaring::RoaringTreemap;
+
+use super::CollectionConfig;
+use crate::search::SearchParams;
+
+/// Search options of a collection.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    /// Scan parameters (oversampling, rescore on stored vectors, staged search).
+    pub params: SearchParams,
+    /// Brute force on the stored vectors instead of the code scan (needs rerank storage).
+    pub exact: bool,
+    /// Only these ids may be returned.
+    pub allow: Option<RoaringTreemap>,
+}
+
+impl SearchOptions {
+    /// The recommended parameters for `config` (see [`SearchParams::recommended`]).
+    pub fn recommended(config: &CollectionConfig) -> Self {
+        SearchOptions {
+            params: SearchParams::recommended(config.bits, config.rerank),
+            ..Default::default()
+        }
+    }
+}
+
+/// A stored point returned by [`Collection::get`](super::Collection::get).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The id.
+    pub id: u64,
+    /// The vector, when the collection keeps full-precision copies (f16 copies are widened).
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Counts and sizes of a collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionInfo {
+    /// The collection's name.
+    pub name: String,
+    /// Its configuration.
+    pub config: CollectionConfig,
+    /// Live points (one per id).
+    pub live: u64,
+    /// Rows stored that are deleted or replaced but not yet compacted away.
+    pub deleted: u64,
+    /// Rows in memory: the memtable and a memtable being sealed (live or replaced).
+    pub memtable_rows: u64,
+    /// Per segment: id, rows, live rows, file bytes.
+    pub segments: Vec<SegmentInfo>,
+    /// Bytes of every file in the collection's directory.
+    pub disk_bytes: u64,
+    /// Bytes of the segment files resident in memory (Linux only; `None` elsewhere).
+    pub resident_bytes: Option<u64>,
+}
+
+/// One segment in [`CollectionInfo`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentInfo {
+    /// Segment id.
+    pub id: u64,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Live rows.
+    pub live: u64,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// What opening a collection replayed from its WAL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// WAL records applied.
+    pub wal_records: u64,
+    /// Bytes of a torn tail cut from the newest WAL file (a write interrupted by a crash; it was
+    /// never acknowledged).
+    pub truncated_bytes: u64,
+}
