@@ -77,6 +77,9 @@ struct Fs {
     /// Matching points seen since the plan was set.
     seen: u64,
     stats: FaultStats,
+    /// Take a power-cut image when `stats.points` reaches this.
+    cut_at: Option<u64>,
+    cut: Option<Box<Fs>>,
 }
 
 fn parent(path: &str) -> &str {
@@ -94,6 +97,10 @@ fn join(dir: &str, name: &str) -> String {
 impl Fs {
     /// Counts a fault point; `Err` when the plan says it fails.
     fn point(&mut self, op: Op, path: &str) -> Result<()> {
+        if self.cut_at == Some(self.stats.points) {
+            self.cut = Some(Box::new(self.after_power_cut()));
+            self.cut_at = None;
+        }
         self.stats.points += 1;
         let Some(plan) = &self.plan else {
             return Ok(());
@@ -294,6 +301,24 @@ impl FaultDirectory {
             fs: Arc::new(Mutex::new(cut)),
             prefix: self.prefix.clone(),
         }
+    }
+
+    /// Arms a power cut: when fault point `point` (counted by [`stats`](Self::stats)`.points`)
+    /// is reached, before it runs, the file system a power cut would leave is kept; get it with
+    /// [`take_cut`](Self::take_cut). The process carries on unaware.
+    pub fn cut_at(&self, point: u64) {
+        let mut fs = self.fs();
+        fs.cut_at = Some(point);
+        fs.cut = None;
+    }
+
+    /// The image [`cut_at`](Self::cut_at) took, if its point was reached.
+    pub fn take_cut(&self) -> Option<FaultDirectory> {
+        let cut = self.fs().cut.take()?;
+        Some(FaultDirectory {
+            fs: Arc::new(Mutex::new(*cut)),
+            prefix: self.prefix.clone(),
+        })
     }
 
     /// Every file's full path and length, sorted (for test diagnostics).
