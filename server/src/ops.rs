@@ -239,6 +239,10 @@ pub fn info(a: &InfoArgs) -> Result<(), String> {
 pub fn verify(a: &DirArgs) -> Result<(), String> {
     let db = open(a)?;
     let mut bad = 0;
+    for (name, e) in db.unavailable() {
+        println!("{name}: does not open: {e}");
+        bad += 1;
+    }
     for name in db.list().map_err(|e| e.to_string())? {
         let c = db.collection(&name).map_err(|e| e.to_string())?;
         match c.verify() {

@@ -218,6 +218,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    for (name, e) in db.unavailable() {
+        // The other collections serve; calls naming this one get its error (DATA_LOSS or
+        // INTERNAL) until it is repaired or dropped.
+        tracing::error!(collection = %name, error = %e, "collection unavailable");
+    }
     let db = Arc::new(db);
     let metrics = Metrics::default();
     let service = Service {
