@@ -31,6 +31,7 @@ mod compaction;
 mod config;
 mod database;
 pub mod manifest;
+mod memtable;
 mod merge_policy;
 mod publish;
 mod recovery;
@@ -241,19 +242,18 @@ impl Collection {
         Ok(ids
             .iter()
             .map(|&id| {
-                if let Some(row) = state.memtable.row_of(id) {
+                if let Some(at) = state.memtable.row_of(id) {
                     return Some(Point {
                         id,
-                        vector: state.memtable.view().vector(row),
+                        vector: state.memtable.vector(at),
                     });
                 }
                 if let Some(f) = &state.frozen
-                    && let Some(row) = f.index.row_of(id)
-                    && f.live.contains(row)
+                    && let Some(at) = f.table.row_of(id)
                 {
                     return Some(Point {
                         id,
-                        vector: f.index.view().vector(row),
+                        vector: f.table.vector(at),
                     });
                 }
                 state.segments.iter().find_map(|s| {
@@ -293,7 +293,7 @@ impl Collection {
             let (f_live, f_rows) = s
                 .frozen
                 .as_ref()
-                .map_or((0, 0), |f| (f.live.count(), f.index.rows()));
+                .map_or((0, 0), |f| (f.table.len(), f.table.rows()));
             (
                 s.memtable.len() + f_live,
                 s.memtable.rows() + f_rows,

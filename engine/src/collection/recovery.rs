@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use super::commit::Writer;
 use super::manifest::{self, Manifest};
+use super::memtable::MemTable;
 use super::snapshot::{Op, SegState, State, apply_op};
 use super::{Collection, CollectionConfig, Durability, Inner, Recovery};
 use crate::directory::{Directory, LockGuard};
 use crate::error::{Error, Result};
-use crate::search::FlatIndex;
 use crate::search::flat::encode_rows;
 use crate::search::view::Shape;
 use crate::segment::{self, Segment};
@@ -71,7 +71,7 @@ impl Collection {
             )));
         }
         let wal_files = sweep(&*dir, &manifest)?;
-        let memtable = FlatIndex::new(config.quantizer(), config.metric, config.rerank)?;
+        let memtable = MemTable::new(config.quantizer(), config.metric, config.rerank)?;
         let mut state = State {
             memtable,
             frozen: None,

@@ -71,15 +71,15 @@ impl Collection {
                 return Ok(());
             }
             // An earlier write failed: write the frozen rows again, here.
-            let (index, rows) = {
+            let (chunks, rows) = {
                 let state = self.inner.state.read().map_err(poisoned)?;
                 let f = state
                     .frozen
                     .as_ref()
                     .ok_or_else(|| Error::internal("a seal without frozen rows"))?;
-                (f.index.clone(), f.rows.clone())
+                (f.table.indexes().to_vec(), f.copied.clone())
             };
-            sealing.written = Some(write_segment(self, sealing.id, &index, rows)?);
+            sealing.written = Some(write_segment(self, sealing.id, &chunks, &rows)?);
         }
         let seg = sealing.written.clone().expect("written above");
         let wal_seq = sealing.wal_seq;
@@ -90,9 +90,15 @@ impl Collection {
                 .frozen
                 .as_ref()
                 .ok_or_else(|| Error::internal("a seal without frozen rows"))?;
+            let pairs: Vec<(&[u32], &RoaringBitmap)> = frozen
+                .copied
+                .iter()
+                .map(Vec::as_slice)
+                .zip(frozen.late.iter())
+                .collect();
             (
                 state.segments.iter().cloned().collect::<Vec<_>>(),
-                remap_late(&[(&frozen.rows, &frozen.deleted)]),
+                remap_late(&pairs),
             )
         };
         let mut new_state = SegState::new(seg, RoaringBitmap::new(), 0, 0);
@@ -120,13 +126,12 @@ impl Collection {
         if writer.sealing.is_some() {
             return Err(Error::internal("freeze while a seal is in flight"));
         }
-        let (rows, dirty, mt_rows) = {
+        let (live, dirty, mt_rows) = {
             let state = inner.state.read().map_err(poisoned)?;
             let mt = &state.memtable;
-            let rows: Vec<u32> = mt.live().iter().map(|r| r as u32).collect();
-            (rows, state.segments.iter().any(|s| s.dirty), mt.rows())
+            (mt.len(), state.segments.iter().any(|s| s.dirty), mt.rows())
         };
-        if rows.is_empty() && !dirty && mt_rows == 0 {
+        if live == 0 && !dirty && mt_rows == 0 {
             return Ok(());
         }
         // Everything in the current WAL must be whole and durable before a newer file exists.
@@ -134,17 +139,13 @@ impl Collection {
         if writer.wal.unsynced() {
             writer.wal.sync()?;
         }
-        let fresh = FlatIndex::new(
-            inner.config.quantizer(),
-            inner.config.metric,
-            inner.config.rerank,
-        )?;
+        let fresh = inner.state.read().map_err(poisoned)?.memtable.fresh();
         let old_wal = writer.wal.seq();
         // From here on the new WAL takes every write, whatever happens to the edit: if the
         // edit reached the disk, replay starts at the new file.
         writer.wal = WalWriter::create(dir, old_wal + 1, inner.config.dim)?;
         writer.last_sync = std::time::Instant::now();
-        if rows.is_empty() {
+        if live == 0 {
             let segments: Vec<Arc<SegState>> = inner
                 .state
                 .read()
@@ -160,23 +161,19 @@ impl Collection {
             };
             return publish(inner, writer, edit, |state| state.memtable = fresh);
         }
-        let index = {
+        let (chunks, rows) = {
             let mut state = inner.state.write().map_err(poisoned)?;
-            let index = Arc::new(std::mem::replace(&mut state.memtable, fresh));
-            state.frozen = Some(Frozen {
-                index: index.clone(),
-                live: index.live().clone(),
-                rows: rows.clone(),
-                deleted: RoaringBitmap::new(),
-            });
-            index
+            let frozen = Frozen::new(std::mem::replace(&mut state.memtable, fresh));
+            let taken = (frozen.table.indexes().to_vec(), frozen.copied.clone());
+            state.frozen = Some(frozen);
+            taken
         };
         let id = writer.manifest.next_segment;
         writer.manifest.next_segment += 1;
         let me = self.clone();
         let handle = std::thread::Builder::new()
             .name("gyre-seal".into())
-            .spawn(move || write_segment(&me, id, &index, rows))
+            .spawn(move || write_segment(&me, id, &chunks, &rows))
             .map_err(|e| Error::io(&dir.path_of(""), e))?;
         writer.sealing = Some(Sealing {
             id,
@@ -188,22 +185,22 @@ impl Collection {
     }
 }
 
-/// Writes `rows` of `index` as segment `id` and maps it.
+/// Writes `rows[c]` of each memtable chunk `c` as segment `id` and maps it.
 fn write_segment(
     c: &Collection,
     id: u64,
-    index: &FlatIndex,
-    rows: Vec<u32>,
+    chunks: &[Arc<FlatIndex>],
+    rows: &[Vec<u32>],
 ) -> Result<Arc<Segment>> {
     let inner = &c.inner;
     let meta = inner.config.segment_meta();
-    segment::write(
-        &*inner.dir,
-        &meta,
-        &inner.shape,
-        id,
-        &[(index.view(), rows)],
-    )?;
+    let sources: Vec<segment::Source<'_>> = chunks
+        .iter()
+        .zip(rows)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(c, r)| (c.view(), r.clone()))
+        .collect();
+    segment::write(&*inner.dir, &meta, &inner.shape, id, &sources)?;
     match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
         Ok(seg) => Ok(Arc::new(seg)),
         Err(e) => {

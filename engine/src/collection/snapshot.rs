@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use roaring::{RoaringBitmap, RoaringTreemap};
 
+use super::memtable::MemTable;
 use crate::error::Result;
+use crate::search::LiveMask;
 use crate::search::flat::Encoded;
 use crate::search::view::{Shape, View};
-use crate::search::{FlatIndex, LiveMask};
 use crate::segment::Segment;
 
 /// A segment as the current state sees it: the file and which of its rows are deleted.
@@ -91,33 +92,38 @@ impl SegState {
 /// A frozen memtable being sealed, and the deletions it received after freezing.
 #[derive(Debug)]
 pub(super) struct Frozen {
-    pub index: Arc<FlatIndex>,
-    /// The rows live at the freeze, in order: the new segment's rows.
-    pub rows: Vec<u32>,
-    /// Rows deleted since the freeze.
-    pub deleted: RoaringBitmap,
-    /// The index's live rows minus `deleted`.
-    pub live: LiveMask,
+    pub table: MemTable,
+    /// The rows of each chunk live at the freeze, in order: the new segment's rows.
+    pub copied: Vec<Vec<u32>>,
+    /// Per chunk, rows deleted since the freeze.
+    pub late: Vec<RoaringBitmap>,
 }
 
 impl Frozen {
-    pub fn kill(&mut self, row: usize) -> bool {
-        if !self.live.kill(row) {
-            return false;
+    pub fn new(table: MemTable) -> Frozen {
+        let copied = table.live_rows();
+        let late = vec![RoaringBitmap::new(); copied.len()];
+        Frozen {
+            table,
+            copied,
+            late,
         }
-        self.deleted.insert(row as u32);
-        true
     }
 
-    pub fn allowed(&self, allow: &RoaringTreemap) -> LiveMask {
-        self.index.allowed(allow).and(&self.live)
+    /// Kills the live rows of `ids`; returns how many.
+    pub fn kill(&mut self, ids: &[u64]) -> usize {
+        let killed = self.table.remove(ids);
+        for &(c, r) in &killed {
+            self.late[c].insert(r as u32);
+        }
+        killed.len()
     }
 }
 
 /// The mutable part of a collection, behind one lock.
 #[derive(Debug)]
 pub(super) struct State {
-    pub memtable: FlatIndex,
+    pub memtable: MemTable,
     /// A memtable being sealed into a segment (searched from memory until the segment is
     /// installed).
     pub frozen: Option<Frozen>,
@@ -128,7 +134,7 @@ impl State {
     /// Live points.
     pub fn len(&self) -> usize {
         self.memtable.len()
-            + self.frozen.as_ref().map_or(0, |f| f.live.count())
+            + self.frozen.as_ref().map_or(0, |f| f.table.len())
             + self.segments.iter().map(|g| g.live.count()).sum::<usize>()
     }
 }
@@ -184,20 +190,14 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
         state.segments = Arc::new(segments);
     }
     if let Some(f) = &mut state.frozen {
-        for &id in ids {
-            if let Some(row) = f.index.row_of(id)
-                && f.kill(row)
-            {
-                removed += 1;
-            }
-        }
+        removed += f.kill(ids);
     }
     let removed = match op {
         Op::Upsert { ids, rows, parts } => {
-            state.memtable.add_encoded(ids, rows, parts);
+            state.memtable.append(ids, rows, parts);
             0
         }
-        Op::Delete { ids } => removed + state.memtable.remove(ids),
+        Op::Delete { ids } => removed + state.memtable.remove(ids).len(),
     };
     Applied {
         removed,
@@ -205,33 +205,28 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
     }
 }
 
-/// The sources a search covers, taken under the state read lock: the memtable and sealing
-/// memtable are scanned while it is held (they change in place), the segments of the snapshot
-/// after it is released.
+/// The sources a search covers: under the state read lock only the chunk `Arc`s, masks and
+/// the segment snapshot are taken; every scan runs after the lock is released, so a writer
+/// never waits for a search.
 pub(super) fn walk_sources<T>(
     state: &std::sync::RwLock<State>,
     shape: &Shape,
     allow: Option<&RoaringTreemap>,
     mut run: impl FnMut(View<'_>, &[u32]) -> T,
 ) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    let segments = {
+    let (mut chunks, segments) = {
         let state = state.read().map_err(super::poisoned)?;
-        let mt = &state.memtable;
-        if mt.rows() > 0 {
-            out.push(match allow {
-                Some(a) => run(mt.view(), mt.allowed(a).words()),
-                None => run(mt.view(), mt.live().words()),
-            });
-        }
+        let mut chunks = state.memtable.chunks(allow);
         if let Some(f) = &state.frozen {
-            out.push(match allow {
-                Some(a) => run(f.index.view(), f.allowed(a).words()),
-                None => run(f.index.view(), f.live.words()),
-            });
+            chunks.extend(f.table.chunks(allow));
         }
-        state.segments.clone()
+        (chunks, state.segments.clone())
     };
+    let mut out = Vec::new();
+    chunks.retain(|(_, m)| !m.is_empty());
+    for (chunk, mask) in &chunks {
+        out.push(run(chunk.view(), mask.words()));
+    }
     for s in segments.iter() {
         out.push(match allow {
             Some(a) => run(s.view(shape), s.allowed(a).words()),

@@ -436,6 +436,13 @@ impl EncodedBatch {
         }
     }
 
+    /// Appends one encoded vector of the same shape.
+    pub fn push_code(&mut self, code: CodeRef<'_>) {
+        self.codes.extend_from_slice(code.codes);
+        self.sketches.extend_from_slice(code.sketch);
+        self.scalars.push(code.scalars);
+    }
+
     /// Appends another batch of the same shape.
     pub fn append(&mut self, other: &EncodedBatch) {
         assert_eq!(

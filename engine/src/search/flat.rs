@@ -238,16 +238,6 @@ impl FlatIndex {
         }
     }
 
-    /// The rows holding the current version of their id.
-    pub(crate) fn live(&self) -> &LiveMask {
-        &self.live
-    }
-
-    /// The row holding the live version of `id`.
-    pub(crate) fn row_of(&self, id: u64) -> Option<usize> {
-        self.rows_by_id.get(&id).copied()
-    }
-
     fn kill(&mut self, row: usize) {
         self.live.kill(row);
     }
@@ -323,12 +313,35 @@ impl FlatIndex {
     /// Appends rows encoded by [`encode_rows`] (in order, covering `ids`), with their full
     /// vectors for rerank storage. Replaces earlier versions of the ids.
     pub(crate) fn add_encoded(&mut self, ids: &[u64], rows: &[f32], parts: &[Encoded]) {
+        self.append_range(ids, rows, parts, 0..ids.len(), true);
+    }
+
+    /// Appends rows `range` of an [`encode_rows`] result. With `track_ids`, an id already
+    /// present is replaced (its old row dies); without, rows are appended live and the caller
+    /// keeps the id map (the memtable's chunks).
+    pub(crate) fn append_range(
+        &mut self,
+        ids: &[u64],
+        rows: &[f32],
+        parts: &[Encoded],
+        range: std::ops::Range<usize>,
+        track_ids: bool,
+    ) {
         let dim = self.shape.quantizer.dim();
         let plane_bytes = packing::packed_len(dim, 1);
         let prefix_bytes = packing::packed_len(dim, 4);
+        let mut base = 0;
         for part in parts {
             let batch = &part.batch;
-            for i in 0..batch.len() {
+            let (lo, hi) = (
+                range.start.max(base) - base,
+                range.end.min(base + batch.len()).saturating_sub(base),
+            );
+            base += batch.len();
+            if lo >= hi {
+                continue;
+            }
+            for i in lo..hi {
                 let code = batch.get(i);
                 if let Some(blocked) = &mut self.blocked {
                     if self.shape.prefix {
@@ -339,6 +352,7 @@ impl FlatIndex {
                 }
                 if let Some(plane) = &mut self.plane {
                     plane.push(&part.plane[i * plane_bytes..(i + 1) * plane_bytes]);
+                    self.plane_factor.push(part.plane_factor[i]);
                 }
                 let (factor, offset) = self.shape.key_terms(&code.scalars);
                 self.key_factor.push(factor);
@@ -348,24 +362,24 @@ impl FlatIndex {
                     self.sketch_factor
                         .push(self.shape.sketch_factor(&code.scalars));
                 }
+                self.codes.push_code(code);
             }
-            self.plane_factor.extend_from_slice(&part.plane_factor);
-            self.codes.append(batch);
         }
         let first = self.ids.len();
-        self.ids.extend_from_slice(ids);
-        for (i, &id) in ids.iter().enumerate() {
+        self.ids.extend_from_slice(&ids[range.clone()]);
+        for (i, &id) in ids[range.clone()].iter().enumerate() {
             let row = first + i;
             debug_assert_eq!(row, self.live.rows());
             self.live.push();
-            if let Some(old) = self.rows_by_id.insert(id, row) {
+            if track_ids && let Some(old) = self.rows_by_id.insert(id, row) {
                 self.kill(old);
             }
         }
+        let values = &rows[range.start * dim..range.end * dim];
         match &mut self.vectors {
             Vectors::None => {}
-            Vectors::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
-            Vectors::F32(v) => v.extend_from_slice(rows),
+            Vectors::F16(v) => v.extend(values.iter().map(|&x| half::f16::from_f32(x))),
+            Vectors::F32(v) => v.extend_from_slice(values),
         }
     }
 

@@ -280,21 +280,31 @@ pub(crate) fn write(
             .iter()
             .flat_map(|(v, rs)| rs.iter().map(move |&r| (v, r as usize)))
     };
-    // Sealing a memtable with no dead rows copies every array as it is.
-    let whole = match sources {
-        [(v, rows)] if rows.len() == v.cols.rows() => rows
-            .iter()
-            .enumerate()
-            .all(|(i, &r)| r as usize == i)
-            .then_some(v),
-        _ => None,
-    };
+    // Sealing a memtable with no dead rows copies every array as it is: each source whole and
+    // all but the last a whole number of blocks, so even the blocked arrays concatenate.
+    let whole: Option<Vec<&View<'_>>> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, (v, rows))| {
+            let all = rows.len() == v.cols.rows()
+                && rows.iter().enumerate().all(|(j, &r)| r as usize == j)
+                && (i + 1 == sources.len() || rows.len().is_multiple_of(BLOCK));
+            all.then_some(v)
+        })
+        .collect();
     for (i, kind) in KINDS.iter().enumerate() {
         w.pad_to(offsets[i])?;
         w.crc = 0;
         let q = &shape.quantizer;
-        if let Some(bytes) = whole.and_then(|v| whole_section(*kind, v, meta.rerank)) {
-            w.put(bytes)?;
+        let parts: Option<Vec<&[u8]>> = whole.as_ref().and_then(|vs| {
+            vs.iter()
+                .map(|v| whole_section(*kind, v, meta.rerank))
+                .collect()
+        });
+        if let Some(parts) = parts {
+            for bytes in parts {
+                w.put(bytes)?;
+            }
             if w.pos != offsets[i] + lens[i] {
                 return Err(Error::internal(format!(
                     "section {kind:?} of the source has the wrong size"
