@@ -5,8 +5,11 @@
 //! * `fingerprint`: a checksum of the codes a configuration produces, to compare encoders across
 //!   processes, builds and machines.
 //! * `recall`: the ann-benchmarks-style recall runner; `plot` charts result CSVs together.
+//! * `ingest`: durable ingest, open time, memory; `churn`: a steady upsert-and-delete load
+//!   (deleted rows, disk, write amplification of the merge policy); `grpc-load`: a server.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod churn;
 mod distortion;
 mod grpc;
 mod ingest;
@@ -39,6 +42,8 @@ enum Command {
     Ingest(Box<ingest::Args>),
     /// Concurrent single searches against a running server: throughput and latency.
     GrpcLoad(grpc::LoadArgs),
+    /// Steady upsert-and-delete load: deleted rows, disk, memory, write amplification.
+    Churn(churn::ChurnArgs),
 }
 
 #[derive(clap::Args)]
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => recall::plot(args),
         Command::Ingest(args) => ingest::run(args),
         Command::GrpcLoad(args) => grpc::load_test(args),
+        Command::Churn(args) => churn::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

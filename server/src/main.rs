@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod auth;
+mod convert;
 mod errors;
 mod metrics;
 mod ops;

@@ -5,10 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gyre::{
-    CollectionConfig, CollectionInfo as EngineInfo, Database, Metric as EngineMetric, Neighbor,
-    RerankStorage as EngineRerank, SearchOptions, Variant as EngineVariant,
-};
+use gyre::{Collection, CollectionConfig, Database};
 use gyre_proto::v1::{
     self as pb, admin_server::Admin, collections_server::Collections, points_server::Points,
     search_server::Search,
@@ -17,6 +14,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Access, Keys};
+use crate::convert::{info_to, metric_from, rerank_from, scored, search_options, variant_from};
 use crate::errors::{invalid, to_status};
 use crate::metrics::Metrics;
 
@@ -47,32 +45,29 @@ fn deadline(meta: &MetadataMap) -> Option<Duration> {
 }
 
 impl Service {
-    /// Runs `work` on the blocking pool after the key check, within the client's deadline.
-    async fn run<T: Send + 'static>(
+    /// The path every RPC takes: the key check, the client's deadline (answered a little
+    /// early, so the status reaches the client before its own timer cancels the call), the
+    /// metrics and the log of storage failures.
+    async fn guarded<T>(
         &self,
         rpc: &'static str,
         meta: &MetadataMap,
         access: Access,
-        work: impl FnOnce(Arc<Database>) -> Result<T, Status> + Send + 'static,
+        work: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         let start = Instant::now();
         let result = async {
             self.keys.check(meta, access)?;
-            let db = self.db.clone();
-            let task = tokio::task::spawn_blocking(move || work(db));
-            let joined = match deadline(meta) {
-                // Answer a little before the deadline, so the status reaches the client before
-                // its own timer (or tonic's) cancels the call with CANCELLED.
-                Some(d) => tokio::time::timeout(d - (d / 10).max(Duration::from_millis(2)).min(d), task)
+            match deadline(meta) {
+                Some(d) => tokio::time::timeout(d - (d / 10).max(Duration::from_millis(2)).min(d), work)
                     .await
                     .map_err(|_| {
                         Status::deadline_exceeded(
                             "deadline exceeded: the request was abandoned (its work may finish in the background)",
                         )
                     })?,
-                None => task.await,
-            };
-            joined.map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+                None => work.await,
+            }
         }
         .await;
         let code = result
@@ -86,83 +81,23 @@ impl Service {
         }
         result.map(Response::new)
     }
-}
 
-fn metric_from(m: i32) -> Result<EngineMetric, Status> {
-    match pb::Metric::try_from(m) {
-        Ok(pb::Metric::Unspecified | pb::Metric::Cosine) => Ok(EngineMetric::Cosine),
-        Ok(pb::Metric::Dot) => Ok(EngineMetric::Dot),
-        Ok(pb::Metric::L2) => Ok(EngineMetric::L2),
-        Err(_) => Err(invalid("metric", format!("unknown value {m}"))),
-    }
-}
-
-fn metric_to(m: EngineMetric) -> i32 {
-    match m {
-        EngineMetric::Cosine => pb::Metric::Cosine,
-        EngineMetric::Dot => pb::Metric::Dot,
-        EngineMetric::L2 => pb::Metric::L2,
-    }
-    .into()
-}
-
-fn variant_from(v: i32) -> Result<EngineVariant, Status> {
-    match pb::Variant::try_from(v) {
-        Ok(pb::Variant::Unspecified | pb::Variant::Mse) => Ok(EngineVariant::Mse),
-        Ok(pb::Variant::Prod) => Ok(EngineVariant::Prod),
-        Err(_) => Err(invalid("variant", format!("unknown value {v}"))),
-    }
-}
-
-fn rerank_from(r: i32) -> Result<EngineRerank, Status> {
-    match pb::RerankStorage::try_from(r) {
-        Ok(pb::RerankStorage::Unspecified | pb::RerankStorage::F32) => Ok(EngineRerank::F32),
-        Ok(pb::RerankStorage::F16) => Ok(EngineRerank::F16),
-        Ok(pb::RerankStorage::None) => Ok(EngineRerank::None),
-        Err(_) => Err(invalid("rerank", format!("unknown value {r}"))),
-    }
-}
-
-fn rerank_to(r: EngineRerank) -> i32 {
-    match r {
-        EngineRerank::None => pb::RerankStorage::None,
-        EngineRerank::F16 => pb::RerankStorage::F16,
-        EngineRerank::F32 => pb::RerankStorage::F32,
-    }
-    .into()
-}
-
-/// The engine's collection info as the API's message.
-pub fn info_to(i: &EngineInfo) -> pb::CollectionInfo {
-    let c = &i.config;
-    pb::CollectionInfo {
-        name: i.name.clone(),
-        dim: c.dim as u32,
-        metric: metric_to(c.metric),
-        bits: u32::from(c.bits),
-        variant: match c.variant {
-            EngineVariant::Mse => pb::Variant::Mse,
-            EngineVariant::Prod => pb::Variant::Prod,
-        }
-        .into(),
-        rerank: rerank_to(c.rerank),
-        seed: c.seed,
-        points: i.live,
-        deleted: i.deleted,
-        memtable_rows: i.memtable_rows,
-        segments: i
-            .segments
-            .iter()
-            .map(|s| pb::SegmentInfo {
-                id: s.id,
-                rows: s.rows,
-                live: s.live,
-                bytes: s.bytes,
-            })
-            .collect(),
-        disk_bytes: i.disk_bytes,
-        resident_bytes: i.resident_bytes.unwrap_or(0),
-        segment_rows: c.segment_rows as u64,
+    /// Runs `work` on the blocking pool (a long search never stalls the async runtime) on the
+    /// [`guarded`](Self::guarded) path.
+    async fn run<T: Send + 'static>(
+        &self,
+        rpc: &'static str,
+        meta: &MetadataMap,
+        access: Access,
+        work: impl FnOnce(Arc<Database>) -> Result<T, Status> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let db = self.db.clone();
+        self.guarded(rpc, meta, access, async move {
+            tokio::task::spawn_blocking(move || work(db))
+                .await
+                .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+        })
+        .await
     }
 }
 
@@ -181,51 +116,10 @@ fn check_name(field: &str, name: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn search_options(
-    config: &CollectionConfig,
-    p: Option<&pb::SearchParams>,
-    allow: &[u64],
-) -> SearchOptions {
-    let mut opts = SearchOptions::recommended(config);
-    if let Some(p) = p {
-        if p.oversampling > 0 {
-            opts.params.oversample = p.oversampling as usize;
-        }
-        if let Some(r) = p.rescore {
-            opts.params.rescore = r;
-        }
-        opts.exact = p.exact;
-    }
-    if !allow.is_empty() {
-        opts.allow = Some(allow.iter().copied().collect());
-    }
-    opts
-}
-
-fn scored(
-    c: &gyre::Collection,
-    results: Vec<Neighbor>,
-    with_vectors: bool,
-) -> Result<Vec<pb::ScoredPoint>, Status> {
-    let vectors = if with_vectors {
-        let ids: Vec<u64> = results.iter().map(|n| n.id).collect();
-        c.get(&ids).map_err(to_status)?
-    } else {
-        Vec::new()
-    };
-    Ok(results
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| pb::ScoredPoint {
-            id: n.id,
-            score: n.score,
-            vector: vectors
-                .get(i)
-                .and_then(|p| p.as_ref())
-                .and_then(|p| p.vector.clone())
-                .unwrap_or_default(),
-        })
-        .collect())
+/// The one way a handler finds the collection a request names (`field`: the request's field).
+fn open_collection(db: &Database, field: &str, name: &str) -> Result<Collection, Status> {
+    check_name(field, name)?;
+    db.collection(name).map_err(to_status)
 }
 
 impl Service {
@@ -259,10 +153,11 @@ impl Collections for Service {
             if r.dim == 0 {
                 return Err(invalid("dim", "must be set (at least 3)"));
             }
+            // Unset fields take the engine's defaults (one source for both).
             let mut config = CollectionConfig::new(r.dim as usize);
             config.metric = metric_from(r.metric)?;
             config.variant = variant_from(r.variant)?;
-            config.rerank = rerank_from(r.rerank)?;
+            config.rerank = rerank_from(r.rerank, config.rerank)?;
             config.seed = r.seed;
             if r.bits != 0 {
                 config.bits = u8::try_from(r.bits).map_err(|_| invalid("bits", "use 1 to 8"))?;
@@ -282,7 +177,11 @@ impl Collections for Service {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let (meta, _, r) = req.into_parts();
         self.run("Collections/Get", &meta, Access::Read, move |db| {
-            Ok(info_to(&db.info(&r.name).map_err(to_status)?))
+            Ok(info_to(
+                &open_collection(&db, "name", &r.name)?
+                    .info()
+                    .map_err(to_status)?,
+            ))
         })
         .await
     }
@@ -345,9 +244,7 @@ impl StreamWriter {
                 )));
             }
             self.name = r.collection.clone();
-            self.dim = db
-                .collection(&self.name)
-                .map_err(to_status)
+            self.dim = open_collection(db, "collection", &self.name)
                 .map_err(fail)?
                 .config()
                 .dim;
@@ -399,7 +296,7 @@ impl StreamWriter {
         self.buffered = 0;
         let written = self.written;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let c = db.collection(&name).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &name)?;
             c.upsert(&ids, &vectors).map_err(|e| {
                 let s = data_error("vectors")(e);
                 Status::new(
@@ -426,8 +323,7 @@ impl StreamWriter {
 }
 
 fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64, Status> {
-    check_name("collection", name)?;
-    let c = db.collection(name).map_err(to_status)?;
+    let c = open_collection(db, "collection", name)?;
     if r.ids.is_empty() {
         return Err(invalid("ids", "the batch is empty"));
     }
@@ -469,29 +365,22 @@ impl Points for Service {
         &self,
         req: Request<Streaming<pb::UpsertRequest>>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
-        let start = Instant::now();
         let (meta, _, mut stream) = req.into_parts();
-        let result = async {
-            self.keys.check(&meta, Access::Write)?;
+        let db = self.db.clone();
+        self.guarded("Points/UpsertStream", &meta, Access::Write, async move {
             // A one-deep pipeline: while the engine writes what has arrived, the next messages
             // are received and decoded; they are then written together (in order, so a
             // repeated id still keeps its last vector), which also shares their fsync.
             let mut writer = StreamWriter::default();
             while let Some(r) = stream.message().await? {
-                writer.push(&self.db, r)?;
+                writer.push(&db, r)?;
                 if writer.ready() {
-                    writer.submit(&self.db).await?;
+                    writer.submit(&db).await?;
                 }
             }
-            writer.finish(&self.db).await
-        }
-        .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|s: &Status| s.code(), |_| tonic::Code::Ok);
-        self.metrics
-            .record("Points/UpsertStream", code, start.elapsed());
-        result.map(Response::new)
+            writer.finish(&db).await
+        })
+        .await
     }
 
     async fn delete(
@@ -500,8 +389,7 @@ impl Points for Service {
     ) -> Result<Response<pb::DeletePointsResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         self.run("Points/Delete", &meta, Access::Write, move |db| {
-            check_name("collection", &r.collection)?;
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             if r.ids.is_empty() {
                 return Err(invalid("ids", "no ids to delete"));
             }
@@ -519,8 +407,7 @@ impl Points for Service {
     ) -> Result<Response<pb::GetPointsResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         self.run("Points/Get", &meta, Access::Read, move |db| {
-            check_name("collection", &r.collection)?;
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             let points = c
                 .get(&r.ids)
                 .map_err(to_status)?
@@ -546,8 +433,7 @@ impl Points for Service {
     ) -> Result<Response<pb::CountResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         self.run("Points/Count", &meta, Access::Read, move |db| {
-            check_name("collection", &r.collection)?;
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             Ok(pb::CountResponse {
                 count: c.len() as u64,
             })
@@ -566,8 +452,7 @@ impl Search for Service {
         let k = self.check_k(r.k);
         self.run("Search/Search", &meta, Access::Read, move |db| {
             let k = k?;
-            check_name("collection", &r.collection)?;
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             let opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids);
             let found = c
                 .search(&r.vector, k, &opts)
@@ -587,8 +472,7 @@ impl Search for Service {
         let k = self.check_k(r.k);
         self.run("Search/SearchBatch", &meta, Access::Read, move |db| {
             let k = k?;
-            check_name("collection", &r.collection)?;
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             if r.vectors.is_empty() {
                 return Err(invalid("vectors", "no queries"));
             }
@@ -618,7 +502,7 @@ impl Admin for Service {
     ) -> Result<Response<pb::FlushResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         self.run("Admin/Flush", &meta, Access::Write, move |db| {
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             c.flush().map_err(to_status)?;
             Ok(pb::FlushResponse {})
         })
@@ -631,7 +515,7 @@ impl Admin for Service {
     ) -> Result<Response<pb::CompactResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         self.run("Admin/Compact", &meta, Access::Write, move |db| {
-            let c = db.collection(&r.collection).map_err(to_status)?;
+            let c = open_collection(&db, "collection", &r.collection)?;
             Ok(pb::CompactResponse {
                 compacted: c.compact().map_err(to_status)?,
             })

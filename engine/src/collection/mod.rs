@@ -378,9 +378,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
         let d = 64;
-        let c = db
-            .create_collection("c", CollectionConfig::new(d))
-            .unwrap();
+        let c = db.create_collection("c", CollectionConfig::new(d)).unwrap();
         let ids: Vec<u64> = (0..10_000).collect();
         c.upsert(&ids, &rows(10_000, d, 1)).unwrap();
         let writer = c.clone();
