@@ -40,11 +40,7 @@ pub struct ChurnArgs {
     json: bool,
 }
 
-fn rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
+use crate::common::rss_bytes;
 
 /// Runs the churn load and prints its figures.
 pub fn run(a: &ChurnArgs) -> Result<(), String> {

@@ -215,7 +215,7 @@ pub fn load_test(a: &LoadArgs) -> Result<(), String> {
     let path = a
         .dataset
         .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from(crate::recall::SHARED_DATASET));
+        .unwrap_or_else(crate::common::shared_dataset);
     let ds = gyre_datasets::annb::read_hdf5(&path).map_err(|e| e.to_string())?;
     let (queries, d) = (ds.test.as_slice().to_vec(), ds.test.dim());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -269,7 +269,7 @@ pub fn load_test(a: &LoadArgs) -> Result<(), String> {
     })?;
     let mut lat = lat;
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| crate::recall::percentile(&lat, p);
+    let pct = |p: f64| crate::common::percentile(&lat, p);
     let qps = lat.len() as f64 / a.seconds as f64;
     if a.json {
         println!(

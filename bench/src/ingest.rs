@@ -8,7 +8,7 @@ use gyre::random::SeededRng;
 use gyre::{CollectionConfig, Database, Durability, Metric, RerankStorage, SearchOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::recall::percentile;
+use crate::common::percentile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -118,11 +118,7 @@ fn search_only(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
+use crate::common::rss_bytes;
 
 pub fn run(args: &Args) -> Result<(), String> {
     if args.search_only {
@@ -151,7 +147,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             let path = args
                 .dataset
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(crate::recall::SHARED_DATASET));
+                .unwrap_or_else(crate::common::shared_dataset);
             let is_h5 = path.extension().is_some_and(|e| e == "hdf5" || e == "h5");
             let stem = path
                 .file_stem()

@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod churn;
+mod common;
 mod distortion;
 mod grpc;
 mod ingest;

@@ -19,9 +19,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::report::{self, Row};
 
-/// Where the shared development dataset lives, relative to the repository.
-pub const SHARED_DATASET: &str = "../shared/datasets/docs-minilm-384-angular.hdf5";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// All queries in one call.
@@ -121,9 +118,7 @@ pub struct Args {
 
 /// Resident set size in bytes, when the platform tells.
 fn rss_bytes() -> Option<i64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    crate::common::rss_bytes().map(|b| b as i64)
 }
 
 pub fn cpu_name() -> String {
@@ -166,9 +161,7 @@ fn dataset_path(args: &Args) -> Result<PathBuf, String> {
         }
         return Ok(p.clone());
     }
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(SHARED_DATASET);
+    let shared = crate::common::shared_dataset();
     if shared.exists() {
         return Ok(shared);
     }
@@ -201,14 +194,7 @@ pub fn recall(
     (hits as f64 / (n * k as f64), top1 as f64 / n)
 }
 
-/// The `p` quantile of sorted values (NaN when there are none).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+use crate::common::percentile;
 
 /// Runs one configuration `runs` times and keeps the best timing.
 struct Timing {

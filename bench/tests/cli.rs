@@ -105,3 +105,35 @@ fn bad_arguments_are_reported_not_panicked() {
     assert!(!ok && err.contains("fancy"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+/// `gyre-bench churn` (steady upserts and deletes): the merge policy keeps deleted rows a
+/// bounded share instead of letting them pile up with every sealed segment.
+#[test]
+fn churn_keeps_deleted_rows_bounded() {
+    let dir = std::env::temp_dir().join(format!("gyre-churn-{}", std::process::id()));
+    let (ok, out, err) = gyre_bench(&[
+        "churn",
+        "--live",
+        "600",
+        "--batch",
+        "100",
+        "--seconds",
+        "3",
+        "--dim",
+        "16",
+        "--segment-rows",
+        "300",
+        "--json",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(v["live"], 600, "{out}");
+    let upserted = v["rows_upserted"].as_u64().unwrap();
+    let deleted = v["deleted_end"].as_u64().unwrap();
+    assert!(upserted >= 1800, "too few steps to say anything: {out}");
+    // Without the deleted-rows trigger every sealed row but the live ones stays: ~upserted.
+    assert!(deleted <= 3 * 600, "{deleted} deleted rows kept: {out}");
+}

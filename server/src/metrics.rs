@@ -1,31 +1,116 @@
-//! Prometheus text metrics: request counts and latency histograms per RPC, and per-collection
-//! gauges (points, segments, bytes) read from the engine at scrape time.
+//! Prometheus metrics: request counts and latency histograms per RPC, and per-collection
+//! gauges (points, deleted rows, memtable rows, segments, bytes) read from the engine at scrape
+//! time. Encoded by `prometheus-client`, served by axum (already in tonic's stack) on `/metrics`
+//! only; any other path is 404.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Latency histogram bucket bounds, seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Rpc {
-    /// Requests by status code name.
-    codes: BTreeMap<&'static str, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    code: &'static str,
 }
 
-/// Request statistics shared by every handler.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectionLabels {
+    collection: String,
+}
+
+type Latency = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Per-collection gauges, refreshed at every scrape.
 #[derive(Debug, Default, Clone)]
+struct Collections {
+    points: Family<CollectionLabels, Gauge>,
+    deleted: Family<CollectionLabels, Gauge>,
+    memtable: Family<CollectionLabels, Gauge>,
+    segments: Family<CollectionLabels, Gauge>,
+    disk: Family<CollectionLabels, Gauge>,
+}
+
+/// Request statistics shared by every handler, and the registry they are exposed from.
+#[derive(Debug, Clone)]
 pub struct Metrics {
-    rpcs: Arc<Mutex<BTreeMap<&'static str, Rpc>>>,
+    registry: Arc<Mutex<Registry>>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Latency,
+    collections: Collections,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gyre_requests",
+            "gRPC requests by method and status code",
+            requests.clone(),
+        );
+        let latency: Latency = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "gyre_request_duration_seconds",
+            "gRPC request latency by method",
+            latency.clone(),
+        );
+        let collections = Collections::default();
+        for (name, help, family) in [
+            (
+                "gyre_collection_points",
+                "Live points per collection",
+                &collections.points,
+            ),
+            (
+                "gyre_collection_deleted_rows",
+                "Deleted rows not yet compacted away",
+                &collections.deleted,
+            ),
+            (
+                "gyre_collection_memtable_rows",
+                "Rows in memory, not yet sealed",
+                &collections.memtable,
+            ),
+            (
+                "gyre_collection_segments",
+                "Sealed segments per collection",
+                &collections.segments,
+            ),
+            (
+                "gyre_collection_disk_bytes",
+                "Bytes of the collection's files",
+                &collections.disk,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            requests,
+            latency,
+            collections,
+        }
+    }
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -54,130 +139,77 @@ fn code_name(code: tonic::Code) -> &'static str {
 impl Metrics {
     /// Records one finished RPC.
     pub fn record(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
-        let Ok(mut map) = self.rpcs.lock() else {
-            return;
-        };
-        let r = map.entry(rpc).or_default();
-        *r.codes.entry(code_name(code)).or_default() += 1;
-        let s = elapsed.as_secs_f64();
-        for (b, &bound) in r.buckets.iter_mut().zip(&BUCKETS) {
-            if s <= bound {
-                *b += 1;
-            }
-        }
-        r.count += 1;
-        r.sum += s;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: rpc,
+                code: code_name(code),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&MethodLabels { method: rpc })
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of the RPC metrics and the database's gauges.
+    /// The text exposition of the RPC metrics and the database's gauges as of now.
     pub fn render(&self, db: &gyre::Database) -> String {
+        let c = &self.collections;
+        for family in [&c.points, &c.deleted, &c.memtable, &c.segments, &c.disk] {
+            // Dropped collections disappear.
+            family.clear();
+        }
+        for name in db.list().unwrap_or_default() {
+            let Ok(info) = db.info(&name) else { continue };
+            let labels = CollectionLabels { collection: name };
+            let set = |f: &Family<CollectionLabels, Gauge>, v: u64| {
+                f.get_or_create(&labels)
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            set(&c.points, info.live);
+            set(&c.deleted, info.deleted);
+            set(&c.memtable, info.memtable_rows);
+            set(&c.segments, info.segments.len() as u64);
+            set(&c.disk, info.disk_bytes);
+        }
         let mut out = String::new();
-        let map = self.rpcs.lock().map(|m| m.clone()).unwrap_or_default();
-        out.push_str("# HELP gyre_requests_total gRPC requests by method and status code.\n");
-        out.push_str("# TYPE gyre_requests_total counter\n");
-        for (rpc, r) in &map {
-            for (code, n) in &r.codes {
-                let _ = writeln!(
-                    out,
-                    "gyre_requests_total{{method=\"{rpc}\",code=\"{code}\"}} {n}"
-                );
-            }
-        }
-        out.push_str("# HELP gyre_request_duration_seconds gRPC request latency by method.\n");
-        out.push_str("# TYPE gyre_request_duration_seconds histogram\n");
-        for (rpc, r) in &map {
-            for (bound, n) in BUCKETS.iter().zip(&r.buckets) {
-                let _ = writeln!(
-                    out,
-                    "gyre_request_duration_seconds_bucket{{method=\"{rpc}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "gyre_request_duration_seconds_bucket{{method=\"{rpc}\",le=\"+Inf\"}} {}",
-                r.count
-            );
-            let _ = writeln!(
-                out,
-                "gyre_request_duration_seconds_sum{{method=\"{rpc}\"}} {}",
-                r.sum
-            );
-            let _ = writeln!(
-                out,
-                "gyre_request_duration_seconds_count{{method=\"{rpc}\"}} {}",
-                r.count
-            );
-        }
-        let gauges: [(&str, &str); 5] = [
-            ("gyre_collection_points", "Live points per collection."),
-            (
-                "gyre_collection_deleted_rows",
-                "Deleted rows not yet compacted away.",
-            ),
-            (
-                "gyre_collection_memtable_rows",
-                "Rows in memory, not yet sealed.",
-            ),
-            (
-                "gyre_collection_segments",
-                "Sealed segments per collection.",
-            ),
-            (
-                "gyre_collection_disk_bytes",
-                "Bytes of the collection's files.",
-            ),
-        ];
-        let infos: Vec<gyre::CollectionInfo> = db
-            .list()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|n| db.info(n).ok())
-            .collect();
-        for (i, (name, help)) in gauges.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for info in &infos {
-                let v = match i {
-                    0 => info.live,
-                    1 => info.deleted,
-                    2 => info.memtable_rows,
-                    3 => info.segments.len() as u64,
-                    _ => info.disk_bytes,
-                };
-                let _ = writeln!(out, "{name}{{collection=\"{}\"}} {v}", info.name);
-            }
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         }
         out
     }
 }
 
-/// Serves `GET /metrics` (any path, in fact) as Prometheus text on `listener` until `shutdown`.
+/// Serves `GET /metrics` on `listener` until `shutdown` (404 for every other path).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
     db: Arc<gyre::Database>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => {
-                let Ok((mut stream, _)) = accepted else { continue };
-                let (metrics, db) = (metrics.clone(), db.clone());
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-                    let body = tokio::task::spawn_blocking(move || metrics.render(&db))
-                        .await
-                        .unwrap_or_default();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    let _ = stream.write_all(body.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, db) = (metrics.clone(), db.clone());
+            async move {
+                let body = tokio::task::spawn_blocking(move || metrics.render(&db))
+                    .await
+                    .unwrap_or_default();
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
             }
-        }
+        }),
+    );
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "metrics endpoint failed");
     }
 }

@@ -241,6 +241,9 @@ async fn create_load_search_delete_restart() {
     assert_eq!(names, vec!["docs".to_string()]);
     // Metrics.
     let metrics = fetch_metrics(server.metrics.as_deref().unwrap());
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let other = fetch(server.metrics.as_deref().unwrap(), "/");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     assert!(
         metrics.contains("gyre_requests_total{method=\"Search/Search\",code=\"OK\"} 2"),
         "{metrics}"
@@ -295,9 +298,13 @@ async fn create_load_search_delete_restart() {
 }
 
 fn fetch_metrics(addr: &str) -> String {
+    fetch(addr, "/metrics")
+}
+
+fn fetch(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
