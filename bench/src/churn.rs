@@ -35,6 +35,13 @@ pub struct ChurnArgs {
     /// Data directory (its `churn` collection is replaced).
     #[arg(long, default_value = "gyre-bench-churn")]
     data_dir: std::path::PathBuf,
+    /// Only upsert (a growing collection): measures the merge policy's write amplification
+    /// over a long ingest.
+    #[arg(long)]
+    no_delete: bool,
+    /// Threads searching the collection without pause meanwhile (upsert latency under reads).
+    #[arg(long, default_value_t = 0)]
+    searchers: usize,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -62,6 +69,24 @@ pub fn run(a: &ChurnArgs) -> Result<(), String> {
     for chunk in ids.chunks(a.batch.max(1)) {
         c.upsert(chunk, &rows(chunk.len())).map_err(err)?;
     }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let searchers: Vec<_> = (0..a.searchers)
+        .map(|t| {
+            let (c, stop, searches) = (c.clone(), stop.clone(), searches.clone());
+            let dim = a.dim;
+            std::thread::spawn(move || {
+                let mut rng = SeededRng::for_data(100 + t as u64);
+                let opts = gyre::SearchOptions::recommended(c.config());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let q: Vec<f32> = (0..dim).map(|_| rng.gaussian() as f32).collect();
+                    let _ = c.search(&q, 10, &opts);
+                    searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut latencies: Vec<f64> = Vec::new();
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut written = 0u64;
     let mut upserted = a.live as u64;
@@ -75,10 +100,15 @@ pub fn run(a: &ChurnArgs) -> Result<(), String> {
     while start.elapsed() < Duration::from_secs(a.seconds) {
         let new: Vec<u64> = (next..next + a.batch as u64).collect();
         next += a.batch as u64;
-        c.upsert(&new, &rows(new.len())).map_err(err)?;
-        let old: Vec<u64> = (oldest..oldest + a.batch as u64).collect();
-        oldest += a.batch as u64;
-        c.delete(&old).map_err(err)?;
+        let batch = rows(new.len());
+        let t = Instant::now();
+        c.upsert(&new, &batch).map_err(err)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        if !a.no_delete {
+            let old: Vec<u64> = (oldest..oldest + a.batch as u64).collect();
+            oldest += a.batch as u64;
+            c.delete(&old).map_err(err)?;
+        }
         upserted += a.batch as u64;
         steps += 1;
         let info = c.info().map_err(err)?;
@@ -91,6 +121,14 @@ pub fn run(a: &ChurnArgs) -> Result<(), String> {
         peak_disk = peak_disk.max(info.disk_bytes);
         peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in searchers {
+        let _ = h.join();
+    }
+    latencies.sort_by(f64::total_cmp);
+    let p = |q| crate::common::percentile(&latencies, q);
+    let (p50, p99, max) = (p(0.5), p(0.99), p(1.0));
+    let searches = searches.load(std::sync::atomic::Ordering::Relaxed);
     c.close().map_err(err)?;
     let info = c.info().map_err(err)?;
     let per_row = info
@@ -115,12 +153,17 @@ pub fn run(a: &ChurnArgs) -> Result<(), String> {
         "steps": steps,
         "seconds": secs,
         "upserts_per_s": (steps * a.batch as u64) as f64 / secs,
+        "upsert_ms_p50": p50,
+        "upsert_ms_p99": p99,
+        "upsert_ms_max": max,
+        "searchers": a.searchers,
+        "searches_per_s": searches as f64 / secs,
     });
     if a.json {
         println!("{out}");
     } else {
         println!(
-            "churn: {} live, deleted rows end {} (peak {}), disk {:.1} MB end (peak {:.1} MB), peak RSS {:.0} MiB, {} segments, write amplification {:.2} over {} upserted rows, {:.0} upserts/s for {:.0} s",
+            "churn: {} live, deleted rows end {} (peak {}), disk {:.1} MB end (peak {:.1} MB), peak RSS {:.0} MiB, {} segments, write amplification {:.2} over {} upserted rows, {:.0} upserts/s for {:.0} s; upsert of {} rows p50 {:.2} ms p99 {:.2} ms max {:.2} ms with {} searchers ({:.0} searches/s)",
             info.live,
             info.deleted,
             peak_deleted,
@@ -131,7 +174,13 @@ pub fn run(a: &ChurnArgs) -> Result<(), String> {
             amplification,
             upserted,
             (steps * a.batch as u64) as f64 / secs,
-            secs
+            secs,
+            a.batch,
+            p50,
+            p99,
+            max,
+            a.searchers,
+            searches as f64 / secs
         );
     }
     Ok(())

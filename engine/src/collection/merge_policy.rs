@@ -7,7 +7,7 @@
 //! segments, its smallest `f` are merged (into a segment of the next tier), as many as fit in
 //! `max_merge_rows`. Each row is therefore rewritten about once per tier it climbs:
 //! `log_f(n / base)` times over an ingest of `n` rows. A segment whose deleted rows reach
-//! `deleted_ratio` of its rows is rewritten first (merged with the others of its tier when
+//! `deleted_ratio` (a third) of its rows is rewritten first (merged with the others of its tier when
 //! they fit), so deleted rows stay a bounded share of the disk.
 
 /// Counts of one segment, in manifest order.
@@ -41,7 +41,7 @@ impl MergePolicy {
                 .saturating_mul(f)
                 .saturating_mul(f)
                 .min(u32::MAX as usize),
-            deleted_ratio: 0.2,
+            deleted_ratio: 1.0 / 3.0,
         }
     }
 
@@ -138,9 +138,9 @@ mod tests {
     #[test]
     fn deleted_rows_trigger_a_rewrite() {
         let p = MergePolicy::new(100, 4);
-        let segs = vec![stat(1000, 1000), stat(1000, 700), stat(100, 99)];
+        let segs = vec![stat(10_000, 10_000), stat(1000, 600), stat(100, 99)];
         assert_eq!(p.pick(&segs), Some(vec![1]));
-        let segs = vec![stat(100, 70), stat(100, 100)];
+        let segs = vec![stat(100, 60), stat(100, 100)];
         assert_eq!(p.pick(&segs), Some(vec![0, 1]), "with its tier mates");
     }
 

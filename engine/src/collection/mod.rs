@@ -316,10 +316,7 @@ impl Collection {
         let live = live_mem as u64 + seg_infos.iter().map(|s| s.live).sum::<u64>();
         let deleted =
             (rows_mem - live_mem) as u64 + seg_infos.iter().map(|s| s.rows - s.live).sum::<u64>();
-        let paths: Vec<PathBuf> = segments
-            .iter()
-            .map(|s| s.seg.path().to_path_buf())
-            .collect();
+        let names: Vec<&str> = segments.iter().map(|s| s.seg.file_name()).collect();
         Ok(CollectionInfo {
             name: self.inner.name.clone(),
             config: self.inner.config,
@@ -328,36 +325,9 @@ impl Collection {
             memtable_rows: rows_mem as u64,
             segments: seg_infos,
             disk_bytes,
-            resident_bytes: resident_bytes(&paths),
+            resident_bytes: self.inner.dir.resident_bytes(&names),
         })
     }
-}
-
-/// Resident bytes of the mappings of `paths`, from `/proc/self/smaps` (Linux).
-fn resident_bytes(paths: &[PathBuf]) -> Option<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let names: Vec<String> = paths
-        .iter()
-        .filter_map(|p| std::fs::canonicalize(p).ok())
-        .map(|p| p.display().to_string())
-        .collect();
-    let mut total = 0;
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            inside = names.iter().any(|n| line.ends_with(n.as_str()));
-        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
-            total += kb
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()?
-                * 1024;
-        }
-    }
-    Some(total)
 }
 
 #[cfg(test)]

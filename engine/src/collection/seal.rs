@@ -114,6 +114,8 @@ impl Collection {
         };
         publish(inner, writer, edit, |state| state.frozen = None)?;
         writer.sealing = None;
+        // A new segment may fill a size tier.
+        self.maybe_compact();
         Ok(())
     }
 

@@ -162,6 +162,11 @@ impl Directory for LocalDirectory {
         self.sync_self()
     }
 
+    fn resident_bytes(&self, names: &[&str]) -> Option<u64> {
+        let paths: Vec<PathBuf> = names.iter().map(|n| self.path_of(n)).collect();
+        resident_bytes(&paths)
+    }
+
     fn remove_dir(&self, name: &str) -> Result<()> {
         let path = self.path_of(name);
         match fs::remove_dir_all(&path) {
@@ -257,3 +262,30 @@ struct LocalLock {
 }
 
 impl LockGuard for LocalLock {}
+
+/// Resident bytes of the mappings of `paths`, from `/proc/self/smaps` (Linux).
+fn resident_bytes(paths: &[PathBuf]) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let names: Vec<String> = paths
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = names.iter().any(|n| line.ends_with(n.as_str()));
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            total += kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()?
+                * 1024;
+        }
+    }
+    Some(total)
+}

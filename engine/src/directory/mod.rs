@@ -64,6 +64,10 @@ pub trait Directory: Send + Sync + fmt::Debug {
     fn rename_dir(&self, from: &str, to: &str) -> Result<()>;
     /// Removes sub-directory `name` and everything in it. Removing a missing one is not an error.
     fn remove_dir(&self, name: &str) -> Result<()>;
+    /// Bytes of the mapped files `names` resident in memory, where the platform tells.
+    fn resident_bytes(&self, _names: &[&str]) -> Option<u64> {
+        None
+    }
 }
 
 /// A file being written under a temporary name.
