@@ -144,19 +144,23 @@ impl Collection {
     /// Waits for background work (a seal in flight, a compaction) and syncs the WAL. Called
     /// when the [`Database`] is dropped; safe to call any time.
     pub fn close(&self) -> Result<()> {
+        let sealed = {
+            let mut writer = self.inner.writer.lock().map_err(poisoned)?;
+            let sealed = self.finish_seal(&mut writer, true);
+            writer.wal.heal()?;
+            if writer.wal.unsynced() {
+                writer.wal.sync()?;
+            }
+            sealed
+        };
+        // After the seal: installing it may have started a merge, which must end before the
+        // directory's lock is let go.
         let handle = self.inner.background.lock().map_err(poisoned)?.take();
         if let Some(h) = handle {
             let _ = h.join();
         }
-        let mut writer = self.inner.writer.lock().map_err(poisoned)?;
-        self.finish_seal(&mut writer, true)?;
-        writer.wal.heal()?;
-        if writer.wal.unsynced() {
-            writer.wal.sync()?;
-        }
-        drop(writer);
         publish::collect_garbage(&self.inner);
-        Ok(())
+        sealed
     }
 
     fn check_search(&self, opts: &SearchOptions) -> Result<()> {

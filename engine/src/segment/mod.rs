@@ -416,18 +416,7 @@ pub(crate) fn write(
     // The table, then the footer: table offset, file length, table crc, footer crc, magic.
     let table_at = end.next_multiple_of(8);
     w.pad_to(table_at)?;
-    let entries: Vec<Entry> = KINDS
-        .iter()
-        .enumerate()
-        .map(|(i, &kind)| Entry {
-            kind: kind as u32,
-            flags: 0,
-            offset: offsets[i] as u64,
-            len: lens[i] as u64,
-            crc: crcs[i],
-        })
-        .collect();
-    let table = encode_table(&entries);
+    let table = encode_table(&known_entries(&offsets, &lens, |i| crcs[i]));
     let total = table_at + table.len() + FOOTER_V2;
     let mut footer = Vec::with_capacity(FOOTER_V2);
     footer.extend_from_slice(&(table_at as u64).to_le_bytes());
@@ -451,6 +440,25 @@ struct Entry {
     offset: u64,
     len: u64,
     crc: u32,
+}
+
+/// Table entries of the known sections, in kind order (all required).
+fn known_entries(
+    offsets: &[usize; 14],
+    lens: &[usize; 14],
+    crc: impl Fn(usize) -> u32,
+) -> Vec<Entry> {
+    KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| Entry {
+            kind: kind as u32,
+            flags: 0,
+            offset: offsets[i] as u64,
+            len: lens[i] as u64,
+            crc: crc(i),
+        })
+        .collect()
 }
 
 fn encode_table(entries: &[Entry]) -> Vec<u8> {
@@ -873,17 +881,7 @@ fn read_table_v1(
     if end + footer_v1_bytes() != len {
         return Err("sections do not fill the file".into());
     }
-    Ok(KINDS
-        .iter()
-        .enumerate()
-        .map(|(i, &kind)| Entry {
-            kind: kind as u32,
-            flags: 0,
-            offset: offsets[i] as u64,
-            len: lens[i] as u64,
-            crc: u32_at(f, 4 * i),
-        })
-        .collect())
+    Ok(known_entries(&offsets, lens, |i| u32_at(f, 4 * i)))
 }
 
 /// The file name of segment `id`.
