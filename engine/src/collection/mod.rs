@@ -144,17 +144,21 @@ impl Collection {
     /// Waits for background work (a seal in flight, a compaction) and syncs the WAL. Called
     /// when the [`Database`] is dropped; safe to call any time.
     pub fn close(&self) -> Result<()> {
-        let sealed = {
-            let mut writer = self.inner.writer.lock().map_err(poisoned)?;
-            let sealed = self.finish_seal(&mut writer, true);
-            writer.wal.heal()?;
-            if writer.wal.unsynced() {
-                writer.wal.sync()?;
-            }
-            sealed
-        };
-        // After the seal: installing it may have started a merge, which must end before the
-        // directory's lock is let go.
+        let sealed = self
+            .inner
+            .writer
+            .lock()
+            .map_err(poisoned)
+            .and_then(|mut writer| {
+                let sealed = self.finish_seal(&mut writer, true);
+                writer.wal.heal()?;
+                if writer.wal.unsynced() {
+                    writer.wal.sync()?;
+                }
+                sealed
+            });
+        // Whatever failed above: installing the seal may have started a merge, which must end
+        // before the directory's lock is let go.
         let handle = self.inner.background.lock().map_err(poisoned)?.take();
         if let Some(h) = handle {
             let _ = h.join();
