@@ -28,6 +28,21 @@ impl LocalDirectory {
         &self.root
     }
 
+    /// The names of the files (or, with `dirs`, the sub-directories) directly inside.
+    fn entries(&self, dirs: bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root).at(&self.root)? {
+            let entry = entry.at(&self.root)?;
+            let kind = entry.file_type().at(&entry.path())?;
+            if (if dirs { kind.is_dir() } else { kind.is_file() })
+                && let Some(name) = entry.file_name().to_str()
+            {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     fn sync_self(&self) -> Result<()> {
         sync_dir(&self.root)
     }
@@ -43,16 +58,7 @@ impl Directory for LocalDirectory {
     }
 
     fn list(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.root).at(&self.root)? {
-            let entry = entry.at(&self.root)?;
-            if entry.file_type().at(&entry.path())?.is_file()
-                && let Some(name) = entry.file_name().to_str()
-            {
-                out.push(name.to_string());
-            }
-        }
-        Ok(out)
+        self.entries(false)
     }
 
     fn file_len(&self, name: &str) -> Result<u64> {
@@ -144,16 +150,7 @@ impl Directory for LocalDirectory {
     }
 
     fn list_dirs(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.root).at(&self.root)? {
-            let entry = entry.at(&self.root)?;
-            if entry.file_type().at(&entry.path())?.is_dir()
-                && let Some(name) = entry.file_name().to_str()
-            {
-                out.push(name.to_string());
-            }
-        }
-        Ok(out)
+        self.entries(true)
     }
 
     fn rename_dir(&self, from: &str, to: &str) -> Result<()> {
