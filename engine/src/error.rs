@@ -8,6 +8,7 @@
 //! * [`ErrorKind::Corruption`]: a file's bytes are not what Gyre wrote (bad magic, checksum,
 //!   truncation); the error names the file. Nothing is guessed or skipped silently.
 //! * [`ErrorKind::Unavailable`]: the data directory is held by another process.
+//! * [`ErrorKind::Cancelled`]: the caller cancelled a search or its deadline passed.
 //! * [`ErrorKind::Internal`]: an invariant of the engine broke (a poisoned lock, a panicked
 //!   background thread). A bug, not the caller's fault; the message says what broke.
 //!
@@ -34,6 +35,8 @@ pub enum ErrorKind {
     Unavailable,
     /// An internal invariant broke: a bug in Gyre (report it), never the caller's input.
     Internal,
+    /// The caller cancelled the work, or its deadline passed, before it finished.
+    Cancelled,
 }
 
 /// Everything that can go wrong in the engine.
@@ -61,9 +64,11 @@ pub enum Error {
         "the vector has zero norm: TurboQuant encodes a direction and a norm, and a zero vector has no direction"
     )]
     ZeroVector,
-    /// The vector's norm does not fit in an f32.
-    #[error("the vector's norm ({norm:e}) overflows f32: scale the vector down")]
-    NormOverflow {
+    /// The vector's norm is outside [`MIN_NORM`]..=[`MAX_NORM`], where f32 scores stay exact.
+    #[error(
+        "the vector's norm ({norm:e}) is outside [1e-10, 1e15], the range Gyre scores without underflow or overflow: scale the vector (cosine similarity does not depend on its length)"
+    )]
+    NormOutOfRange {
         /// The norm computed in f64.
         norm: f64,
     },
@@ -90,13 +95,13 @@ pub enum Error {
         reason: String,
     },
     /// No collection has this name.
-    #[error("collection {name:?} not found")]
+    #[error("collection {} not found", clip(.name))]
     CollectionNotFound {
         /// The name asked for.
         name: String,
     },
     /// A collection with this name exists already.
-    #[error("collection {name:?} already exists{detail}")]
+    #[error("collection {} already exists{detail}", clip(.name))]
     CollectionExists {
         /// The name asked for.
         name: String,
@@ -131,6 +136,13 @@ pub enum Error {
         /// What the lock file says about its holder.
         holder: String,
     },
+    /// A search was cancelled through its [`Cancel`](crate::Cancel) handle or ran past its
+    /// deadline; it returned nothing.
+    #[error("cancelled: {reason}")]
+    Cancelled {
+        /// Cancelled by the caller, or past the deadline.
+        reason: &'static str,
+    },
     /// An internal invariant broke (a poisoned lock, a panicked background thread).
     #[error("internal error: {reason}")]
     Internal {
@@ -146,7 +158,7 @@ impl Error {
             Error::DimensionMismatch { .. }
             | Error::NonFinite { .. }
             | Error::ZeroVector
-            | Error::NormOverflow { .. }
+            | Error::NormOutOfRange { .. }
             | Error::InvalidBits { .. }
             | Error::InvalidDimension { .. }
             | Error::InvalidArgument { .. } => ErrorKind::InvalidInput,
@@ -156,6 +168,7 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corruption,
             Error::Locked { .. } => ErrorKind::Unavailable,
             Error::Internal { .. } => ErrorKind::Internal,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }
 
@@ -208,6 +221,45 @@ pub(crate) fn check_vector(v: &[f32], dim: usize) -> Result<()> {
     Ok(())
 }
 
+/// Longest part of a caller's value an error message repeats.
+const CLIP: usize = 64;
+
+/// `s` quoted for an error message, cut to its first [`CLIP`] characters (and its length)
+/// when longer: a caller's megabyte of input never comes back in an error.
+pub(crate) fn clip(s: &str) -> String {
+    match s.char_indices().nth(CLIP) {
+        None => format!("{s:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &s[..end], s.len()),
+    }
+}
+
+/// Smallest L2 norm a stored vector or a query may have. Below it the f32 products of two
+/// vectors' components fall into the subnormal range and scores lose their precision (a query
+/// of 384 × 1e-25 found the wrong points); every real embedding is far above it.
+pub const MIN_NORM: f64 = 1e-10;
+/// Largest L2 norm a stored vector or a query may have: the f32 inner product and squared
+/// distance of two such vectors stay below `f32::MAX`.
+pub const MAX_NORM: f64 = 1e15;
+
+/// Checks the L2 norm of a finite vector against [`MIN_NORM`]..=[`MAX_NORM`] (computed in f64,
+/// so no finite input overflows or underflows here) and returns it. A zero vector is
+/// [`Error::ZeroVector`] unless `allow_zero` (an L2 query: the distance to the origin is well
+/// defined).
+pub(crate) fn check_norm(v: &[f32], allow_zero: bool) -> Result<f64> {
+    let norm = crate::kernels::squared_norm_f64(v).sqrt();
+    if norm == 0.0 {
+        return if allow_zero {
+            Ok(0.0)
+        } else {
+            Err(Error::ZeroVector)
+        };
+    }
+    if !(MIN_NORM..=MAX_NORM).contains(&norm) {
+        return Err(Error::NormOutOfRange { norm });
+    }
+    Ok(norm)
+}
+
 /// Checks that `values` is a whole number of `dim`-long rows; `name` is the parameter's name.
 pub(crate) fn check_rows(values: &[f32], dim: usize, name: &'static str) -> Result<()> {
     if dim == 0 || !values.len().is_multiple_of(dim) {
@@ -220,4 +272,19 @@ pub(crate) fn check_rows(values: &[f32], dim: usize, name: &'static str) -> Resu
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_clipped_in_messages() {
+        assert_eq!(clip("docs"), "\"docs\"");
+        let long = "é".repeat(100_000);
+        let msg = Error::CollectionNotFound { name: long.clone() }.to_string();
+        assert!(msg.len() < 300, "{} bytes", msg.len());
+        assert!(msg.contains("(200000 bytes)"), "{msg}");
+        assert_eq!(clip(&"a".repeat(64)), format!("{:?}", "a".repeat(64)));
+    }
 }

@@ -64,10 +64,10 @@ pub use collection::{
     SearchOptions, SegmentInfo,
 };
 pub use directory::{Directory, FaultDirectory, LocalDirectory};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, MAX_NORM, MIN_NORM, Result};
 pub use metric::Metric;
 pub use quantizer::{
     CodeRef, EncodedBatch, Encoder, Estimator, Quantizer, QuantizerConfig, QueryLut, RotationKind,
     Variant, VectorScalars,
 };
-pub use search::{ExactIndex, FlatIndex, LiveMask, Neighbor, RerankStorage, SearchParams};
+pub use search::{Cancel, ExactIndex, FlatIndex, LiveMask, Neighbor, RerankStorage, SearchParams};

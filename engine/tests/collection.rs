@@ -196,8 +196,14 @@ fn upserts_replace_and_deletes_remove_across_segments() {
     assert_eq!(c.len(), 198);
     let info = c.info().unwrap();
     assert_eq!(info.deleted, 3, "{info:?}"); // ids 1, 5 and the replaced 150
+    let seg_bytes: u64 = info.segments.iter().map(|s| s.bytes).sum();
+    assert!(
+        info.dead_bytes() > 0 && info.dead_bytes() < seg_bytes / 10,
+        "{info:?}"
+    );
     assert!(c.compact().unwrap());
     assert_eq!(c.info().unwrap().deleted, 0);
+    assert_eq!(c.info().unwrap().dead_bytes(), 0);
     assert_eq!(
         c.get(&[150]).unwrap()[0]
             .as_ref()
@@ -318,6 +324,62 @@ fn bad_input_gets_clear_errors() {
 /// Searches from several threads while one thread upserts, deletes, flushes and compacts:
 /// no errors, and every result is consistent with some snapshot (ids unique, and every
 /// returned id was written and not deleted before the search began ... or after).
+/// Vectors of extreme magnitude: inside [MIN_NORM, MAX_NORM] a scaled copy of a stored vector
+/// finds it first (code scan, rescoring and exact search alike) under every metric that
+/// ranks by direction; outside it, stored vectors and queries alike get INVALID_INPUT naming
+/// the range, never a wrong answer with success.
+#[test]
+fn extreme_magnitudes_are_exact_or_refused() {
+    let d = 384;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let rows = data(300, d, 11);
+    for metric in [Metric::Cosine, Metric::Dot] {
+        let name = format!("m{metric:?}");
+        let c = db.create_collection(&name, config(d, metric, 4)).unwrap();
+        c.upsert(&(0..300).collect::<Vec<u64>>(), &rows).unwrap();
+        let target = &rows[241 * d..242 * d];
+        for exact in [false, true] {
+            let mut opts = SearchOptions::recommended(c.config());
+            opts.exact = exact;
+            for scale in [1e-9f32, 1e-4, 1e4, 1e12] {
+                let q: Vec<f32> = target.iter().map(|x| x * scale).collect();
+                let r = c.search(&q, 1, &opts).unwrap();
+                if metric == Metric::Cosine {
+                    assert_eq!(r[0].id, 241, "{metric:?} exact={exact} scale {scale}");
+                }
+            }
+            for q in [
+                vec![1e-25f32; d],
+                target.iter().map(|x| x * 1e-38).collect(),
+            ] {
+                let e = c.search(&q, 1, &opts).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+                assert!(e.to_string().contains("1e-10"), "{e}");
+            }
+        }
+        for bad in [vec![1e-45f32; d], vec![1e-20f32; d], vec![1e14f32; d]] {
+            let e = c.upsert(&[999], &bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            assert!(
+                e.to_string().contains("row 0") && e.to_string().contains("1e15"),
+                "{e}"
+            );
+        }
+        assert_eq!(c.len(), 300);
+    }
+    // L2: a zero query is the distance to the origin, allowed; a tiny one too (distances
+    // are dominated by the stored vectors).
+    let c = db
+        .create_collection("l2", config(d, Metric::L2, 4))
+        .unwrap();
+    c.upsert(&(0..300).collect::<Vec<u64>>(), &rows).unwrap();
+    let opts = SearchOptions::recommended(c.config());
+    assert_eq!(c.search(&vec![0.0; d], 3, &opts).unwrap().len(), 3);
+    let e = c.upsert(&[999], &vec![1e-45f32; d]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}
+
 #[test]
 fn concurrent_readers_and_a_writer() {
     let d = 32;

@@ -62,7 +62,8 @@ pub fn check_name(name: &str) -> Result<()> {
         Err(Error::invalid_argument(
             "name",
             format!(
-                "{name:?} is not a valid collection name: use 1 to 64 letters, digits, '_' or '-'"
+                "{} is not a valid collection name: use 1 to 64 letters, digits, '_' or '-'",
+                crate::error::clip(name)
             ),
         ))
     }

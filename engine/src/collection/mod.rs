@@ -132,6 +132,15 @@ impl Collection {
         .map(|_| ())
     }
 
+    /// Checks a batch as [`upsert`](Self::upsert) would (ids, dimension, finite values, norms)
+    /// without writing it: a batch that passes is refused later only by an I/O failure.
+    pub fn check_upsert(&self, ids: &[u64], rows: &[f32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::invalid_argument("ids", "the batch is empty"));
+        }
+        crate::search::flat::check_batch(&self.inner.shape, ids, rows)
+    }
+
     /// Deletes points; unknown ids are ignored. Returns how many live points were deleted.
     pub fn delete(&self, ids: &[u64]) -> Result<usize> {
         if ids.is_empty() {
@@ -193,11 +202,14 @@ impl Collection {
             &self.inner.state,
             shape,
             opts.allow.as_ref(),
+            &opts.cancel,
             |view, masks| match &prep {
-                None => view.exact_search(query, k, masks),
+                None => view.exact_search(query, k, masks, &opts.cancel),
                 Some(p) => view.search_prepared(query, p, 0, k, &opts.params, masks),
             },
         )?;
+        // A source cut short by the cancellation is incomplete: nothing is returned.
+        opts.cancel.check()?;
         Ok(merge_results(shape.metric, k, &lists))
     }
 
@@ -221,17 +233,21 @@ impl Collection {
             &self.inner.state,
             shape,
             opts.allow.as_ref(),
+            &opts.cancel,
             |view, masks| match &prep {
                 None => {
                     use rayon::prelude::*;
                     queries
                         .par_chunks(d)
-                        .map(|q| view.exact_search(q, k, masks))
+                        .map(|q| view.exact_search(q, k, masks, &opts.cancel))
                         .collect()
                 }
-                Some(p) => view.search_batch_prepared(queries, p, k, &opts.params, masks),
+                Some(p) => {
+                    view.search_batch_prepared(queries, p, k, &opts.params, masks, &opts.cancel)
+                }
             },
         )?;
+        opts.cancel.check()?;
         Ok((0..queries.len() / d)
             .map(|q| {
                 let lists: Vec<Vec<Neighbor>> = per_source
@@ -363,24 +379,90 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut first = true;
         let shape = c.inner.shape.clone();
-        let waited = walk_sources(&c.inner.state, &shape, None, |_view, _masks| {
-            if std::mem::take(&mut first) {
-                // Mid-scan: a write must get through now.
-                let w = writer.clone();
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    let t = Instant::now();
-                    w.upsert(&[20_000], &rows(1, 64, 2)).unwrap();
-                    tx.send(t.elapsed()).unwrap();
-                });
-                return rx.recv_timeout(Duration::from_secs(20)).ok();
-            }
-            None
-        })
+        let waited = walk_sources(
+            &c.inner.state,
+            &shape,
+            None,
+            &crate::Cancel::default(),
+            |_view, _masks| {
+                if std::mem::take(&mut first) {
+                    // Mid-scan: a write must get through now.
+                    let w = writer.clone();
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        let t = Instant::now();
+                        w.upsert(&[20_000], &rows(1, 64, 2)).unwrap();
+                        tx.send(t.elapsed()).unwrap();
+                    });
+                    return rx.recv_timeout(Duration::from_secs(20)).ok();
+                }
+                None
+            },
+        )
         .unwrap();
         let took = waited[0].expect("the upsert did not complete while a search was scanning");
         assert!(c.get(&[20_000]).unwrap()[0].is_some());
         // Informational: one write's latency during the scan.
         let _ = took;
+    }
+
+    /// A cancelled search stops at its next check and returns `Cancelled`, never a partial
+    /// answer; tripping the handle from another thread cuts a long exact batch short.
+    #[test]
+    fn a_cancelled_search_stops_and_returns_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let d = 64;
+        let mut config = CollectionConfig::new(d);
+        config.segment_rows = 5_000;
+        let c = db.create_collection("c", config).unwrap();
+        let ids: Vec<u64> = (0..20_000).collect();
+        c.upsert(&ids, &rows(20_000, d, 1)).unwrap();
+        c.flush().unwrap();
+        let queries = rows(2_000, d, 2);
+        let mut opts = SearchOptions::recommended(c.config());
+        opts.exact = true;
+        // Tripped before it starts: no work, Cancelled.
+        opts.cancel = crate::Cancel::new();
+        opts.cancel.cancel();
+        assert!(matches!(
+            c.search_batch(&queries, 10, &opts),
+            Err(Error::Cancelled { .. })
+        ));
+        assert!(matches!(
+            c.search(&queries[..d], 10, &opts),
+            Err(Error::Cancelled { .. })
+        ));
+        // A deadline already past.
+        opts.cancel = crate::Cancel::new().with_deadline(Instant::now());
+        assert!(matches!(
+            c.search_batch(&queries, 10, &opts),
+            Err(Error::Cancelled { reason }) if reason.contains("deadline")
+        ));
+        // Uncancelled, the batch takes a while; cancelled 20 ms in, it stops far sooner.
+        opts.cancel = crate::Cancel::default();
+        let t = Instant::now();
+        let full = c.search_batch(&queries, 10, &opts).unwrap();
+        let whole = t.elapsed();
+        assert_eq!(full.len(), 2_000);
+        opts.cancel = crate::Cancel::new();
+        let handle = opts.cancel.clone();
+        let t = Instant::now();
+        let tripper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            handle.cancel();
+        });
+        let r = c.search_batch(&queries, 10, &opts);
+        let cut = t.elapsed();
+        tripper.join().unwrap();
+        assert!(
+            matches!(r, Err(Error::Cancelled { .. })),
+            "{:?}",
+            r.map(|v| v.len())
+        );
+        assert!(
+            cut < whole,
+            "cancelled after {cut:?}, the whole batch took {whole:?}"
+        );
     }
 }

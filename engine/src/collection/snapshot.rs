@@ -14,9 +14,9 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use super::memtable::MemTable;
 use crate::error::Result;
-use crate::search::LiveMask;
 use crate::search::flat::Encoded;
 use crate::search::view::{Shape, View};
+use crate::search::{Cancel, LiveMask};
 use crate::segment::Segment;
 
 /// A segment as the current state sees it: the file and which of its rows are deleted.
@@ -207,11 +207,12 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
 
 /// The sources a search covers: under the state read lock only the chunk `Arc`s, masks and
 /// the segment snapshot are taken; every scan runs after the lock is released, so a writer
-/// never waits for a search.
+/// never waits for a search. `cancel` is checked before each source.
 pub(super) fn walk_sources<T>(
     state: &std::sync::RwLock<State>,
     shape: &Shape,
     allow: Option<&RoaringTreemap>,
+    cancel: &Cancel,
     mut run: impl FnMut(View<'_>, &[u32]) -> T,
 ) -> Result<Vec<T>> {
     let (mut chunks, segments) = {
@@ -225,9 +226,11 @@ pub(super) fn walk_sources<T>(
     let mut out = Vec::new();
     chunks.retain(|(_, m)| !m.is_empty());
     for (chunk, mask) in &chunks {
+        cancel.check()?;
         out.push(run(chunk.view(), mask.words()));
     }
     for s in segments.iter() {
+        cancel.check()?;
         out.push(match allow {
             Some(a) => run(s.view(shape), s.allowed(a).words()),
             None if s.live.is_empty() => continue,

@@ -3,7 +3,7 @@
 use roaring::RoaringTreemap;
 
 use super::CollectionConfig;
-use crate::search::SearchParams;
+use crate::search::{Cancel, SearchParams};
 
 /// Search options of a collection.
 #[derive(Debug, Clone, Default)]
@@ -14,6 +14,8 @@ pub struct SearchOptions {
     pub exact: bool,
     /// Only these ids may be returned.
     pub allow: Option<RoaringTreemap>,
+    /// Stops the search early (checked between sources and between the queries of a batch).
+    pub cancel: Cancel,
 }
 
 impl SearchOptions {
@@ -54,6 +56,20 @@ pub struct CollectionInfo {
     pub disk_bytes: u64,
     /// Bytes of the segment files resident in memory (Linux only; `None` elsewhere).
     pub resident_bytes: Option<u64>,
+}
+
+impl CollectionInfo {
+    /// Bytes of segment files held by deleted or replaced rows: each segment's size in
+    /// proportion to its dead rows. What a compaction would give back.
+    pub fn dead_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.rows > 0)
+            .map(|s| {
+                (u128::from(s.bytes) * u128::from(s.rows - s.live) / u128::from(s.rows)) as u64
+            })
+            .sum()
+    }
 }
 
 /// One segment in [`CollectionInfo`].

@@ -23,7 +23,7 @@ pub use rotation::{DenseRotation, HadamardRotation, Rotation, RotationKind, defa
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result, check_rows, check_vector};
+use crate::error::{Error, Result, check_norm, check_rows, check_vector};
 use crate::kernels::squared_norm_f64;
 
 /// Largest dimension for the O(d²) options (dense rotation, QJL sketch): their matrices take
@@ -334,14 +334,8 @@ impl Encoder<'_> {
                 "output buffers must hold code_bytes() and sketch_bytes() bytes",
             ));
         }
-        let norm = squared_norm_f64(x).sqrt();
+        let norm = check_norm(x, false)?;
         let norm_f32 = norm as f32;
-        if norm_f32.is_infinite() {
-            return Err(Error::NormOverflow { norm });
-        }
-        if norm_f32 <= 0.0 {
-            return Err(Error::ZeroVector);
-        }
         let inv = 1.0 / norm;
         for (r, &v) in self.rotated.iter_mut().zip(x) {
             *r = (f64::from(v) * inv) as f32;

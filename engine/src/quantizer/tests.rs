@@ -217,7 +217,23 @@ fn bad_input_gives_typed_errors() {
         Error::NonFinite { index: 2, .. }
     ));
     assert_eq!(check(&[0.0; 4]), Error::ZeroVector);
-    assert!(matches!(check(&[f32::MAX; 4]), Error::NormOverflow { .. }));
+    assert!(matches!(
+        check(&[f32::MAX; 4]),
+        Error::NormOutOfRange { .. }
+    ));
+    // The documented range, at its edges (norms of [a, 0, 0, 0] are |a|).
+    assert!(matches!(
+        check(&[1e-11, 0.0, 0.0, 0.0]),
+        Error::NormOutOfRange { .. }
+    ));
+    assert!(matches!(
+        check(&[1e-45, 1e-45, 0.0, 0.0]),
+        Error::NormOutOfRange { .. }
+    ));
+    assert!(matches!(
+        check(&[2e15, 0.0, 0.0, 0.0]),
+        Error::NormOutOfRange { .. }
+    ));
     assert!(matches!(
         q.prepare_query(&[1.0; 5]),
         Err(Error::DimensionMismatch { .. })
@@ -239,14 +255,32 @@ fn bad_input_gives_typed_errors() {
     assert!(batch.is_empty() && batch.codes().is_empty());
 }
 
+/// Norms below `MIN_NORM` (where f32 scores underflow) are refused, subnormal components
+/// included; a vector just inside the range encodes to the same codes as its unit direction.
 #[test]
-fn tiny_and_subnormal_vectors_encode() {
+fn norms_outside_the_documented_range_are_refused() {
     let q = Quantizer::new(QuantizerConfig::new(8, 4)).unwrap();
     let tiny = [1e-30f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2e-30];
-    let batch = q.encode_batch(&tiny).unwrap();
-    assert!(batch.get(0).scalars.norm > 0.0);
+    assert!(matches!(
+        q.encode_batch(&tiny),
+        Err(Error::NormOutOfRange { .. })
+    ));
     let sub = [f32::from_bits(1); 8];
-    assert!(q.encode_batch(&sub).is_ok());
+    assert!(matches!(
+        q.encode_batch(&sub),
+        Err(Error::NormOutOfRange { .. })
+    ));
+    let unit: Vec<f32> = [3.0f32, -1.0, 0.5, 0.0, 2.0, -2.0, 1.0, 0.25]
+        .iter()
+        .map(|x| x / 4.5)
+        .collect();
+    let small: Vec<f32> = unit.iter().map(|x| x * 2e-10).collect();
+    let (a, b) = (
+        q.encode_batch(&unit).unwrap(),
+        q.encode_batch(&small).unwrap(),
+    );
+    assert_eq!(a.get(0).codes, b.get(0).codes);
+    assert!(b.get(0).scalars.norm > 0.0);
 }
 
 proptest! {

@@ -2,8 +2,8 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result, check_rows, check_vector};
-use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
+use crate::error::{Error, Result, check_norm, check_rows, check_vector};
+use crate::kernels::{dot_f32, squared_l2_f32};
 use crate::metric::Metric;
 use crate::search::TopK;
 
@@ -48,11 +48,7 @@ impl<'a> ExactIndex<'a> {
             .map(|row| {
                 check_vector(row, dim)?;
                 if metric == Metric::Cosine {
-                    let n = squared_norm_f64(row).sqrt();
-                    if n == 0.0 {
-                        return Err(Error::ZeroVector);
-                    }
-                    Ok((1.0 / n) as f32)
+                    Ok((1.0 / check_norm(row, false)?) as f32)
                 } else {
                     Ok(1.0)
                 }
@@ -81,11 +77,8 @@ impl<'a> ExactIndex<'a> {
             return Err(Error::invalid_argument("k", "k must be at least 1"));
         }
         check_vector(q, self.dim)?;
-        let n = squared_norm_f64(q).sqrt();
+        let n = check_norm(q, self.metric == Metric::L2)?;
         if self.metric == Metric::Cosine {
-            if n == 0.0 {
-                return Err(Error::ZeroVector);
-            }
             Ok((1.0 / n) as f32)
         } else {
             Ok(1.0)

@@ -10,9 +10,8 @@
 use rayon::prelude::*;
 
 use super::view::{Columns, Shape, VectorsRef, View, plane_row};
-use crate::error::{Error, Result, check_rows};
+use crate::error::{Error, Result, check_norm, check_rows, check_vector};
 use crate::kernels::fastscan::Kernel;
-use crate::kernels::squared_norm_f64;
 use crate::metric::Metric;
 use crate::quantizer::layout::{self, BlockedCodes};
 use crate::quantizer::packing;
@@ -445,9 +444,10 @@ impl FlatIndex {
     }
 }
 
-/// Validates and encodes rows to add under `shape` (in parallel): whole rows of finite values,
-/// one id each, and no zero vector under cosine. On error nothing is returned.
-pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Vec<Encoded>> {
+/// Checks a batch of rows to add under `shape` without encoding it: whole rows of finite
+/// values, one id each, every norm within [`MIN_NORM`](crate::MIN_NORM)..=
+/// [`MAX_NORM`](crate::MAX_NORM) (the error names the row).
+pub(crate) fn check_batch(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<()> {
     let d = shape.quantizer.dim();
     check_rows(rows, d, "rows")?;
     if rows.len() / d != ids.len() {
@@ -456,16 +456,24 @@ pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Ve
             format!("{} ids for {} rows", ids.len(), rows.len() / d),
         ));
     }
-    if shape.metric == Metric::Cosine
-        && let Some(row) = rows
-            .chunks_exact(d)
-            .position(|r| squared_norm_f64(r) == 0.0)
-    {
-        return Err(Error::invalid_argument(
-            "rows",
-            format!("row {row} is a zero vector, which has no cosine similarity"),
-        ));
+    let bad = rows.chunks_exact(d).enumerate().find_map(|(i, r)| {
+        let checked = check_vector(r, d).and_then(|()| check_norm(r, false));
+        checked.err().map(|e| (i, e))
+    });
+    match bad {
+        None => Ok(()),
+        Some((row, e @ (Error::ZeroVector | Error::NormOutOfRange { .. }))) => {
+            Err(Error::invalid_argument("rows", format!("row {row}: {e}")))
+        }
+        Some((_, e)) => Err(e),
     }
+}
+
+/// Validates ([`check_batch`]) and encodes rows to add under `shape` (in parallel). On error
+/// nothing is returned.
+pub(crate) fn encode_rows(shape: &Shape, ids: &[u64], rows: &[f32]) -> Result<Vec<Encoded>> {
+    let d = shape.quantizer.dim();
+    check_batch(shape, ids, rows)?;
     rows.par_chunks(d * 1024)
         .map(|chunk| {
             let batch = shape.quantizer.encode_batch(chunk)?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result, check_rows, check_vector};
+use crate::error::{Error, Result, check_norm, check_rows, check_vector};
 use crate::kernels::fastscan::{Kernel, MAX_MULTI};
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
@@ -18,7 +18,7 @@ use crate::quantizer::layout::{self, BLOCK};
 use crate::quantizer::{
     CodeRef, Codebook, Estimator, NibbleLut, Quantizer, QuantizerConfig, QueryLut, VectorScalars,
 };
-use crate::search::{Neighbor, SearchParams, TopK};
+use crate::search::{Cancel, Neighbor, SearchParams, TopK};
 
 /// Rows per parallel task when one query is split across threads.
 const ROW_CHUNK: usize = 4096;
@@ -129,9 +129,7 @@ impl Shape {
             return Err(Error::invalid_argument("oversample", "must be at least 1"));
         }
         check_vector(query, self.quantizer.dim())?;
-        if self.metric == Metric::Cosine && squared_norm_f64(query) == 0.0 {
-            return Err(Error::ZeroVector);
-        }
+        check_norm(query, self.metric == Metric::L2)?;
         Ok(())
     }
 
@@ -635,10 +633,12 @@ impl View<'_> {
         masks: &[u32],
     ) -> Result<Vec<Vec<Neighbor>>> {
         let prep = self.shape.prepare(queries, params)?;
-        Ok(self.search_batch_prepared(queries, &prep, k, params, masks))
+        Ok(self.search_batch_prepared(queries, &prep, k, params, masks, &Cancel::default()))
     }
 
-    /// [`search_batch_masked`](Self::search_batch_masked) with the queries prepared.
+    /// [`search_batch_masked`](Self::search_batch_masked) with the queries prepared. Once
+    /// `cancel` trips, the groups not yet started are skipped (their lists left empty): the
+    /// caller checks `cancel` and discards the result.
     pub fn search_batch_prepared(
         &self,
         queries: &[f32],
@@ -646,6 +646,7 @@ impl View<'_> {
         k: usize,
         params: &SearchParams,
         masks: &[u32],
+        cancel: &Cancel,
     ) -> Vec<Vec<Neighbor>> {
         let d = self.shape.quantizer.dim();
         let keep = k.saturating_mul(params.oversample);
@@ -654,6 +655,9 @@ impl View<'_> {
             .enumerate()
             .map(|(g, group)| {
                 let range = g * QUERY_GROUP..g * QUERY_GROUP + group.len() / d;
+                if cancel.is_cancelled() {
+                    return vec![Vec::new(); range.len()];
+                }
                 let luts = &prep.luts[range.clone()];
                 let tables = prep.tables.as_ref().map(|t| &t[range.clone()]);
                 let sketch = prep.sketch.as_ref().map(|t| &t[range]);
@@ -680,16 +684,26 @@ impl View<'_> {
     }
 
     /// Brute force on the stored vectors: the exact `min(k, live)` best rows (needs rerank
-    /// storage; callers check).
-    pub fn exact_search(&self, query: &[f32], k: usize, masks: &[u32]) -> Vec<Neighbor> {
+    /// storage; callers check). Once `cancel` trips, row chunks not yet started are skipped
+    /// (the caller checks `cancel` and discards the result).
+    pub fn exact_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        masks: &[u32],
+        cancel: &Cancel,
+    ) -> Vec<Neighbor> {
         let metric = self.shape.metric;
         let q_norm = squared_norm_f64(query).sqrt() as f32;
         let n = self.cols.rows();
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
             .map(|c| {
-                let mut buf = vec![0.0f32; self.shape.quantizer.dim()];
                 let mut top = TopK::new(k);
+                if cancel.is_cancelled() {
+                    return top;
+                }
+                let mut buf = vec![0.0f32; self.shape.quantizer.dim()];
                 for row in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n) {
                     if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1
                         && let Some(s) = self.exact_score(query, q_norm, row, &mut buf)
