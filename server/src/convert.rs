@@ -83,22 +83,31 @@ pub fn info_to(i: &EngineInfo) -> pb::CollectionInfo {
             })
             .collect(),
         disk_bytes: i.disk_bytes,
+        dead_bytes: i.dead_bytes(),
         resident_bytes: i.resident_bytes.unwrap_or(0),
         segment_rows: c.segment_rows as u64,
     }
 }
 
+/// The engine's search options for a request. `rescore = true` and `exact = true` both need
+/// stored vectors and are refused alike without them.
 pub fn search_options(
     config: &CollectionConfig,
     p: Option<&pb::SearchParams>,
     allow: &[u64],
-) -> SearchOptions {
+) -> Result<SearchOptions, Status> {
     let mut opts = SearchOptions::recommended(config);
     if let Some(p) = p {
         if p.oversampling > 0 {
             opts.params.oversample = p.oversampling as usize;
         }
         if let Some(r) = p.rescore {
+            if r && config.rerank == EngineRerank::None {
+                return Err(invalid(
+                    "params.rescore",
+                    "rescoring on stored vectors needs them: this collection keeps none (rerank none); leave rescore unset, or create the collection with rerank f16 or f32",
+                ));
+            }
             opts.params.rescore = r;
         }
         opts.exact = p.exact;
@@ -106,7 +115,13 @@ pub fn search_options(
     if !allow.is_empty() {
         opts.allow = Some(allow.iter().copied().collect());
     }
-    opts
+    Ok(opts)
+}
+
+/// An upper bound on the encoded bytes of one result (a `ScoredPoint` or `Point`: id, score,
+/// framing, and the vector when asked for).
+pub fn result_bytes(dim: usize, with_vectors: bool) -> usize {
+    24 + if with_vectors { 4 * dim + 8 } else { 0 }
 }
 
 pub fn scored(

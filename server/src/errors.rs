@@ -5,7 +5,8 @@ use tonic::Status;
 
 /// Maps an engine error to a status: bad input → INVALID_ARGUMENT (the message names the
 /// field), unknown collection → NOT_FOUND, duplicate create → ALREADY_EXISTS, damaged files →
-/// DATA_LOSS, I/O and broken invariants → INTERNAL, a locked directory → UNAVAILABLE. Storage failures are logged
+/// DATA_LOSS, I/O and broken invariants → INTERNAL, a locked directory → UNAVAILABLE, a
+/// cancelled search → DEADLINE_EXCEEDED or CANCELLED. Storage failures are logged
 /// with their path; the client sees the same message.
 pub fn to_status(e: Error) -> Status {
     let msg = e.to_string();
@@ -22,6 +23,9 @@ pub fn to_status(e: Error) -> Status {
             Status::internal(msg)
         }
         ErrorKind::Unavailable => Status::unavailable(msg),
+        // The server cancels the engine's work when the deadline passes or the client leaves.
+        ErrorKind::Cancelled if msg.contains("deadline") => Status::deadline_exceeded(msg),
+        ErrorKind::Cancelled => Status::cancelled(msg),
         ErrorKind::Internal => {
             tracing::error!(error = %msg, "internal invariant broken");
             Status::internal(msg)

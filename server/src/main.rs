@@ -6,6 +6,7 @@
 
 mod auth;
 mod convert;
+mod edge;
 mod errors;
 mod metrics;
 mod ops;

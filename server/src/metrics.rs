@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::auth::{Access, Keys};
+
 /// Latency histogram bucket bounds, seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
@@ -48,6 +50,7 @@ struct Collections {
     memtable: Family<CollectionLabels, Gauge>,
     segments: Family<CollectionLabels, Gauge>,
     disk: Family<CollectionLabels, Gauge>,
+    dead: Family<CollectionLabels, Gauge>,
 }
 
 /// Request statistics shared by every handler, and the registry they are exposed from.
@@ -101,6 +104,11 @@ impl Default for Metrics {
                 "Bytes of the collection's files",
                 &collections.disk,
             ),
+            (
+                "gyre_collection_dead_bytes",
+                "Bytes of segment files held by deleted or replaced rows",
+                &collections.dead,
+            ),
         ] {
             registry.register(name, help, family.clone());
         }
@@ -153,7 +161,14 @@ impl Metrics {
     /// The text exposition of the RPC metrics and the database's gauges as of now.
     pub fn render(&self, db: &gyre::Database) -> String {
         let c = &self.collections;
-        for family in [&c.points, &c.deleted, &c.memtable, &c.segments, &c.disk] {
+        for family in [
+            &c.points,
+            &c.deleted,
+            &c.memtable,
+            &c.segments,
+            &c.disk,
+            &c.dead,
+        ] {
             // Dropped collections disappear.
             family.clear();
         }
@@ -169,6 +184,7 @@ impl Metrics {
             set(&c.memtable, info.memtable_rows);
             set(&c.segments, info.segments.len() as u64);
             set(&c.disk, info.disk_bytes);
+            set(&c.dead, info.dead_bytes());
         }
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
@@ -178,26 +194,54 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` (404 for every other path).
+/// Serves `GET /metrics` on `listener` until `shutdown` (404 for every other path). When the
+/// server has API keys, a scrape needs one (`authorization: Bearer <key>`, as Prometheus'
+/// `authorization` setting sends it): the full-access, read-only or metrics key. Collection
+/// names and counts are not for anyone who can reach the port.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
     db: Arc<gyre::Database>,
+    keys: Keys,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
-            let (metrics, db) = (metrics.clone(), db.clone());
+        axum::routing::get(move |headers: http::HeaderMap| {
+            let (metrics, db, keys) = (metrics.clone(), db.clone(), keys.clone());
             async move {
+                let presented = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+                if let Err(s) = keys.check_presented(presented, Access::Metrics) {
+                    let code = if s.code() == tonic::Code::PermissionDenied {
+                        http::StatusCode::FORBIDDEN
+                    } else {
+                        http::StatusCode::UNAUTHORIZED
+                    };
+                    return (
+                        code,
+                        [
+                            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                            (http::header::WWW_AUTHENTICATE, "Bearer"),
+                        ],
+                        format!("{}\n", s.message()),
+                    );
+                }
                 let body = tokio::task::spawn_blocking(move || metrics.render(&db))
                     .await
                     .unwrap_or_default();
                 (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
+                    http::StatusCode::OK,
+                    [
+                        (
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                        (http::header::CACHE_CONTROL, "no-store"),
+                    ],
                     body,
                 )
             }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gyre::Database;
 use gyre_proto::v1::{
@@ -11,11 +12,12 @@ use gyre_proto::v1::{
     search_server::SearchServer,
 };
 use serde::Deserialize;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{Access, Keys};
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{Limits, Service};
 
 /// Flags of `gyre serve`; each may also come from the TOML file (`--config`) or the
 /// environment (`GYRE_DATA_DIR`, `GYRE_LISTEN`, ...). Precedence: flag, environment, file,
@@ -37,15 +39,43 @@ pub struct ServeArgs {
     /// Largest request accepted, in bytes [default: 67108864 = 64 MiB].
     #[arg(long)]
     max_request_bytes: Option<usize>,
+    /// Largest response sent, in bytes; requests whose answer could exceed it are refused
+    /// before any work [default: 67108864 = 64 MiB].
+    #[arg(long)]
+    max_response_bytes: Option<usize>,
     /// Largest k a search may ask for [default: 10000].
     #[arg(long)]
     max_k: Option<usize>,
-    /// API key with full access (then every RPC but health needs a key).
+    /// Most results one request may ask for: queries × k for searches, distinct ids for Get
+    /// [default: 1000000].
+    #[arg(long)]
+    max_results: Option<usize>,
+    /// Searches run at once; more wait in a queue [default: the number of CPUs].
+    #[arg(long)]
+    max_concurrent_searches: Option<usize>,
+    /// Searches that may wait; beyond it a search is refused with RESOURCE_EXHAUSTED
+    /// [default: 256].
+    #[arg(long)]
+    max_queued_searches: Option<usize>,
+    /// API key with full access (then every RPC but health needs a key). At least 16
+    /// characters; prefer --api-key-file or GYRE_API_KEY, which the process list does not show.
     #[arg(long)]
     api_key: Option<String>,
+    /// File holding the full-access key (one line).
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
     /// API key that may search and read but not write.
     #[arg(long)]
     read_only_api_key: Option<String>,
+    /// File holding the read-only key.
+    #[arg(long)]
+    read_only_api_key_file: Option<PathBuf>,
+    /// API key for the metrics endpoint only (the other keys work there too).
+    #[arg(long)]
+    metrics_api_key: Option<String>,
+    /// File holding the metrics key.
+    #[arg(long)]
+    metrics_api_key_file: Option<PathBuf>,
     /// TLS certificate chain (PEM); needs --tls-key.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
@@ -61,9 +91,17 @@ struct FileConfig {
     listen: Option<String>,
     metrics_listen: Option<String>,
     max_request_bytes: Option<usize>,
+    max_response_bytes: Option<usize>,
     max_k: Option<usize>,
+    max_results: Option<usize>,
+    max_concurrent_searches: Option<usize>,
+    max_queued_searches: Option<usize>,
     api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
     read_only_api_key: Option<String>,
+    read_only_api_key_file: Option<PathBuf>,
+    metrics_api_key: Option<String>,
+    metrics_api_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -75,7 +113,7 @@ pub struct Settings {
     pub listen: String,
     pub metrics_listen: Option<String>,
     pub max_request_bytes: usize,
-    pub max_k: usize,
+    pub limits: Limits,
     pub keys: Keys,
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -91,6 +129,46 @@ fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
                 .map_err(|_| format!("{name}={v:?} is not a valid value"))
         })
         .transpose()
+}
+
+/// One key from the first place that gives it: the flag, the flag's file, the environment
+/// variable, the variable's `_FILE` twin, the TOML file's value, its `_file` twin. Unlike the
+/// other settings, a key set but empty is an error (never "no key"). Returns the key and
+/// where it came from.
+fn resolve_key(
+    flag: (&str, Option<String>, Option<PathBuf>),
+    env_name: &str,
+    file: (Option<String>, Option<PathBuf>),
+) -> Result<Option<(String, String)>, String> {
+    let read = |p: &PathBuf, what: String| -> Result<Option<(String, String)>, String> {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+        Ok(Some((
+            text.trim_end_matches(['\n', '\r']).to_string(),
+            format!("{what} {}", p.display()),
+        )))
+    };
+    let (name, value, path) = flag;
+    if let Some(v) = value {
+        return Ok(Some((v, format!("--{name}"))));
+    }
+    if let Some(p) = &path {
+        return read(p, format!("--{name}-file"));
+    }
+    if let Ok(v) = std::env::var(env_name) {
+        return Ok(Some((v, env_name.to_string())));
+    }
+    if let Ok(p) = std::env::var(format!("{env_name}_FILE")) {
+        return read(&PathBuf::from(p), format!("{env_name}_FILE"));
+    }
+    let key = name.replace('-', "_");
+    if let Some(v) = file.0 {
+        return Ok(Some((v, format!("{key} in the config file"))));
+    }
+    if let Some(p) = &file.1 {
+        return read(p, format!("{key}_file in the config file:"));
+    }
+    Ok(None)
 }
 
 impl ServeArgs {
@@ -124,21 +202,57 @@ impl ServeArgs {
             .or(parse_env("GYRE_MAX_REQUEST_BYTES")?)
             .or(file.max_request_bytes)
             .unwrap_or(64 << 20);
+        let max_response_bytes = self
+            .max_response_bytes
+            .or(parse_env("GYRE_MAX_RESPONSE_BYTES")?)
+            .or(file.max_response_bytes)
+            .unwrap_or(64 << 20);
         let max_k = self
             .max_k
             .or(parse_env("GYRE_MAX_K")?)
             .or(file.max_k)
             .unwrap_or(10_000);
-        let keys = Keys {
-            write: self.api_key.or(env("GYRE_API_KEY")).or(file.api_key),
-            read_only: self
-                .read_only_api_key
-                .or(env("GYRE_READ_ONLY_API_KEY"))
-                .or(file.read_only_api_key),
-        };
-        if keys.read_only.is_some() && keys.write.is_none() {
-            return Err("--read-only-api-key needs --api-key too (or nobody could write)".into());
-        }
+        let max_results = self
+            .max_results
+            .or(parse_env("GYRE_MAX_RESULTS")?)
+            .or(file.max_results)
+            .unwrap_or(1_000_000);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_concurrent_searches = self
+            .max_concurrent_searches
+            .or(parse_env("GYRE_MAX_CONCURRENT_SEARCHES")?)
+            .or(file.max_concurrent_searches)
+            .unwrap_or(cpus);
+        let max_queued_searches = self
+            .max_queued_searches
+            .or(parse_env("GYRE_MAX_QUEUED_SEARCHES")?)
+            .or(file.max_queued_searches)
+            .unwrap_or(256);
+        let keys = Keys::new(
+            resolve_key(
+                ("api-key", self.api_key, self.api_key_file),
+                "GYRE_API_KEY",
+                (file.api_key, file.api_key_file),
+            )?,
+            resolve_key(
+                (
+                    "read-only-api-key",
+                    self.read_only_api_key,
+                    self.read_only_api_key_file,
+                ),
+                "GYRE_READ_ONLY_API_KEY",
+                (file.read_only_api_key, file.read_only_api_key_file),
+            )?,
+            resolve_key(
+                (
+                    "metrics-api-key",
+                    self.metrics_api_key,
+                    self.metrics_api_key_file,
+                ),
+                "GYRE_METRICS_API_KEY",
+                (file.metrics_api_key, file.metrics_api_key_file),
+            )?,
+        )?;
         let cert = self
             .tls_cert
             .or(env("GYRE_TLS_CERT").map(PathBuf::from))
@@ -152,45 +266,32 @@ impl ServeArgs {
             (None, None) => None,
             _ => return Err("TLS needs both --tls-cert and --tls-key".into()),
         };
-        if max_k == 0 || max_request_bytes < 1024 {
-            return Err("--max-k must be at least 1 and --max-request-bytes at least 1024".into());
+        if max_k == 0 || max_results == 0 || max_concurrent_searches == 0 {
+            return Err(
+                "--max-k, --max-results and --max-concurrent-searches must be at least 1".into(),
+            );
+        }
+        if max_request_bytes < 1024 || max_response_bytes < 1024 {
+            return Err(
+                "--max-request-bytes and --max-response-bytes must be at least 1024".into(),
+            );
         }
         Ok(Settings {
             data_dir,
             listen,
             metrics_listen: (metrics_listen != "off").then_some(metrics_listen),
             max_request_bytes,
-            max_k,
+            limits: Limits {
+                max_k,
+                max_results,
+                max_response_bytes,
+                max_concurrent_searches,
+                max_queued_searches,
+            },
             keys,
             tls,
         })
     }
-}
-
-/// tonic refuses a request above the size limit before any handler runs, with OUT_OF_RANGE in
-/// the response headers; the API promises RESOURCE_EXHAUSTED and advice on what to do instead.
-fn advise_on_size<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let exhausted = resp
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"8" || v.as_bytes() == b"11");
-    if exhausted
-        && let Some(msg) = resp
-            .headers()
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-        && (msg.contains("too large") || msg.contains("too%20large"))
-    {
-        let advice = format!(
-            "{msg} (the server's --max-request-bytes): send bulk loads through Points.UpsertStream or in smaller batches"
-        );
-        if let Ok(v) = http::HeaderValue::from_str(&advice) {
-            resp.headers_mut().insert("grpc-message", v);
-            resp.headers_mut()
-                .insert("grpc-status", http::HeaderValue::from_static("8"));
-        }
-    }
-    resp
 }
 
 async fn shutdown_signal() {
@@ -225,12 +326,12 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     }
     let db = Arc::new(db);
     let metrics = Metrics::default();
-    let service = Service {
-        db: db.clone(),
-        keys: settings.keys.clone(),
-        metrics: metrics.clone(),
-        max_k: settings.max_k,
-    };
+    let service = Service::new(
+        db.clone(),
+        settings.keys.clone(),
+        metrics.clone(),
+        settings.limits,
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -239,18 +340,25 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     health_reporter.set_serving::<PointsServer<Service>>().await;
     health_reporter.set_serving::<SearchServer<Service>>().await;
     health_reporter.set_serving::<AdminServer<Service>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(gyre_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
+    // Reflection in both versions: v1, and v1alpha, which grpcurl 1.8, grpcui, Postman and
+    // most clients still ask for.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gyre_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let keys = settings.keys.clone();
-    let reflection = tonic::service::interceptor::InterceptedService::new(
-        reflection,
-        move |req: tonic::Request<()>| {
-            keys.check(req.metadata(), Access::Read)?;
-            Ok(req)
-        },
+    let guard = move |req: tonic::Request<()>| {
+        keys.check(req.metadata(), Access::Read)?;
+        Ok(req)
+    };
+    let reflection_v1 = tonic::service::interceptor::InterceptedService::new(
+        reflection().build_v1().map_err(|e| e.to_string())?,
+        guard.clone(),
+    );
+    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(
+        reflection().build_v1alpha().map_err(|e| e.to_string())?,
+        guard,
     );
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -268,16 +376,22 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             ml,
             metrics.clone(),
             db.clone(),
+            settings.keys.clone(),
             stop_rx.clone(),
         ));
     }
     let limit = settings.max_request_bytes;
+    let out_limit = settings.limits.max_response_bytes;
     // Batches of embeddings are megabytes: HTTP/2's default 64 KiB windows would cost a round
-    // trip every 64 KiB.
+    // trip every 64 KiB. Keepalive pings find clients that vanished (or stopped reading) and
+    // free what their streams hold.
     let mut builder = Server::builder()
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
-        .http2_adaptive_window(Some(true));
+        .http2_adaptive_window(Some(true))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(256));
     if let Some((cert, key)) = &settings.tls {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let identity = Identity::from_pem(read(cert)?, read(key)?);
@@ -286,28 +400,29 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             .map_err(|e| format!("TLS: {e}"))?;
     }
     let router = builder
-        .layer(tower::util::MapResponseLayer::new(advise_on_size))
+        .layer(crate::edge::EdgeLayer)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             CollectionsServer::new(service.clone())
                 .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
+                .max_encoding_message_size(out_limit),
         )
         .add_service(
             PointsServer::new(service.clone())
                 .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
+                .max_encoding_message_size(out_limit),
         )
         .add_service(
             SearchServer::new(service.clone())
                 .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
+                .max_encoding_message_size(out_limit),
         )
         .add_service(
             AdminServer::new(service)
                 .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
+                .max_encoding_message_size(out_limit),
         );
     let scheme = if settings.tls.is_some() {
         "https"
@@ -320,7 +435,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         db.list().map(|l| l.len()).unwrap_or(0)
     );
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small requests must not wait for Nagle's algorithm (a 50-row upsert took 48 ms without
+    // TCP_NODELAY, 3 ms with it); TCP keepalive reaps connections to hosts that are gone.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     router
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await

@@ -1,11 +1,15 @@
 //! The gRPC services over one [`Database`]: every handler checks the API key, runs the engine
 //! on the blocking pool (a long search never stalls the async runtime), honours the client's
-//! deadline, and records its metrics.
+//! deadline (the engine's work is cancelled when it passes or the client goes away), bounds
+//! what a request may ask for, and records its metrics. Searches take a slot of a bounded
+//! pool; beyond it they wait in a bounded queue, beyond that they are refused.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gyre::{Collection, CollectionConfig, Database};
+use gyre::{Cancel, Collection, CollectionConfig, Database};
 use gyre_proto::v1::{
     self as pb, admin_server::Admin, collections_server::Collections, points_server::Points,
     search_server::Search,
@@ -14,18 +18,43 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Access, Keys};
-use crate::convert::{info_to, metric_from, rerank_from, scored, search_options, variant_from};
+use crate::convert::{
+    info_to, metric_from, rerank_from, result_bytes, scored, search_options, variant_from,
+};
 use crate::errors::{invalid, to_status};
 use crate::metrics::Metrics;
+
+/// What one request may ask for, and how many searches run at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest k.
+    pub max_k: usize,
+    /// Most results per request: queries × k, or distinct ids of a Get.
+    pub max_results: usize,
+    /// Largest response, in bytes (checked on an upper estimate before any work).
+    pub max_response_bytes: usize,
+    /// Searches running at once.
+    pub max_concurrent_searches: usize,
+    /// Searches waiting for a slot; beyond it RESOURCE_EXHAUSTED.
+    pub max_queued_searches: usize,
+}
+
+/// The slots searches run in, and the queue before them.
+#[derive(Debug)]
+struct Slots {
+    permits: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
 
 /// Shared state of the services.
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub db: Arc<Database>,
-    pub keys: Keys,
-    pub metrics: Metrics,
-    /// Largest k a search may ask for.
-    pub max_k: usize,
+    db: Arc<Database>,
+    keys: Keys,
+    metrics: Metrics,
+    limits: Limits,
+    slots: Arc<Slots>,
 }
 
 /// The client's deadline from `grpc-timeout` (`<digits><H|M|S|m|u|n>`).
@@ -44,32 +73,68 @@ fn deadline(meta: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// Trips the engine's cancellation when the request's future is dropped: its deadline passed
+/// (the timeout drops it) or the client went away (tonic drops it).
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Whether an RPC takes a search slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Search,
+}
+
 impl Service {
+    pub fn new(db: Arc<Database>, keys: Keys, metrics: Metrics, limits: Limits) -> Service {
+        Service {
+            db,
+            keys,
+            metrics,
+            limits,
+            slots: Arc::new(Slots {
+                permits: tokio::sync::Semaphore::new(limits.max_concurrent_searches),
+                waiting: AtomicUsize::new(0),
+                max_waiting: limits.max_queued_searches,
+            }),
+        }
+    }
+
     /// The path every RPC takes: the key check, the client's deadline (answered a little
-    /// early, so the status reaches the client before its own timer cancels the call), the
-    /// metrics and the log of storage failures.
+    /// early, so the status reaches the client before its own timer cancels the call; the
+    /// engine's work is cancelled with it), the metrics and the log of storage failures.
     async fn guarded<T>(
         &self,
         rpc: &'static str,
         meta: &MetadataMap,
         access: Access,
-        work: impl std::future::Future<Output = Result<T, Status>>,
+        work: impl AsyncFnOnce(Cancel) -> Result<T, Status>,
     ) -> Result<Response<T>, Status> {
         let start = Instant::now();
         let result = async {
             self.keys.check(meta, access)?;
+            let cancel = Cancel::new();
+            let _trip = CancelOnDrop(cancel.clone());
             match deadline(meta) {
-                Some(d) => tokio::time::timeout(d - (d / 10).max(Duration::from_millis(2)).min(d), work)
-                    .await
-                    .map_err(|_| {
+                Some(d) => {
+                    let d = d - (d / 10).max(Duration::from_millis(2)).min(d);
+                    let cancel = cancel.with_deadline(start + d);
+                    tokio::time::timeout(d, work(cancel)).await.map_err(|_| {
                         Status::deadline_exceeded(
-                            "deadline exceeded: the request was abandoned (its work may finish in the background)",
+                            "deadline exceeded: the request was abandoned and its work cancelled",
                         )
-                    })?,
-                None => work.await,
+                    })?
+                }
+                None => work(cancel).await,
             }
         }
-        .await;
+        .await
+        .map_err(|s| Status::new(s.code(), crate::edge::clip_message(s.message())));
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
@@ -83,17 +148,23 @@ impl Service {
     }
 
     /// Runs `work` on the blocking pool (a long search never stalls the async runtime) on the
-    /// [`guarded`](Self::guarded) path.
+    /// [`guarded`](Self::guarded) path; a search first waits for a slot.
     async fn run<T: Send + 'static>(
         &self,
         rpc: &'static str,
         meta: &MetadataMap,
         access: Access,
-        work: impl FnOnce(Arc<Database>) -> Result<T, Status> + Send + 'static,
+        kind: Kind,
+        work: impl FnOnce(Arc<Database>, Cancel) -> Result<T, Status> + Send + 'static,
     ) -> Result<Response<T>, Status> {
         let db = self.db.clone();
-        self.guarded(rpc, meta, access, async move {
-            tokio::task::spawn_blocking(move || work(db))
+        let slots = self.slots.clone();
+        self.guarded(rpc, meta, access, async move |cancel: Cancel| {
+            let _permit = match kind {
+                Kind::Plain => None,
+                Kind::Search => Some(slots.acquire().await?),
+            };
+            tokio::task::spawn_blocking(move || work(db, cancel))
                 .await
                 .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
         })
@@ -101,11 +172,50 @@ impl Service {
     }
 }
 
-/// Errors about the vectors of a request name the request's field.
-fn data_error(field: &'static str) -> impl Fn(gyre::Error) -> Status {
-    move |e| match e.kind() {
-        gyre::ErrorKind::InvalidInput => invalid(field, e),
-        _ => to_status(e),
+impl Slots {
+    /// A search slot, after waiting in the queue if all are taken; RESOURCE_EXHAUSTED when
+    /// the queue is full. Waiting ends with the request (its deadline, or the client leaving).
+    async fn acquire(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        if let Ok(p) = self.permits.try_acquire() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "the server is busy: {} searches are already waiting (--max-queued-searches); retry later",
+                self.max_waiting
+            )));
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _w = Waiting(&self.waiting);
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))
+    }
+}
+
+/// An engine error as a status naming the request's fields: a parameter the engine names is
+/// given its API name, and an error about the vectors themselves names `field`.
+fn field_error(field: &'static str) -> impl Fn(gyre::Error) -> Status {
+    move |e| match e {
+        gyre::Error::InvalidArgument { name, reason } => {
+            let api = match name {
+                "rows" | "queries" | "data" | "query" => field,
+                "exact" => "params.exact",
+                "oversample" => "params.oversampling",
+                "rescore" => "params.rescore",
+                other => other,
+            };
+            invalid(api, reason)
+        }
+        e if e.kind() == gyre::ErrorKind::InvalidInput => invalid(field, e),
+        e => to_status(e),
     }
 }
 
@@ -128,16 +238,37 @@ impl Service {
         if k == 0 {
             return Err(invalid("k", "must be at least 1"));
         }
-        if k > self.max_k {
+        if k > self.limits.max_k {
             return Err(invalid(
                 "k",
                 format!(
                     "{k} exceeds this server's maximum of {} (--max-k)",
-                    self.max_k
+                    self.limits.max_k
                 ),
             ));
         }
         Ok(k)
+    }
+}
+
+impl Limits {
+    /// Refuses a request for `results` results of `per_result` bytes each (an upper estimate)
+    /// before any work: RESOURCE_EXHAUSTED naming the limit.
+    fn check_results(&self, what: &str, results: usize, per_result: usize) -> Result<(), Status> {
+        if results > self.max_results {
+            return Err(Status::resource_exhausted(format!(
+                "{what} asks for {results} results, more than this server's maximum of {} per request (--max-results): split it into smaller requests",
+                self.max_results
+            )));
+        }
+        let bytes = results.saturating_mul(per_result);
+        if bytes > self.max_response_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the answer to {what} could take {bytes} bytes, more than this server's maximum response of {} bytes (--max-response-bytes): ask for fewer results or leave out the vectors",
+                self.max_response_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -148,26 +279,33 @@ impl Collections for Service {
         req: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Collections/Create", &meta, Access::Write, move |db| {
-            check_name("name", &r.name)?;
-            if r.dim == 0 {
-                return Err(invalid("dim", "must be set (at least 3)"));
-            }
-            // Unset fields take the engine's defaults (one source for both).
-            let mut config = CollectionConfig::new(r.dim as usize);
-            config.metric = metric_from(r.metric)?;
-            config.variant = variant_from(r.variant)?;
-            config.rerank = rerank_from(r.rerank, config.rerank)?;
-            config.seed = r.seed;
-            if r.bits != 0 {
-                config.bits = u8::try_from(r.bits).map_err(|_| invalid("bits", "use 1 to 8"))?;
-            }
-            if r.segment_rows != 0 {
-                config.segment_rows = r.segment_rows as usize;
-            }
-            let c = db.create_collection(&r.name, config).map_err(to_status)?;
-            Ok(info_to(&c.info().map_err(to_status)?))
-        })
+        self.run(
+            "Collections/Create",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _cancel| {
+                check_name("name", &r.name)?;
+                if r.dim == 0 {
+                    return Err(invalid("dim", "must be set (at least 3)"));
+                }
+                // Unset fields take the engine's defaults (one source for both).
+                let mut config = CollectionConfig::new(r.dim as usize);
+                config.metric = metric_from(r.metric)?;
+                config.variant = variant_from(r.variant)?;
+                config.rerank = rerank_from(r.rerank, config.rerank)?;
+                config.seed = r.seed;
+                if r.bits != 0 {
+                    config.bits =
+                        u8::try_from(r.bits).map_err(|_| invalid("bits", "use 1 to 8"))?;
+                }
+                if r.segment_rows != 0 {
+                    config.segment_rows = r.segment_rows as usize;
+                }
+                let c = db.create_collection(&r.name, config).map_err(to_status)?;
+                Ok(info_to(&c.info().map_err(to_status)?))
+            },
+        )
         .await
     }
 
@@ -176,13 +314,19 @@ impl Collections for Service {
         req: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Collections/Get", &meta, Access::Read, move |db| {
-            Ok(info_to(
-                &open_collection(&db, "name", &r.name)?
-                    .info()
-                    .map_err(to_status)?,
-            ))
-        })
+        self.run(
+            "Collections/Get",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _cancel| {
+                Ok(info_to(
+                    &open_collection(&db, "name", &r.name)?
+                        .info()
+                        .map_err(to_status)?,
+                ))
+            },
+        )
         .await
     }
 
@@ -191,11 +335,17 @@ impl Collections for Service {
         req: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
         let (meta, _, _) = req.into_parts();
-        self.run("Collections/List", &meta, Access::Read, move |db| {
-            Ok(pb::ListCollectionsResponse {
-                names: db.list().map_err(to_status)?,
-            })
-        })
+        self.run(
+            "Collections/List",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _cancel| {
+                Ok(pb::ListCollectionsResponse {
+                    names: db.list().map_err(to_status)?,
+                })
+            },
+        )
         .await
     }
 
@@ -204,67 +354,74 @@ impl Collections for Service {
         req: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Collections/Delete", &meta, Access::Write, move |db| {
-            db.drop_collection(&r.name).map_err(to_status)?;
-            Ok(pb::DeleteCollectionResponse {})
-        })
+        self.run(
+            "Collections/Delete",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _cancel| {
+                db.drop_collection(&r.name).map_err(to_status)?;
+                Ok(pb::DeleteCollectionResponse {})
+            },
+        )
         .await
     }
 }
 
-/// The state of one `UpsertStream`: messages received but not yet written, and the write in
-/// flight.
+/// The state of one `UpsertStream`: messages received and checked but not yet written, and
+/// the write in flight.
+///
+/// Semantics (also in the proto): messages are written in order; when one is refused (or the
+/// stream breaks), every message before it has been written and is durable, and nothing
+/// after it is; the error says how many messages and points were written.
 #[derive(Default)]
 struct StreamWriter {
     name: String,
-    dim: usize,
+    collection: Option<Collection>,
     ids: Vec<u64>,
     vectors: Vec<f32>,
-    /// Messages received (for error messages) and those in `ids`.
+    /// Messages received, and how many of them are in the buffer.
     received: u64,
     buffered: u64,
-    written: u64,
-    in_flight: Option<tokio::task::JoinHandle<Result<u64, Status>>>,
+    /// Messages and points written and durable.
+    written_batches: u64,
+    written_points: u64,
+    in_flight: Option<InFlight>,
+}
+
+/// A write on the blocking pool: the messages and points it carries.
+struct InFlight {
+    handle: tokio::task::JoinHandle<Result<(), Status>>,
+    batches: u64,
+    points: u64,
 }
 
 /// Most values buffered while a write is in flight (64 MiB of f32).
 const STREAM_BUFFER: usize = 16 << 20;
 
 impl StreamWriter {
-    /// Validates one message and appends it to the buffer.
+    /// Checks one message as the engine would and appends it to the buffer.
     fn push(&mut self, db: &Database, r: pb::UpsertRequest) -> Result<(), Status> {
-        let batch = self.received;
         self.received += 1;
-        let fail = |s: Status| Status::new(s.code(), format!("batch {batch}: {}", s.message()));
         if !r.collection.is_empty() && r.collection != self.name {
-            if !self.name.is_empty() {
-                return Err(fail(invalid(
-                    "collection",
-                    "one stream writes one collection",
-                )));
+            if self.collection.is_some() {
+                return Err(invalid("collection", "one stream writes one collection"));
             }
+            self.collection = Some(open_collection(db, "collection", &r.collection)?);
             self.name = r.collection.clone();
-            self.dim = open_collection(db, "collection", &self.name)
-                .map_err(fail)?
-                .config()
-                .dim;
         }
-        check_name("collection", &self.name).map_err(fail)?;
+        let Some(c) = &self.collection else {
+            return Err(invalid(
+                "collection",
+                "the first message of a stream must name the collection",
+            ));
+        };
         if r.ids.is_empty() {
-            return Err(fail(invalid("ids", "the batch is empty")));
+            return Err(invalid("ids", "the batch is empty"));
         }
-        if r.vectors.len() != r.ids.len() * self.dim {
-            return Err(fail(invalid(
-                "vectors",
-                format!(
-                    "{} values for {} ids of dimension {} (expected {})",
-                    r.vectors.len(),
-                    r.ids.len(),
-                    self.dim,
-                    r.ids.len() * self.dim
-                ),
-            )));
-        }
+        check_lengths(c, &r)?;
+        c.check_upsert(&r.ids, &r.vectors)
+            .map_err(field_error("vectors"))?;
         self.ids.extend_from_slice(&r.ids);
         self.vectors.extend_from_slice(&r.vectors);
         self.buffered += 1;
@@ -273,17 +430,30 @@ impl StreamWriter {
 
     /// True when the buffer should be written now: nothing is in flight, or the buffer is full.
     fn ready(&self) -> bool {
-        self.in_flight.as_ref().is_none_or(|h| h.is_finished())
+        self.in_flight
+            .as_ref()
+            .is_none_or(|f| f.handle.is_finished())
             || self.vectors.len() >= STREAM_BUFFER
     }
 
-    /// Waits for the write in flight, then starts writing the buffer.
-    async fn submit(&mut self, db: &Arc<Database>) -> Result<(), Status> {
-        if let Some(h) = self.in_flight.take() {
-            self.written += h
+    /// Waits for the write in flight and counts it.
+    async fn settle(&mut self) -> Result<(), Status> {
+        if let Some(f) = self.in_flight.take() {
+            f.handle
                 .await
                 .map_err(|e| Status::internal(format!("request handler failed: {e}")))??;
+            self.written_batches += f.batches;
+            self.written_points += f.points;
         }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, then starts writing the buffer.
+    async fn submit(&mut self) -> Result<(), Status> {
+        self.settle().await?;
+        let Some(c) = self.collection.clone() else {
+            return Ok(());
+        };
         if self.ids.is_empty() {
             return Ok(());
         }
@@ -291,42 +461,57 @@ impl StreamWriter {
             std::mem::take(&mut self.ids),
             std::mem::take(&mut self.vectors),
         );
-        let (db, name) = (db.clone(), self.name.clone());
-        let (first, last) = (self.received - self.buffered, self.received - 1);
-        self.buffered = 0;
-        let written = self.written;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let c = open_collection(&db, "collection", &name)?;
-            c.upsert(&ids, &vectors).map_err(|e| {
-                let s = data_error("vectors")(e);
-                Status::new(
-                    s.code(),
-                    format!(
-                        "batches {first}..={last} (after {written} points were written): {}",
-                        s.message()
-                    ),
-                )
-            })?;
-            Ok(ids.len() as u64)
-        }));
+        let (batches, points) = (std::mem::take(&mut self.buffered), ids.len() as u64);
+        let handle = tokio::task::spawn_blocking(move || {
+            c.upsert(&ids, &vectors).map_err(field_error("vectors"))
+        });
+        self.in_flight = Some(InFlight {
+            handle,
+            batches,
+            points,
+        });
         Ok(())
     }
 
-    async fn finish(mut self, db: &Arc<Database>) -> Result<pb::UpsertResponse, Status> {
-        self.submit(db).await?;
-        self.submit(db).await?;
-        Ok(pb::UpsertResponse {
-            upserted: self.written,
-            batches: self.received,
-        })
+    /// Writes everything buffered and waits for it.
+    async fn drain(&mut self) -> Result<(), Status> {
+        self.submit().await?;
+        self.settle().await
+    }
+
+    /// The status of a stream that failed with `e` at message `self.received - 1` (or whose
+    /// write failed): first everything before the failure is written, then the status says
+    /// how much that was, in its message and in trailing metadata (`gyre-upserted-points`,
+    /// `gyre-upserted-batches`).
+    async fn fail(&mut self, e: Status, at_message: bool) -> Status {
+        let e = match self.drain().await {
+            Ok(()) => e,
+            // A write failure (I/O) is the first failure: report it.
+            Err(w) => w,
+        };
+        let prefix = if at_message {
+            format!("message {} (counting from 0): ", self.received - 1)
+        } else {
+            String::new()
+        };
+        let mut s = Status::new(
+            e.code(),
+            format!(
+                "{prefix}{} ({} earlier messages, {} points, were written and are durable; nothing after them)",
+                e.message(),
+                self.written_batches,
+                self.written_points
+            ),
+        );
+        let meta = s.metadata_mut();
+        meta.insert("gyre-upserted-batches", self.written_batches.into());
+        meta.insert("gyre-upserted-points", self.written_points.into());
+        s
     }
 }
 
-fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64, Status> {
-    let c = open_collection(db, "collection", name)?;
-    if r.ids.is_empty() {
-        return Err(invalid("ids", "the batch is empty"));
-    }
+/// Checks that a message's vectors are whole rows of the collection's dimension.
+fn check_lengths(c: &Collection, r: &pb::UpsertRequest) -> Result<(), Status> {
     let d = c.config().dim;
     if r.vectors.len() != r.ids.len() * d {
         return Err(invalid(
@@ -339,8 +524,17 @@ fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64,
             ),
         ));
     }
+    Ok(())
+}
+
+fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64, Status> {
+    let c = open_collection(db, "collection", name)?;
+    if r.ids.is_empty() {
+        return Err(invalid("ids", "the batch is empty"));
+    }
+    check_lengths(&c, r)?;
     c.upsert(&r.ids, &r.vectors)
-        .map_err(data_error("vectors"))?;
+        .map_err(field_error("vectors"))?;
     Ok(r.ids.len() as u64)
 }
 
@@ -351,13 +545,19 @@ impl Points for Service {
         req: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Points/Upsert", &meta, Access::Write, move |db| {
-            let n = upsert_batch(&db, &r, &r.collection)?;
-            Ok(pb::UpsertResponse {
-                upserted: n,
-                batches: 1,
-            })
-        })
+        self.run(
+            "Points/Upsert",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _cancel| {
+                let n = upsert_batch(&db, &r, &r.collection)?;
+                Ok(pb::UpsertResponse {
+                    upserted: n,
+                    batches: 1,
+                })
+            },
+        )
         .await
     }
 
@@ -367,19 +567,50 @@ impl Points for Service {
     ) -> Result<Response<pb::UpsertResponse>, Status> {
         let (meta, _, mut stream) = req.into_parts();
         let db = self.db.clone();
-        self.guarded("Points/UpsertStream", &meta, Access::Write, async move {
-            // A one-deep pipeline: while the engine writes what has arrived, the next messages
-            // are received and decoded; they are then written together (in order, so a
-            // repeated id still keeps its last vector), which also shares their fsync.
-            let mut writer = StreamWriter::default();
-            while let Some(r) = stream.message().await? {
-                writer.push(&db, r)?;
-                if writer.ready() {
-                    writer.submit(&db).await?;
+        self.guarded(
+            "Points/UpsertStream",
+            &meta,
+            Access::Write,
+            async move |_cancel: Cancel| {
+                // A one-deep pipeline: while the engine writes what has arrived, the next
+                // messages are received and checked; they are then written together (in
+                // order, so a repeated id still keeps its last vector), which also shares
+                // their fsync.
+                let mut writer = StreamWriter::default();
+                loop {
+                    let r = match stream.message().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => break,
+                        Err(e) => {
+                            let e = if e.message().starts_with("failed to decode Protobuf") {
+                                Status::invalid_argument(format!(
+                                    "malformed request message: {}",
+                                    e.message()
+                                ))
+                            } else {
+                                e
+                            };
+                            return Err(writer.fail(e, true).await);
+                        }
+                    };
+                    if let Err(e) = writer.push(&db, r) {
+                        return Err(writer.fail(e, true).await);
+                    }
+                    if writer.ready()
+                        && let Err(e) = writer.submit().await
+                    {
+                        return Err(writer.fail(e, false).await);
+                    }
                 }
-            }
-            writer.finish(&db).await
-        })
+                if let Err(e) = writer.drain().await {
+                    return Err(writer.fail(e, false).await);
+                }
+                Ok(pb::UpsertResponse {
+                    upserted: writer.written_points,
+                    batches: writer.written_batches,
+                })
+            },
+        )
         .await
     }
 
@@ -388,16 +619,22 @@ impl Points for Service {
         req: Request<pb::DeletePointsRequest>,
     ) -> Result<Response<pb::DeletePointsResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Points/Delete", &meta, Access::Write, move |db| {
-            let c = open_collection(&db, "collection", &r.collection)?;
-            if r.ids.is_empty() {
-                return Err(invalid("ids", "no ids to delete"));
-            }
-            let deleted = c.delete(&r.ids).map_err(data_error("ids"))?;
-            Ok(pb::DeletePointsResponse {
-                deleted: deleted as u64,
-            })
-        })
+        self.run(
+            "Points/Delete",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _cancel| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                if r.ids.is_empty() {
+                    return Err(invalid("ids", "no ids to delete"));
+                }
+                let deleted = c.delete(&r.ids).map_err(field_error("ids"))?;
+                Ok(pb::DeletePointsResponse {
+                    deleted: deleted as u64,
+                })
+            },
+        )
         .await
     }
 
@@ -406,24 +643,47 @@ impl Points for Service {
         req: Request<pb::GetPointsRequest>,
     ) -> Result<Response<pb::GetPointsResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Points/Get", &meta, Access::Read, move |db| {
-            let c = open_collection(&db, "collection", &r.collection)?;
-            let points = c
-                .get(&r.ids)
-                .map_err(to_status)?
-                .into_iter()
-                .flatten()
-                .map(|p| pb::Point {
-                    id: p.id,
-                    vector: if r.with_vectors {
-                        p.vector.unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    },
-                })
-                .collect();
-            Ok(pb::GetPointsResponse { points })
-        })
+        let limits = self.limits;
+        self.run(
+            "Points/Get",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _cancel| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                // One answer per distinct id, in the order of first mention.
+                let mut seen = HashSet::with_capacity(r.ids.len().min(limits.max_results + 1));
+                let mut ids = Vec::new();
+                for &id in &r.ids {
+                    if seen.insert(id) {
+                        ids.push(id);
+                        if ids.len() > limits.max_results {
+                            break;
+                        }
+                    }
+                }
+                limits.check_results(
+                    "this Get",
+                    ids.len(),
+                    result_bytes(c.config().dim, r.with_vectors),
+                )?;
+                let points = c
+                    .get(&ids)
+                    .map_err(to_status)?
+                    .into_iter()
+                    .flatten()
+                    .map(|p| pb::Point {
+                        id: p.id,
+                        vector: if r.with_vectors {
+                            p.vector.unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                    .collect();
+                Ok(pb::GetPointsResponse { points })
+            },
+        )
         .await
     }
 
@@ -432,12 +692,18 @@ impl Points for Service {
         req: Request<pb::CountRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Points/Count", &meta, Access::Read, move |db| {
-            let c = open_collection(&db, "collection", &r.collection)?;
-            Ok(pb::CountResponse {
-                count: c.len() as u64,
-            })
-        })
+        self.run(
+            "Points/Count",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _cancel| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                Ok(pb::CountResponse {
+                    count: c.len() as u64,
+                })
+            },
+        )
         .await
     }
 }
@@ -450,17 +716,30 @@ impl Search for Service {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         let k = self.check_k(r.k);
-        self.run("Search/Search", &meta, Access::Read, move |db| {
-            let k = k?;
-            let c = open_collection(&db, "collection", &r.collection)?;
-            let opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids);
-            let found = c
-                .search(&r.vector, k, &opts)
-                .map_err(data_error("vector"))?;
-            Ok(pb::SearchResponse {
-                results: scored(&c, found, r.with_vectors)?,
-            })
-        })
+        let limits = self.limits;
+        self.run(
+            "Search/Search",
+            &meta,
+            Access::Read,
+            Kind::Search,
+            move |db, cancel| {
+                let k = k?;
+                let c = open_collection(&db, "collection", &r.collection)?;
+                limits.check_results(
+                    "this search",
+                    k,
+                    result_bytes(c.config().dim, r.with_vectors),
+                )?;
+                let mut opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids)?;
+                opts.cancel = cancel;
+                let found = c
+                    .search(&r.vector, k, &opts)
+                    .map_err(field_error("vector"))?;
+                Ok(pb::SearchResponse {
+                    results: scored(&c, found, r.with_vectors)?,
+                })
+            },
+        )
         .await
     }
 
@@ -470,26 +749,50 @@ impl Search for Service {
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let (meta, _, r) = req.into_parts();
         let k = self.check_k(r.k);
-        self.run("Search/SearchBatch", &meta, Access::Read, move |db| {
-            let k = k?;
-            let c = open_collection(&db, "collection", &r.collection)?;
-            if r.vectors.is_empty() {
-                return Err(invalid("vectors", "no queries"));
-            }
-            let opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids);
-            let found = c
-                .search_batch(&r.vectors, k, &opts)
-                .map_err(data_error("vectors"))?;
-            let results = found
-                .into_iter()
-                .map(|f| {
-                    Ok(pb::SearchResponse {
-                        results: scored(&c, f, r.with_vectors)?,
+        let limits = self.limits;
+        self.run(
+            "Search/SearchBatch",
+            &meta,
+            Access::Read,
+            Kind::Search,
+            move |db, cancel| {
+                let k = k?;
+                let c = open_collection(&db, "collection", &r.collection)?;
+                let d = c.config().dim;
+                if r.vectors.is_empty() {
+                    return Err(invalid("vectors", "no queries"));
+                }
+                if !r.vectors.len().is_multiple_of(d) {
+                    return Err(invalid(
+                        "vectors",
+                        format!(
+                            "{} values is not a whole number of {d}-dimensional queries",
+                            r.vectors.len()
+                        ),
+                    ));
+                }
+                let queries = r.vectors.len() / d;
+                limits.check_results(
+                    &format!("this batch ({queries} queries × k = {k})"),
+                    queries.saturating_mul(k),
+                    result_bytes(d, r.with_vectors),
+                )?;
+                let mut opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids)?;
+                opts.cancel = cancel;
+                let found = c
+                    .search_batch(&r.vectors, k, &opts)
+                    .map_err(field_error("vectors"))?;
+                let results = found
+                    .into_iter()
+                    .map(|f| {
+                        Ok(pb::SearchResponse {
+                            results: scored(&c, f, r.with_vectors)?,
+                        })
                     })
-                })
-                .collect::<Result<_, Status>>()?;
-            Ok(pb::SearchBatchResponse { results })
-        })
+                    .collect::<Result<_, Status>>()?;
+                Ok(pb::SearchBatchResponse { results })
+            },
+        )
         .await
     }
 }
@@ -501,11 +804,17 @@ impl Admin for Service {
         req: Request<pb::FlushRequest>,
     ) -> Result<Response<pb::FlushResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Admin/Flush", &meta, Access::Write, move |db| {
-            let c = open_collection(&db, "collection", &r.collection)?;
-            c.flush().map_err(to_status)?;
-            Ok(pb::FlushResponse {})
-        })
+        self.run(
+            "Admin/Flush",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _cancel| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                c.flush().map_err(to_status)?;
+                Ok(pb::FlushResponse {})
+            },
+        )
         .await
     }
 
@@ -514,12 +823,18 @@ impl Admin for Service {
         req: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
         let (meta, _, r) = req.into_parts();
-        self.run("Admin/Compact", &meta, Access::Write, move |db| {
-            let c = open_collection(&db, "collection", &r.collection)?;
-            Ok(pb::CompactResponse {
-                compacted: c.compact().map_err(to_status)?,
-            })
-        })
+        self.run(
+            "Admin/Compact",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _cancel| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                Ok(pb::CompactResponse {
+                    compacted: c.compact().map_err(to_status)?,
+                })
+            },
+        )
         .await
     }
 
@@ -528,19 +843,27 @@ impl Admin for Service {
         req: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let (meta, _, _) = req.into_parts();
-        self.run("Admin/Stats", &meta, Access::Read, move |db| {
-            let infos = db
-                .list()
-                .map_err(to_status)?
-                .iter()
-                .map(|n| db.info(n).map_err(to_status))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(pb::StatsResponse {
-                disk_bytes: infos.iter().map(|i| i.disk_bytes).sum(),
-                resident_bytes: infos.iter().filter_map(|i| i.resident_bytes).sum(),
-                collections: infos.iter().map(info_to).collect(),
-            })
-        })
+        self.run(
+            "Admin/Stats",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _cancel| {
+                let infos = db
+                    .list()
+                    .map_err(to_status)?
+                    .iter()
+                    .map(|n| db.info(n).map_err(to_status))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(pb::StatsResponse {
+                    disk_bytes: infos.iter().map(|i| i.disk_bytes).sum(),
+                    deleted: infos.iter().map(|i| i.deleted).sum(),
+                    dead_bytes: infos.iter().map(|i| i.dead_bytes()).sum(),
+                    resident_bytes: infos.iter().filter_map(|i| i.resident_bytes).sum(),
+                    collections: infos.iter().map(info_to).collect(),
+                })
+            },
+        )
         .await
     }
 }

@@ -451,7 +451,7 @@ async fn api_keys_guard_every_rpc_but_health() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--api-key", "s3cret-w", "--read-only-api-key", "s3cret-r"],
+        &["--api-key", "s3cret-write-key-0001", "--read-only-api-key", "s3cret-read-key-00001"],
     );
     let ch = server.channel().await;
     let (mut cols, mut points, mut search) = (
@@ -470,11 +470,11 @@ async fn api_keys_guard_every_rpc_but_health() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let e = cols
-        .create(with_key(create("k", 8), Some("s3cret-r")))
+        .create(with_key(create("k", 8), Some("s3cret-read-key-00001")))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    cols.create(with_key(create("k", 8), Some("s3cret-w")))
+    cols.create(with_key(create("k", 8), Some("s3cret-write-key-0001")))
         .await
         .unwrap();
     let up = pb::UpsertRequest {
@@ -484,11 +484,11 @@ async fn api_keys_guard_every_rpc_but_health() {
         wait: true,
     };
     let e = points
-        .upsert(with_key(up.clone(), Some("s3cret-r")))
+        .upsert(with_key(up.clone(), Some("s3cret-read-key-00001")))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    points.upsert(with_key(up, Some("s3cret-w"))).await.unwrap();
+    points.upsert(with_key(up, Some("s3cret-write-key-0001"))).await.unwrap();
     // x-api-key works too; the read-only key may search and read.
     let mut r = tonic::Request::new(pb::SearchRequest {
         collection: "k".into(),
@@ -497,7 +497,7 @@ async fn api_keys_guard_every_rpc_but_health() {
         ..Default::default()
     });
     r.metadata_mut()
-        .insert("x-api-key", "s3cret-r".parse().unwrap());
+        .insert("x-api-key", "s3cret-read-key-00001".parse().unwrap());
     assert_eq!(
         search.search(r).await.unwrap().into_inner().results.len(),
         1
