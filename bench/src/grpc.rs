@@ -14,6 +14,9 @@ use tonic::transport::Channel;
 pub struct Remote {
     rt: tokio::runtime::Runtime,
     channel: Channel,
+    /// Collections this client loaded without stored vectors: the API refuses `rescore = true`
+    /// on those (the engine's default float-table rescoring is what an unset field gives).
+    codes_only: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn status(e: tonic::Status) -> String {
@@ -47,7 +50,11 @@ impl Remote {
                     .connect(),
             )
             .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
-        Ok(Remote { rt, channel })
+        Ok(Remote {
+            rt,
+            channel,
+            codes_only: Default::default(),
+        })
     }
 
     /// Replaces collection `name` and loads `data` through `UpsertStream` in batches of
@@ -63,6 +70,13 @@ impl Remote {
         data: &[f32],
         batch: usize,
     ) -> Result<f64, String> {
+        if let Ok(mut set) = self.codes_only.lock() {
+            if rerank == RerankStorage::None {
+                set.insert(name.to_string());
+            } else {
+                set.remove(name);
+            }
+        }
         let mut cols = CollectionsClient::new(self.channel.clone());
         let mut points =
             PointsClient::new(self.channel.clone()).max_encoding_message_size(usize::MAX);
@@ -118,10 +132,15 @@ impl Remote {
         })
     }
 
-    fn params(p: &SearchParams) -> pb::SearchParams {
+    fn params(&self, name: &str, p: &SearchParams) -> pb::SearchParams {
+        let codes_only = self.codes_only.lock().is_ok_and(|s| s.contains(name));
         pb::SearchParams {
             oversampling: p.oversample as u32,
-            rescore: Some(p.rescore),
+            rescore: if codes_only && p.rescore {
+                None
+            } else {
+                Some(p.rescore)
+            },
             exact: false,
         }
     }
@@ -152,7 +171,7 @@ impl Remote {
                 collection: name.into(),
                 vectors: queries.to_vec(),
                 k: k as u32,
-                params: Some(Remote::params(p)),
+                params: Some(self.params(name, p)),
                 ..Default::default()
             }))
             .map_err(status)?;
@@ -177,7 +196,7 @@ impl Remote {
                 collection: name.into(),
                 vector: query.to_vec(),
                 k: k as u32,
-                params: Some(Remote::params(p)),
+                params: Some(self.params(name, p)),
                 ..Default::default()
             }))
             .map_err(status)?;
@@ -289,6 +308,217 @@ pub fn load_test(a: &LoadArgs) -> Result<(), String> {
         );
         if let Some(e) = errors.first() {
             println!("first error: {e}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LatencyArgs {
+    /// The server, grpc://HOST:PORT.
+    #[arg(long, default_value = "grpc://127.0.0.1:50051")]
+    target: String,
+    /// ann-benchmarks HDF5 file (train vectors are loaded, test vectors are the queries).
+    /// Default: the shared MiniLM set.
+    #[arg(long)]
+    dataset: Option<std::path::PathBuf>,
+    /// Collection to create (replaced if it exists).
+    #[arg(long, default_value = "grpc-latency")]
+    collection: String,
+    /// Rows per UpsertStream message for the bulk load.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Rows per small upsert.
+    #[arg(long, default_value_t = 50)]
+    upsert_rows: usize,
+    /// Small upserts to time (one at a time).
+    #[arg(long, default_value_t = 400)]
+    upserts: usize,
+    /// Concurrent clients for the loaded search phase.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of the loaded search phase.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Single searches by `clients` concurrent clients, each on its own connection, for
+/// `seconds` (or `limit` searches each): latencies in ms and error messages.
+async fn search_clients(
+    uri: &str,
+    name: &str,
+    queries: &[f32],
+    d: usize,
+    clients: usize,
+    seconds: u64,
+    limit: usize,
+) -> Result<(Vec<f64>, Vec<String>), String> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let ch = Channel::from_shared(uri.to_string())
+            .map_err(|e| e.to_string())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+        let (queries, name) = (queries.to_vec(), name.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut search = SearchClient::new(ch);
+            let (mut lat, mut errors) = (Vec::new(), Vec::new());
+            let n = queries.len() / d;
+            let mut i = c * 997;
+            while Instant::now() < deadline && lat.len() + errors.len() < limit {
+                let q = &queries[(i % n) * d..(i % n + 1) * d];
+                let t = Instant::now();
+                match search
+                    .search(pb::SearchRequest {
+                        collection: name.clone(),
+                        vector: q.to_vec(),
+                        k: 10,
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                    Err(e) => errors.push(status(e)),
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (l, e) = t.await.map_err(|e| e.to_string())?;
+        lat.extend(l);
+        errors.extend(e);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((lat, errors))
+}
+
+/// `grpc-latency`: what a client of `gyre serve` sees. Streams the dataset in through
+/// `UpsertStream` (durable batches; vectors/s), times small upserts one at a time (default
+/// fsync durability), then single searches alone and under `clients` concurrent clients.
+pub fn latency(a: &LatencyArgs) -> Result<(), String> {
+    use crate::common::percentile;
+    let path = a
+        .dataset
+        .clone()
+        .unwrap_or_else(crate::common::shared_dataset);
+    let ds = gyre_datasets::annb::read_hdf5(&path).map_err(|e| e.to_string())?;
+    let (train, queries, d) = (ds.train.as_slice(), ds.test.as_slice(), ds.train.dim());
+    let n = train.len() / d;
+    let metric = ds.distance.metric();
+    let remote = Remote::connect(&a.target)?;
+    let secs = remote.load(
+        &a.collection,
+        d,
+        metric,
+        4,
+        RerankStorage::F32,
+        train,
+        a.batch,
+    )?;
+    let stream_rate = n as f64 / secs;
+    let uri = endpoint(&a.target)?;
+    let mut points = PointsClient::new(remote.channel.clone());
+    let mut upsert = Vec::with_capacity(a.upserts);
+    let mut errors = Vec::new();
+    remote.rt.block_on(async {
+        for i in 0..a.upserts {
+            let first = (i * a.upsert_rows) % n;
+            let rows: Vec<f32> = (0..a.upsert_rows)
+                .flat_map(|r| train[((first + r) % n) * d..((first + r) % n + 1) * d].to_vec())
+                .collect();
+            let base = (n + i * a.upsert_rows) as u64;
+            let t = Instant::now();
+            match points
+                .upsert(pb::UpsertRequest {
+                    collection: a.collection.clone(),
+                    ids: (base..base + a.upsert_rows as u64).collect(),
+                    vectors: rows,
+                    wait: true,
+                })
+                .await
+            {
+                Ok(_) => upsert.push(t.elapsed().as_secs_f64() * 1e3),
+                Err(e) => errors.push(status(e)),
+            }
+        }
+    });
+    upsert.sort_by(f64::total_cmp);
+    let (alone, e1) = remote.rt.block_on(search_clients(
+        &uri,
+        &a.collection,
+        queries,
+        d,
+        1,
+        a.seconds,
+        2000,
+    ))?;
+    let (loaded, e2) = remote.rt.block_on(search_clients(
+        &uri,
+        &a.collection,
+        queries,
+        d,
+        a.clients,
+        a.seconds,
+        usize::MAX,
+    ))?;
+    errors.extend(e1);
+    errors.extend(e2);
+    let p = |v: &[f64], q: f64| percentile(v, q);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "dataset": path.display().to_string(), "points": n, "dim": d,
+                "stream_vectors_per_s": stream_rate, "stream_batch": a.batch,
+                "upsert_rows": a.upsert_rows, "upserts": upsert.len(),
+                "upsert_p50_ms": p(&upsert, 0.5), "upsert_p99_ms": p(&upsert, 0.99),
+                "search_p50_ms": p(&alone, 0.5), "search_p99_ms": p(&alone, 0.99),
+                "clients": a.clients, "loaded_searches": loaded.len(),
+                "loaded_qps": loaded.len() as f64 / a.seconds as f64,
+                "loaded_p50_ms": p(&loaded, 0.5), "loaded_p99_ms": p(&loaded, 0.99),
+                "errors": errors.len(),
+            })
+        );
+    } else {
+        println!(
+            "{}: {n} × {d}; UpsertStream {stream_rate:.0} vectors/s (durable batches of {})",
+            path.display(),
+            a.batch
+        );
+        println!(
+            "  {}-row upserts ({}): p50 {:.2} ms, p99 {:.2} ms",
+            a.upsert_rows,
+            upsert.len(),
+            p(&upsert, 0.5),
+            p(&upsert, 0.99)
+        );
+        println!(
+            "  single searches, 1 client ({}): p50 {:.2} ms, p99 {:.2} ms",
+            alone.len(),
+            p(&alone, 0.5),
+            p(&alone, 0.99)
+        );
+        println!(
+            "  single searches, {} clients × {} s ({} searches, {:.0} QPS): p50 {:.2} ms, p99 {:.2} ms; {} errors",
+            a.clients,
+            a.seconds,
+            loaded.len(),
+            loaded.len() as f64 / a.seconds as f64,
+            p(&loaded, 0.5),
+            p(&loaded, 0.99),
+            errors.len()
+        );
+        if let Some(e) = errors.first() {
+            println!("  first error: {e}");
         }
     }
     Ok(())

@@ -43,6 +43,9 @@ enum Command {
     Ingest(Box<ingest::Args>),
     /// Concurrent single searches against a running server: throughput and latency.
     GrpcLoad(grpc::LoadArgs),
+    /// Over gRPC: UpsertStream ingest rate, small-upsert latency, single-search latency alone
+    /// and under concurrent clients.
+    GrpcLatency(grpc::LatencyArgs),
     /// Steady upsert-and-delete load: deleted rows, disk, memory, write amplification.
     Churn(churn::ChurnArgs),
 }
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => recall::plot(args),
         Command::Ingest(args) => ingest::run(args),
         Command::GrpcLoad(args) => grpc::load_test(args),
+        Command::GrpcLatency(args) => grpc::latency(args),
         Command::Churn(args) => churn::run(args),
     };
     match result {

@@ -134,7 +134,14 @@ impl Service {
             }
         }
         .await
-        .map_err(|s| Status::new(s.code(), crate::edge::clip_message(s.message())));
+        .map_err(|s| {
+            if s.message().len() > crate::edge::MAX_MESSAGE {
+                let msg = crate::edge::clip_message(s.message());
+                Status::with_metadata(s.code(), msg, s.metadata().clone())
+            } else {
+                s
+            }
+        });
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);

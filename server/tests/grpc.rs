@@ -4,8 +4,9 @@
 
 #![allow(clippy::print_stderr)] // tests that skip say so
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gyre_proto::v1::{
@@ -15,98 +16,7 @@ use gyre_proto::v1::{
 use tonic::Code;
 use tonic::transport::Channel;
 
-struct Server {
-    child: Child,
-    addr: String,
-    metrics: Option<String>,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gyre"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gyre serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut addr, mut metrics) = (None, None);
-        while addr.is_none() {
-            let line = lines.next().expect("server output").unwrap();
-            if let Some(rest) = line.strip_prefix("gyre: metrics on http://") {
-                metrics = Some(rest.trim_end_matches("/metrics").to_string());
-            }
-            if let Some(rest) = line
-                .strip_prefix("gyre: listening on http://")
-                .or(line.strip_prefix("gyre: listening on https://"))
-            {
-                addr = Some(rest.split_whitespace().next().unwrap().to_string());
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            addr: addr.unwrap(),
-            metrics,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    /// SIGTERM, then the exit status (graceful shutdown must exit 0).
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rows(n: usize, d: usize, seed: u32) -> Vec<f32> {
-    // A small deterministic generator (no dependency on the engine's RNG in the protocol tests).
-    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
-    (0..n * d)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32) - 0.5
-        })
-        .collect()
-}
-
-fn create(name: &str, dim: u32) -> pb::CreateCollectionRequest {
-    pb::CreateCollectionRequest {
-        name: name.into(),
-        dim,
-        metric: pb::Metric::L2.into(),
-        bits: 4,
-        rerank: pb::RerankStorage::F32.into(),
-        ..Default::default()
-    }
-}
+use common::{Server, create, fetch, fetch_metrics, rows, with_key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_load_search_delete_restart() {
@@ -297,20 +207,6 @@ async fn create_load_search_delete_restart() {
     );
 }
 
-fn fetch_metrics(addr: &str) -> String {
-    fetch(addr, "/metrics")
-}
-
-fn fetch(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_has_its_status_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -435,15 +331,6 @@ async fn every_error_has_its_status_code() {
         h.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-}
-
-fn with_key<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Some(k) = key {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {k}").parse().unwrap());
-    }
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
