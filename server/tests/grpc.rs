@@ -338,7 +338,12 @@ async fn api_keys_guard_every_rpc_but_health() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--api-key", "s3cret-write-key-0001", "--read-only-api-key", "s3cret-read-key-00001"],
+        &[
+            "--api-key",
+            "s3cret-write-key-0001",
+            "--read-only-api-key",
+            "s3cret-read-key-00001",
+        ],
     );
     let ch = server.channel().await;
     let (mut cols, mut points, mut search) = (
@@ -375,7 +380,10 @@ async fn api_keys_guard_every_rpc_but_health() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    points.upsert(with_key(up, Some("s3cret-write-key-0001"))).await.unwrap();
+    points
+        .upsert(with_key(up, Some("s3cret-write-key-0001")))
+        .await
+        .unwrap();
     // x-api-key works too; the read-only key may search and read.
     let mut r = tonic::Request::new(pb::SearchRequest {
         collection: "k".into(),

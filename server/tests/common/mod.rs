@@ -12,8 +12,7 @@ use tonic::transport::Channel;
 /// The binary under test: this build's `gyre`, or `GYRE_TEST_BIN` (to run these tests
 /// against another build, for instance an older one a fix is checked against).
 pub fn gyre_bin() -> std::path::PathBuf {
-    std::env::var_os("GYRE_TEST_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_gyre").into(), Into::into)
+    std::env::var_os("GYRE_TEST_BIN").map_or_else(|| env!("CARGO_BIN_EXE_gyre").into(), Into::into)
 }
 
 pub struct Server {
@@ -138,13 +137,18 @@ pub fn with_key<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
     r
 }
 
-
 /// Runs `gyre serve` with `args` and `envs`, expecting it to refuse to start: returns its
 /// error output (panics if it started serving or did not exit within 30 s).
 pub fn fails_to_start(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> String {
     let mut child = Command::new(gyre_bin())
         .envs(envs.iter().copied())
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
         .arg("--data-dir")
         .arg(dir)
         .args(args)
@@ -160,7 +164,10 @@ pub fn fails_to_start(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)
                 String::from_utf8_lossy(&out.stdout).to_string(),
                 String::from_utf8_lossy(&out.stderr).to_string(),
             );
-            assert!(!status.success(), "gyre serve {args:?} exited 0: {stdout}{stderr}");
+            assert!(
+                !status.success(),
+                "gyre serve {args:?} exited 0: {stdout}{stderr}"
+            );
             assert!(!stdout.contains("listening"), "it served: {stdout}");
             return stderr;
         }
@@ -219,7 +226,11 @@ impl tonic::codec::Decoder for RawCoder {
 }
 
 /// Sends `body` as the raw message of a unary call to `path`.
-pub async fn raw_call(ch: Channel, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+pub async fn raw_call(
+    ch: Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(ch);
     grpc.ready()
         .await
