@@ -43,6 +43,7 @@ pub struct Limits {
 #[derive(Debug)]
 struct Slots {
     permits: tokio::sync::Semaphore,
+    total: usize,
     waiting: AtomicUsize,
     max_waiting: usize,
 }
@@ -83,6 +84,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// What a handler's engine call gets besides the database.
+struct Ctx {
+    /// Tripped when the request's deadline passes or its client leaves.
+    cancel: Cancel,
+    /// Other searches hold slots now: scan on one thread rather than split (a split only adds
+    /// hand-offs when every core is busy anyway).
+    crowded: bool,
+}
+
 /// Whether an RPC takes a search slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -99,6 +109,7 @@ impl Service {
             limits,
             slots: Arc::new(Slots {
                 permits: tokio::sync::Semaphore::new(limits.max_concurrent_searches),
+                total: limits.max_concurrent_searches,
                 waiting: AtomicUsize::new(0),
                 max_waiting: limits.max_queued_searches,
             }),
@@ -162,7 +173,7 @@ impl Service {
         meta: &MetadataMap,
         access: Access,
         kind: Kind,
-        work: impl FnOnce(Arc<Database>, Cancel) -> Result<T, Status> + Send + 'static,
+        work: impl FnOnce(Arc<Database>, Ctx) -> Result<T, Status> + Send + 'static,
     ) -> Result<Response<T>, Status> {
         let db = self.db.clone();
         let slots = self.slots.clone();
@@ -171,7 +182,8 @@ impl Service {
                 Kind::Plain => None,
                 Kind::Search => Some(slots.acquire().await?),
             };
-            tokio::task::spawn_blocking(move || work(db, cancel))
+            let crowded = kind == Kind::Search && slots.others_running();
+            tokio::task::spawn_blocking(move || work(db, Ctx { cancel, crowded }))
                 .await
                 .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
         })
@@ -180,6 +192,11 @@ impl Service {
 }
 
 impl Slots {
+    /// True when searches other than the caller's (which holds a slot) are running.
+    fn others_running(&self) -> bool {
+        self.permits.available_permits() + 1 < self.total
+    }
+
     /// A search slot, after waiting in the queue if all are taken; RESOURCE_EXHAUSTED when
     /// the queue is full. Waiting ends with the request (its deadline, or the client leaving).
     async fn acquire(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
@@ -291,7 +308,7 @@ impl Collections for Service {
             &meta,
             Access::Write,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 check_name("name", &r.name)?;
                 if r.dim == 0 {
                     return Err(invalid("dim", "must be set (at least 3)"));
@@ -326,7 +343,7 @@ impl Collections for Service {
             &meta,
             Access::Read,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 Ok(info_to(
                     &open_collection(&db, "name", &r.name)?
                         .info()
@@ -347,7 +364,7 @@ impl Collections for Service {
             &meta,
             Access::Read,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 Ok(pb::ListCollectionsResponse {
                     names: db.list().map_err(to_status)?,
                 })
@@ -366,7 +383,7 @@ impl Collections for Service {
             &meta,
             Access::Write,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 db.drop_collection(&r.name).map_err(to_status)?;
                 Ok(pb::DeleteCollectionResponse {})
             },
@@ -557,7 +574,7 @@ impl Points for Service {
             &meta,
             Access::Write,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let n = upsert_batch(&db, &r, &r.collection)?;
                 Ok(pb::UpsertResponse {
                     upserted: n,
@@ -631,7 +648,7 @@ impl Points for Service {
             &meta,
             Access::Write,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let c = open_collection(&db, "collection", &r.collection)?;
                 if r.ids.is_empty() {
                     return Err(invalid("ids", "no ids to delete"));
@@ -656,7 +673,7 @@ impl Points for Service {
             &meta,
             Access::Read,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let c = open_collection(&db, "collection", &r.collection)?;
                 // One answer per distinct id, in the order of first mention.
                 let mut seen = HashSet::with_capacity(r.ids.len().min(limits.max_results + 1));
@@ -704,7 +721,7 @@ impl Points for Service {
             &meta,
             Access::Read,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let c = open_collection(&db, "collection", &r.collection)?;
                 Ok(pb::CountResponse {
                     count: c.len() as u64,
@@ -729,7 +746,7 @@ impl Search for Service {
             &meta,
             Access::Read,
             Kind::Search,
-            move |db, cancel| {
+            move |db, ctx| {
                 let k = k?;
                 let c = open_collection(&db, "collection", &r.collection)?;
                 limits.check_results(
@@ -738,7 +755,8 @@ impl Search for Service {
                     result_bytes(c.config().dim, r.with_vectors),
                 )?;
                 let mut opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids)?;
-                opts.cancel = cancel;
+                opts.cancel = ctx.cancel;
+                opts.sequential = ctx.crowded;
                 let found = c
                     .search(&r.vector, k, &opts)
                     .map_err(field_error("vector"))?;
@@ -762,7 +780,7 @@ impl Search for Service {
             &meta,
             Access::Read,
             Kind::Search,
-            move |db, cancel| {
+            move |db, ctx| {
                 let k = k?;
                 let c = open_collection(&db, "collection", &r.collection)?;
                 let d = c.config().dim;
@@ -785,7 +803,8 @@ impl Search for Service {
                     result_bytes(d, r.with_vectors),
                 )?;
                 let mut opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids)?;
-                opts.cancel = cancel;
+                opts.cancel = ctx.cancel;
+                opts.sequential = ctx.crowded;
                 let found = c
                     .search_batch(&r.vectors, k, &opts)
                     .map_err(field_error("vectors"))?;
@@ -816,7 +835,7 @@ impl Admin for Service {
             &meta,
             Access::Write,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let c = open_collection(&db, "collection", &r.collection)?;
                 c.flush().map_err(to_status)?;
                 Ok(pb::FlushResponse {})
@@ -835,7 +854,7 @@ impl Admin for Service {
             &meta,
             Access::Write,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let c = open_collection(&db, "collection", &r.collection)?;
                 Ok(pb::CompactResponse {
                     compacted: c.compact().map_err(to_status)?,
@@ -855,7 +874,7 @@ impl Admin for Service {
             &meta,
             Access::Read,
             Kind::Plain,
-            move |db, _cancel| {
+            move |db, _ctx| {
                 let infos = db
                     .list()
                     .map_err(to_status)?

@@ -198,16 +198,24 @@ impl Collection {
         } else {
             Some(shape.prepare(query, &opts.params)?)
         };
-        let lists = walk_sources(
-            &self.inner.state,
-            shape,
-            opts.allow.as_ref(),
-            &opts.cancel,
-            |view, masks| match &prep {
-                None => view.exact_search(query, k, masks, &opts.cancel),
-                Some(p) => view.search_prepared(query, p, 0, k, &opts.params, masks),
-            },
-        )?;
+        // The whole walk runs on one pool thread: the scans' parallel splits are then local
+        // jobs of that thread (taken by idle threads, if any), instead of one hand-off from
+        // the caller's thread to the pool and back per source.
+        let lists = rayon::scope(|_| {
+            walk_sources(
+                &self.inner.state,
+                shape,
+                opts.allow.as_ref(),
+                &opts.cancel,
+                |view, masks| match &prep {
+                    None => view.exact_search(query, k, masks, &opts.cancel, !opts.sequential),
+                    Some(p) => {
+                        let params = view.params_for(&opts.params, k);
+                        view.search_prepared(query, p, 0, k, &params, masks, !opts.sequential)
+                    }
+                },
+            )
+        })?;
         // A source cut short by the cancellation is incomplete: nothing is returned.
         opts.cancel.check()?;
         Ok(merge_results(shape.metric, k, &lists))
@@ -229,24 +237,27 @@ impl Collection {
         } else {
             Some(shape.prepare(queries, &opts.params)?)
         };
-        let mut per_source = walk_sources(
-            &self.inner.state,
-            shape,
-            opts.allow.as_ref(),
-            &opts.cancel,
-            |view, masks| match &prep {
-                None => {
-                    use rayon::prelude::*;
-                    queries
-                        .par_chunks(d)
-                        .map(|q| view.exact_search(q, k, masks, &opts.cancel))
-                        .collect()
-                }
-                Some(p) => {
-                    view.search_batch_prepared(queries, p, k, &opts.params, masks, &opts.cancel)
-                }
-            },
-        )?;
+        let mut per_source = rayon::scope(|_| {
+            walk_sources(
+                &self.inner.state,
+                shape,
+                opts.allow.as_ref(),
+                &opts.cancel,
+                |view, masks| match &prep {
+                    None => {
+                        use rayon::prelude::*;
+                        queries
+                            .par_chunks(d)
+                            .map(|q| view.exact_search(q, k, masks, &opts.cancel, false))
+                            .collect()
+                    }
+                    Some(p) => {
+                        let params = view.params_for(&opts.params, k);
+                        view.search_batch_prepared(queries, p, k, &params, masks, &opts.cancel)
+                    }
+                },
+            )
+        })?;
         opts.cancel.check()?;
         Ok((0..queries.len() / d)
             .map(|q| {

@@ -16,6 +16,10 @@ pub struct SearchOptions {
     pub allow: Option<RoaringTreemap>,
     /// Stops the search early (checked between sources and between the queries of a batch).
     pub cancel: Cancel,
+    /// Scan each query on the calling thread instead of splitting it over the thread pool: for
+    /// callers that run many searches at once (a loaded server), where a split costs
+    /// hand-offs between threads and gains nothing. Default `false` (split).
+    pub sequential: bool,
 }
 
 impl SearchOptions {

@@ -29,6 +29,8 @@ const SCAN_BLOCKS: usize = 64;
 const CHUNK_BYTES: usize = 192 * 1024;
 /// Queries scanned together in a batch.
 const QUERY_GROUP: usize = 8;
+/// See [`View::params_for`].
+const STAGED_ROWS_PER_CANDIDATE: usize = 64;
 /// Smallest dimension with a sign plane for staged search.
 pub const STAGED_MIN_DIM: usize = 256;
 
@@ -143,34 +145,32 @@ impl Shape {
         Ok(())
     }
 
-    /// The u8 tables stage 1 scans with, built once per query: the sign plane's for a staged
-    /// search, the full codes' for a blocked layout, none for the float path.
-    fn stage1_tables(&self, luts: &[QueryLut], params: &SearchParams) -> Option<Vec<NibbleLut>> {
-        match (&self.plane, &self.blocked) {
-            (Some((_, codebook)), _) if params.staged => {
-                luts.iter().map(|l| l.sign_plane_lut(codebook)).collect()
-            }
-            (_, Some(_)) => luts.iter().map(QueryLut::nibble_lut).collect(),
-            _ => None,
-        }
-    }
-
     /// Rotates checked queries and builds their tables, in parallel; shared by every source a
-    /// search covers.
+    /// search covers. Each source decides for itself whether a staged search pays (see
+    /// [`View::staged`]), so a staged search prepares the sign plane's tables and the full
+    /// codes' tables both (each a few microseconds per query).
     pub fn prepare(&self, queries: &[f32], params: &SearchParams) -> Result<Prepared> {
         let d = self.quantizer.dim();
         let luts = queries
             .par_chunks(d)
             .map(|q| self.quantizer.prepare_query(q))
             .collect::<Result<Vec<_>>>()?;
-        let tables = self.stage1_tables(&luts, params);
+        let plane = match &self.plane {
+            Some((_, codebook)) if params.staged => {
+                luts.iter().map(|l| l.sign_plane_lut(codebook)).collect()
+            }
+            _ => None,
+        };
+        let full = self
+            .blocked
+            .and_then(|_| luts.iter().map(QueryLut::nibble_lut).collect());
         let sketch = self
             .sketch
-            .filter(|_| !(params.staged && self.plane.is_some()))
             .and_then(|_| luts.iter().map(QueryLut::sketch_lut).collect());
         Ok(Prepared {
             luts,
-            tables,
+            plane,
+            full,
             sketch,
         })
     }
@@ -178,6 +178,27 @@ impl Shape {
     /// Checks one query.
     pub fn check_one(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
         self.check_query(query, k, params)
+    }
+}
+
+/// The u8 tables of some of the prepared queries.
+#[derive(Debug, Clone, Copy)]
+struct Tables<'a> {
+    plane: Option<&'a [NibbleLut]>,
+    full: Option<&'a [NibbleLut]>,
+    sketch: Option<&'a [NibbleLut]>,
+}
+
+impl Prepared {
+    fn tables(&self, queries: std::ops::Range<usize>) -> Tables<'_> {
+        fn pick(t: &Option<Vec<NibbleLut>>, q: std::ops::Range<usize>) -> Option<&[NibbleLut]> {
+            t.as_ref().map(|t| &t[q])
+        }
+        Tables {
+            plane: pick(&self.plane, queries.clone()),
+            full: pick(&self.full, queries.clone()),
+            sketch: pick(&self.sketch, queries),
+        }
     }
 }
 
@@ -195,7 +216,10 @@ struct Pass<'a> {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     luts: Vec<QueryLut>,
-    tables: Option<Vec<NibbleLut>>,
+    /// Tables of the sign plane (a staged search).
+    plane: Option<Vec<NibbleLut>>,
+    /// Tables of the full codes (blocked layouts).
+    full: Option<Vec<NibbleLut>>,
     /// Tables of the QJL sign bits (prod codes, unstaged scans).
     sketch: Option<Vec<NibbleLut>>,
 }
@@ -272,6 +296,23 @@ impl View<'_> {
         params.staged && self.shape.plane.is_some()
     }
 
+    /// `params` for this source: a staged search only where it pays. Refining the shortlist
+    /// costs a float estimate per candidate, about what scanning 64 rows' full codes costs,
+    /// so a source of fewer than 64 rows per shortlist entry (a 4096-row memtable chunk, for
+    /// k = 10) is scanned in full instead: faster, and never less accurate (the staged search
+    /// approximates the full ranking). The collection applies it per source; a `FlatIndex`
+    /// does as its parameters say.
+    pub fn params_for(&self, params: &SearchParams, k: usize) -> SearchParams {
+        let shortlist = k
+            .saturating_mul(params.oversample)
+            .saturating_mul(params.shortlist.max(1));
+        let mut p = *params;
+        if self.cols.rows() < STAGED_ROWS_PER_CANDIDATE.saturating_mul(shortlist) {
+            p.staged = false;
+        }
+        p
+    }
+
     /// Stage 1 over rows `rows` (block-aligned) for a group of queries: the `keep` best of
     /// each by an approximate key. Only rows whose bit is set in `masks` (one u32 per block) are
     /// considered.
@@ -283,14 +324,16 @@ impl View<'_> {
     fn scan(
         &self,
         luts: &[QueryLut],
-        (tables, sketch_tables): (Option<&[NibbleLut]>, Option<&[NibbleLut]>),
+        tables: Tables<'_>,
         rows: std::ops::Range<usize>,
         keep: usize,
         masks: &[u32],
         params: &SearchParams,
     ) -> Vec<TopK> {
         let cols = &self.cols;
-        if let (Some(tables), Some((plane, _)), true) = (tables, &self.shape.plane, params.staged) {
+        if let (Some(tables), Some((plane, _)), true) =
+            (tables.plane, &self.shape.plane, self.staged(params))
+        {
             let pass = Pass {
                 bytes: cols.plane,
                 shape: *plane,
@@ -306,7 +349,7 @@ impl View<'_> {
             );
         }
         let mut passes = Vec::with_capacity(2);
-        if let (Some(tables), Some(shape)) = (tables, self.shape.blocked) {
+        if let (Some(tables), Some(shape)) = (tables.full, self.shape.blocked) {
             passes.push(Pass {
                 bytes: cols.blocked,
                 shape,
@@ -314,7 +357,7 @@ impl View<'_> {
                 tables,
             });
         }
-        if let (Some(tables), Some(shape)) = (sketch_tables, self.shape.sketch) {
+        if let (Some(tables), Some(shape)) = (tables.sketch, self.shape.sketch) {
             passes.push(Pass {
                 bytes: cols.sketch_blocked,
                 shape,
@@ -503,7 +546,12 @@ impl View<'_> {
             Metric::Dot => dot_f32(query, x),
             Metric::L2 => squared_l2_f32(query, x),
             Metric::Cosine => {
-                let n = squared_norm_f64(x).sqrt() as f32;
+                // An f32 copy is the vector itself, whose norm the encoder stored (the same
+                // f64 sum, rounded the same way); an f16 copy's norm is its own.
+                let n = match self.cols.vectors {
+                    VectorsRef::F32(_) => self.cols.scalars[row].norm,
+                    _ => squared_norm_f64(x).sqrt() as f32,
+                };
                 dot_f32(query, x) / (q_norm * n)
             }
         })
@@ -580,11 +628,16 @@ impl View<'_> {
         masks: &[u32],
     ) -> Result<Vec<Neighbor>> {
         let prep = self.shape.prepare(query, params)?;
-        Ok(self.search_prepared(query, &prep, 0, k, params, masks))
+        Ok(self.search_prepared(query, &prep, 0, k, params, masks, true))
     }
 
     /// [`search_masked`](Self::search_masked) for query `qi` of `prep` (prepared once for all
     /// the sources a collection searches).
+    ///
+    /// `split`: spread the scan's row chunks over the thread pool (the lowest latency on an
+    /// idle machine), or scan them on this thread (the most throughput when many queries run
+    /// at once: a split then costs hand-offs and gains nothing).
+    #[allow(clippy::too_many_arguments)]
     pub fn search_prepared(
         &self,
         query: &[f32],
@@ -593,18 +646,19 @@ impl View<'_> {
         k: usize,
         params: &SearchParams,
         masks: &[u32],
+        split: bool,
     ) -> Vec<Neighbor> {
         let keep = k.saturating_mul(params.oversample);
         let n = self.cols.rows();
         let luts = &prep.luts[qi..qi + 1];
-        let tables = prep.tables.as_ref().map(|t| &t[qi..qi + 1]);
-        let sketch = prep.sketch.as_ref().map(|t| &t[qi..qi + 1]);
+        let tables = prep.tables(qi..qi + 1);
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
+            .with_min_len(if split { 1 } else { usize::MAX })
             .map(|c| {
                 let mut tops = self.scan(
                     luts,
-                    (tables, sketch),
+                    tables,
                     c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
                     keep,
                     masks,
@@ -659,16 +713,8 @@ impl View<'_> {
                     return vec![Vec::new(); range.len()];
                 }
                 let luts = &prep.luts[range.clone()];
-                let tables = prep.tables.as_ref().map(|t| &t[range.clone()]);
-                let sketch = prep.sketch.as_ref().map(|t| &t[range]);
-                let tops = self.scan(
-                    luts,
-                    (tables, sketch),
-                    0..self.cols.rows(),
-                    keep,
-                    masks,
-                    params,
-                );
+                let tables = prep.tables(range);
+                let tops = self.scan(luts, tables, 0..self.cols.rows(), keep, masks, params);
                 group
                     .chunks_exact(d)
                     .zip(luts)
@@ -692,12 +738,14 @@ impl View<'_> {
         k: usize,
         masks: &[u32],
         cancel: &Cancel,
+        split: bool,
     ) -> Vec<Neighbor> {
         let metric = self.shape.metric;
         let q_norm = squared_norm_f64(query).sqrt() as f32;
         let n = self.cols.rows();
         let top = (0..n.div_ceil(ROW_CHUNK))
             .into_par_iter()
+            .with_min_len(if split { 1 } else { usize::MAX })
             .map(|c| {
                 let mut top = TopK::new(k);
                 if cancel.is_cancelled() {
