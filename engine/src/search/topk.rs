@@ -94,6 +94,18 @@ impl TopK {
         }
     }
 
+    /// The kept `(id, key)` pairs in increasing id order (for a pass that reads each id's data:
+    /// memory is then walked forwards).
+    pub fn into_by_id(mut self) -> Vec<(u64, f32)> {
+        if self.buf.len() > self.k {
+            self.buf.select_nth_unstable(self.k.saturating_sub(1));
+            self.buf.truncate(self.k);
+        }
+        let mut out: Vec<(u64, f32)> = self.buf.into_iter().map(|e| (e.id, e.key)).collect();
+        out.sort_unstable_by_key(|e| e.0);
+        out
+    }
+
     /// The kept `(id, key)` pairs, best first.
     pub fn into_sorted(mut self) -> Vec<(u64, f32)> {
         self.buf.sort_unstable();
@@ -117,6 +129,9 @@ mod tests {
             let mut all: Vec<(u64, f32)> = keys.iter().enumerate().map(|(i, &k)| (i as u64, f32::from(k))).collect();
             all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             all.truncate(k);
+            let mut by_id = all.clone();
+            by_id.sort_by_key(|e| e.0);
+            prop_assert_eq!(top.clone().into_by_id(), by_id);
             prop_assert_eq!(top.into_sorted(), all.clone());
             // Split across two collectors and merged: the same answer.
             let mut a = TopK::new(k);

@@ -151,10 +151,18 @@ impl Shape {
     /// codes' tables both (each a few microseconds per query).
     pub fn prepare(&self, queries: &[f32], params: &SearchParams) -> Result<Prepared> {
         let d = self.quantizer.dim();
-        let luts = queries
-            .par_chunks(d)
-            .map(|q| self.quantizer.prepare_query(q))
-            .collect::<Result<Vec<_>>>()?;
+        // One query is prepared on the caller's thread (a trip to the pool costs more).
+        let luts = if queries.len() <= d {
+            queries
+                .chunks(d)
+                .map(|q| self.quantizer.prepare_query(q))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            queries
+                .par_chunks(d)
+                .map(|q| self.quantizer.prepare_query(q))
+                .collect::<Result<Vec<_>>>()?
+        };
         let plane = match &self.plane {
             Some((_, codebook)) if params.staged => {
                 luts.iter().map(|l| l.sign_plane_lut(codebook)).collect()
@@ -400,7 +408,13 @@ impl View<'_> {
             return candidates;
         }
         let mut top = TopK::new(keep);
-        for (row, _) in candidates.into_sorted() {
+        let rows = candidates.into_by_id();
+        self.touch(
+            rows.iter().map(|r| r.0 as usize),
+            self.cols.codes,
+            self.shape.quantizer.code_bytes(),
+        );
+        for (row, _) in rows {
             top.push(
                 row,
                 self.shape
@@ -409,6 +423,22 @@ impl View<'_> {
             );
         }
         top
+    }
+
+    /// Reads one byte of every cache line of each row's slice of `bytes` (`row_bytes` per
+    /// row) before the rows are scored: the reads are independent, so their cache misses
+    /// overlap, where the scoring loop would take them one row at a time. Rows come in
+    /// increasing order, so memory is walked forwards.
+    fn touch(&self, rows: impl Iterator<Item = usize>, bytes: &[u8], row_bytes: usize) {
+        let mut sink = 0u8;
+        for row in rows {
+            if let Some(r) = bytes.get(row * row_bytes..(row + 1) * row_bytes) {
+                for line in r.iter().step_by(64) {
+                    sink ^= *line;
+                }
+            }
+        }
+        std::hint::black_box(sink);
     }
 
     /// The blocked FastScan passes: row `i`'s key is `key_offset[i] + Σ_passes factor[i] ·
@@ -586,9 +616,16 @@ impl View<'_> {
         candidates: TopK,
     ) -> Vec<Neighbor> {
         let metric = self.shape.metric;
-        let candidates = candidates.into_sorted();
+        let candidates = candidates.into_by_id();
         let mut top = TopK::new(k);
         if params.rescore && self.has_vectors() {
+            let rows = candidates.iter().map(|c| c.0 as usize);
+            let d = self.shape.quantizer.dim();
+            match self.cols.vectors {
+                VectorsRef::F32(v) => self.touch(rows, bytemuck::cast_slice(v), 4 * d),
+                VectorsRef::F16(v) => self.touch(rows, bytemuck::cast_slice(v), 2 * d),
+                VectorsRef::None => {}
+            }
             let q_norm = squared_norm_f64(query).sqrt() as f32;
             let mut buf = vec![0.0f32; self.shape.quantizer.dim()];
             for (row, _) in candidates {
@@ -601,6 +638,10 @@ impl View<'_> {
             // Stage 2: the exact code-domain estimate of each candidate (a staged search's
             // `refine` already ranked its candidates by exactly that).
             let exact_keys = self.staged(params);
+            if !exact_keys {
+                let rows = candidates.iter().map(|c| c.0 as usize);
+                self.touch(rows, self.cols.codes, self.shape.quantizer.code_bytes());
+            }
             for (row, key) in candidates {
                 let key = if exact_keys {
                     key
@@ -652,27 +693,41 @@ impl View<'_> {
         let n = self.cols.rows();
         let luts = &prep.luts[qi..qi + 1];
         let tables = prep.tables(qi..qi + 1);
-        let top = (0..n.div_ceil(ROW_CHUNK))
-            .into_par_iter()
-            .with_min_len(if split { 1 } else { usize::MAX })
-            .map(|c| {
-                let mut tops = self.scan(
-                    luts,
-                    tables,
-                    c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n),
-                    keep,
-                    masks,
-                    params,
-                );
-                tops.pop().unwrap_or_else(|| TopK::new(0))
-            })
-            .reduce(
-                || TopK::new(self.scan_size(keep, params)),
-                |mut a, b| {
-                    a.merge(b);
-                    a
-                },
-            );
+        let top = if split {
+            // One contiguous part per thread (at least ROW_CHUNK rows, whole blocks), each
+            // scanned with one heap whose threshold rises over the part.
+            let parts = n
+                .div_ceil(ROW_CHUNK)
+                .min(rayon::current_num_threads())
+                .max(1);
+            let part = n.div_ceil(parts).next_multiple_of(BLOCK).max(BLOCK);
+            (0..n.div_ceil(part))
+                .into_par_iter()
+                .map(|c| {
+                    let mut tops = self.scan(
+                        luts,
+                        tables,
+                        c * part..((c + 1) * part).min(n),
+                        keep,
+                        masks,
+                        params,
+                    );
+                    tops.pop().unwrap_or_else(|| TopK::new(0))
+                })
+                .reduce(
+                    || TopK::new(self.scan_size(keep, params)),
+                    |mut a, b| {
+                        a.merge(b);
+                        a
+                    },
+                )
+        } else {
+            // One pass, one heap: its threshold keeps rising over the whole source, so far
+            // fewer candidates reach it than with a fresh heap per chunk.
+            self.scan(luts, tables, 0..n, keep, masks, params)
+                .pop()
+                .unwrap_or_else(|| TopK::new(0))
+        };
         let top = self.refine(&luts[0], top, keep, params);
         self.finish(query, &luts[0], k, params, top)
     }
