@@ -169,9 +169,12 @@ impl Shape {
             }
             _ => None,
         };
-        let full = self
-            .blocked
-            .and_then(|_| luts.iter().map(QueryLut::nibble_lut).collect());
+        // The full codes' tables now when they are the scan's; for a staged search only once a
+        // source asks for them (one too small to stage).
+        let full = std::sync::OnceLock::new();
+        if plane.is_none() {
+            let _ = full.set(self.full_tables(&luts));
+        }
         let sketch = self
             .sketch
             .and_then(|_| luts.iter().map(QueryLut::sketch_lut).collect());
@@ -179,8 +182,14 @@ impl Shape {
             luts,
             plane,
             full,
+            blocked: self.blocked.is_some(),
             sketch,
         })
+    }
+
+    fn full_tables(&self, luts: &[QueryLut]) -> Option<Vec<NibbleLut>> {
+        self.blocked
+            .and_then(|_| luts.iter().map(QueryLut::nibble_lut).collect())
     }
 
     /// Checks one query.
@@ -204,8 +213,23 @@ impl Prepared {
         }
         Tables {
             plane: pick(&self.plane, queries.clone()),
-            full: pick(&self.full, queries.clone()),
+            full: None,
             sketch: pick(&self.sketch, queries),
+        }
+    }
+
+    /// [`tables`](Self::tables) with the full codes' tables too (built now if needed).
+    fn tables_full(&self, queries: std::ops::Range<usize>) -> Tables<'_> {
+        let full = self.full.get_or_init(|| {
+            if self.blocked {
+                self.luts.iter().map(QueryLut::nibble_lut).collect()
+            } else {
+                None
+            }
+        });
+        Tables {
+            full: full.as_ref().map(|t| &t[queries.clone()]),
+            ..self.tables(queries)
         }
     }
 }
@@ -226,8 +250,10 @@ pub(crate) struct Prepared {
     luts: Vec<QueryLut>,
     /// Tables of the sign plane (a staged search).
     plane: Option<Vec<NibbleLut>>,
-    /// Tables of the full codes (blocked layouts).
-    full: Option<Vec<NibbleLut>>,
+    /// Tables of the full codes (blocked layouts), built on first use in a staged search.
+    full: std::sync::OnceLock<Option<Vec<NibbleLut>>>,
+    /// Whether the shape has a blocked layout (so full tables can be built).
+    blocked: bool,
     /// Tables of the QJL sign bits (prod codes, unstaged scans).
     sketch: Option<Vec<NibbleLut>>,
 }
@@ -692,7 +718,11 @@ impl View<'_> {
         let keep = k.saturating_mul(params.oversample);
         let n = self.cols.rows();
         let luts = &prep.luts[qi..qi + 1];
-        let tables = prep.tables(qi..qi + 1);
+        let tables = if self.staged(params) {
+            prep.tables(qi..qi + 1)
+        } else {
+            prep.tables_full(qi..qi + 1)
+        };
         let top = if split {
             // One contiguous part per thread (at least ROW_CHUNK rows, whole blocks), each
             // scanned with one heap whose threshold rises over the part.
@@ -768,7 +798,11 @@ impl View<'_> {
                     return vec![Vec::new(); range.len()];
                 }
                 let luts = &prep.luts[range.clone()];
-                let tables = prep.tables(range);
+                let tables = if self.staged(params) {
+                    prep.tables(range)
+                } else {
+                    prep.tables_full(range)
+                };
                 let tops = self.scan(luts, tables, 0..self.cols.rows(), keep, masks, params);
                 group
                     .chunks_exact(d)
