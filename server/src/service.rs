@@ -183,9 +183,29 @@ impl Service {
                 Kind::Search => Some(slots.acquire().await?),
             };
             let crowded = kind == Kind::Search && slots.others_running();
-            tokio::task::spawn_blocking(move || work(db, Ctx { cancel, crowded }))
-                .await
-                .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+            let ctx = Ctx { cancel, crowded };
+            match kind {
+                Kind::Plain => tokio::task::spawn_blocking(move || work(db, ctx))
+                    .await
+                    .map_err(|e| Status::internal(format!("request handler failed: {e}")))?,
+                // A search runs on the engine's thread pool itself (taken in arrival order),
+                // not on a blocking thread that would only hand it to the pool and wait: two
+                // thread wake-ups per search instead of four.
+                Kind::Search => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    rayon::spawn(move || {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            work(db, ctx)
+                        }));
+                        let _ = tx.send(r);
+                    });
+                    rx.await
+                        .map_err(|_| Status::internal("the search task ended without an answer"))?
+                        .map_err(|_| {
+                            Status::internal("the search panicked (a bug: please report it)")
+                        })?
+                }
+            }
         })
         .await
     }
