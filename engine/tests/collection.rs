@@ -380,6 +380,39 @@ fn extreme_magnitudes_are_exact_or_refused() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
 
+/// A memtable of many chunks is searched as one source: with the default (staged) parameters
+/// a single search over it answers exactly as a `FlatIndex` holding the same rows, rescored or
+/// not.
+#[test]
+fn a_memtable_of_many_chunks_searches_as_one_source() {
+    let (n, d) = (20_000, 256);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = data(n, d, 21);
+    let ids: Vec<u64> = (0..n as u64).map(|i| i * 3 + 1).collect();
+    let queries = data(20, d, 22);
+    for rerank in [RerankStorage::F32, RerankStorage::None] {
+        let cfg = CollectionConfig {
+            rerank,
+            ..config(d, Metric::Cosine, 4)
+        };
+        let mut flat = FlatIndex::new(cfg.quantizer(), Metric::Cosine, rerank).unwrap();
+        flat.add(&ids, &rows).unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let name = format!("m{}", rerank.name());
+        let c = db.create_collection(&name, cfg).unwrap();
+        for (i, r) in ids.chunks(1000).zip(rows.chunks(1000 * d)) {
+            c.upsert(i, r).unwrap();
+        }
+        assert_eq!(c.info().unwrap().memtable_rows, n as u64);
+        let opts = SearchOptions::recommended(c.config());
+        for q in queries.chunks_exact(d) {
+            let want = flat.search(q, 10, &opts.params).unwrap();
+            let got = c.search(q, 10, &opts).unwrap();
+            assert_eq!(ids_of(&got), ids_of(&want), "{rerank:?}");
+        }
+    }
+}
+
 #[test]
 fn concurrent_readers_and_a_writer() {
     let d = 32;

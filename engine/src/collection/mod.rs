@@ -49,12 +49,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use crate::directory::{Directory, LockGuard};
 use crate::error::{Error, Result};
 use crate::search::flat::encode_rows;
-use crate::search::view::{Shape, merge_results};
+use crate::search::view::{Shape, merge_results, search_group};
 use crate::search::{Neighbor, RerankStorage};
 use crate::wal;
 use commit::{Queue, Writer};
 use publish::Garbage;
-use snapshot::{Op, State, walk_sources};
+use snapshot::{Op, State, walk_grouped, walk_sources};
 
 #[derive(Debug)]
 struct Inner {
@@ -198,17 +198,29 @@ impl Collection {
         } else {
             Some(shape.prepare(query, &opts.params)?)
         };
+        let split = !opts.sequential;
         let walk = || {
-            walk_sources(
+            walk_grouped(
                 &self.inner.state,
                 shape,
                 opts.allow.as_ref(),
                 &opts.cancel,
+                // The memtable's chunks as one source (one shortlist, not one per chunk).
+                |views| match &prep {
+                    None => {
+                        let lists: Vec<Vec<Neighbor>> = views
+                            .iter()
+                            .map(|(v, m)| v.exact_search(query, k, m, &opts.cancel, split))
+                            .collect();
+                        merge_results(shape.metric, k, &lists)
+                    }
+                    Some(p) => search_group(views, query, p, k, &opts.params),
+                },
                 |view, masks| match &prep {
-                    None => view.exact_search(query, k, masks, &opts.cancel, !opts.sequential),
+                    None => view.exact_search(query, k, masks, &opts.cancel, split),
                     Some(p) => {
                         let params = view.params_for(&opts.params, k);
-                        view.search_prepared(query, p, 0, k, &params, masks, !opts.sequential)
+                        view.search_prepared(query, p, 0, k, &params, masks, split)
                     }
                 },
             )

@@ -240,6 +240,43 @@ pub(super) fn walk_sources<T>(
     Ok(out)
 }
 
+/// [`walk_sources`] with the memtable's chunks (and a frozen memtable's) handed to `group`
+/// together, as one source; segments one by one to `run`.
+pub(super) fn walk_grouped<T>(
+    state: &std::sync::RwLock<State>,
+    shape: &Shape,
+    allow: Option<&RoaringTreemap>,
+    cancel: &Cancel,
+    group: impl FnOnce(&[(View<'_>, &[u32])]) -> T,
+    mut run: impl FnMut(View<'_>, &[u32]) -> T,
+) -> Result<Vec<T>> {
+    let (mut chunks, segments) = {
+        let state = state.read().map_err(super::poisoned)?;
+        let mut chunks = state.memtable.chunks(allow);
+        if let Some(f) = &state.frozen {
+            chunks.extend(f.table.chunks(allow));
+        }
+        (chunks, state.segments.clone())
+    };
+    let mut out = Vec::new();
+    chunks.retain(|(_, m)| !m.is_empty());
+    if !chunks.is_empty() {
+        cancel.check()?;
+        let views: Vec<(View<'_>, &[u32])> =
+            chunks.iter().map(|(c, m)| (c.view(), m.words())).collect();
+        out.push(group(&views));
+    }
+    for s in segments.iter() {
+        cancel.check()?;
+        out.push(match allow {
+            Some(a) => run(s.view(shape), s.allowed(a).words()),
+            None if s.live.is_empty() => continue,
+            None => run(s.view(shape), s.live.words()),
+        });
+    }
+    Ok(out)
+}
+
 /// New row numbers of rows deleted while their source was being copied (the one remap shared
 /// by seal and compaction). Each source is `(copied, late)`: the rows copied, in order, and
 /// rows deleted since the copy started. A copied source's rows land after the previous

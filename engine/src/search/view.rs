@@ -337,14 +337,7 @@ impl View<'_> {
     /// approximates the full ranking). The collection applies it per source; a `FlatIndex`
     /// does as its parameters say.
     pub fn params_for(&self, params: &SearchParams, k: usize) -> SearchParams {
-        let shortlist = k
-            .saturating_mul(params.oversample)
-            .saturating_mul(params.shortlist.max(1));
-        let mut p = *params;
-        if self.cols.rows() < STAGED_ROWS_PER_CANDIDATE.saturating_mul(shortlist) {
-            p.staged = false;
-        }
-        p
+        params_for_rows(params, k, self.cols.rows())
     }
 
     /// Stage 1 over rows `rows` (block-aligned) for a group of queries: the `keep` best of
@@ -865,6 +858,87 @@ impl View<'_> {
             })
             .collect()
     }
+}
+
+/// [`View::params_for`] for a source of `rows` rows.
+fn params_for_rows(params: &SearchParams, k: usize, rows: usize) -> SearchParams {
+    let shortlist = k
+        .saturating_mul(params.oversample)
+        .saturating_mul(params.shortlist.max(1));
+    let mut p = *params;
+    if rows < STAGED_ROWS_PER_CANDIDATE.saturating_mul(shortlist) {
+        p.staged = false;
+    }
+    p
+}
+
+/// One query over several sources of one shape (a memtable's chunks) as if they were one
+/// source: one shortlist, one refinement and one rescoring across all of them, instead of a
+/// shortlist, refinement and rescoring per 4096-row chunk. The staged search is chosen by their
+/// rows together. Candidates carry `(source, row)` until the end; the result breaks ties by
+/// id, as every search does.
+pub(crate) fn search_group(
+    views: &[(View<'_>, &[u32])],
+    query: &[f32],
+    prep: &Prepared,
+    k: usize,
+    params: &SearchParams,
+) -> Vec<Neighbor> {
+    let Some((first, _)) = views.first() else {
+        return Vec::new();
+    };
+    let metric = first.shape.metric;
+    let rows: usize = views.iter().map(|(v, _)| v.cols.rows()).sum();
+    let params = params_for_rows(params, k, rows);
+    let keep = k.saturating_mul(params.oversample);
+    let staged = first.staged(&params);
+    let luts = &prep.luts[0..1];
+    let tables = if staged {
+        prep.tables(0..1)
+    } else {
+        prep.tables_full(0..1)
+    };
+    let at = |c: u64| ((c >> 32) as usize, (c & u64::from(u32::MAX)) as usize);
+    let mut top = TopK::new(first.scan_size(keep, &params));
+    for (vi, (v, masks)) in views.iter().enumerate() {
+        let found = v
+            .scan(luts, tables, 0..v.cols.rows(), keep, masks, &params)
+            .pop();
+        for (row, key) in found.map(TopK::into_by_id).unwrap_or_default() {
+            top.push(((vi as u64) << 32) | row, key);
+        }
+    }
+    if staged {
+        let mut refined = TopK::new(keep);
+        for (c, _) in top.into_by_id() {
+            let (vi, row) = at(c);
+            refined.push(c, metric.to_key(views[vi].0.estimate_row(&luts[0], row)));
+        }
+        top = refined;
+    }
+    let q_norm = squared_norm_f64(query).sqrt() as f32;
+    let mut buf = vec![0.0f32; first.shape.quantizer.dim()];
+    let mut out = TopK::new(k);
+    for (c, key) in top.into_by_id() {
+        let (vi, row) = at(c);
+        let v = &views[vi].0;
+        let key = if params.rescore && v.has_vectors() {
+            let score = v.exact_score(query, q_norm, row, &mut buf);
+            metric.to_key(score.unwrap_or(f32::NAN))
+        } else if staged {
+            key
+        } else {
+            metric.to_key(v.estimate_row(&luts[0], row))
+        };
+        out.push(v.cols.ids[row], key);
+    }
+    out.into_sorted()
+        .into_iter()
+        .map(|(id, key)| Neighbor {
+            id,
+            score: metric.to_key(key),
+        })
+        .collect()
 }
 
 /// Merges per-source result lists (each best first) into the `k` best overall; ties go to the
