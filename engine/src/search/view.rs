@@ -356,6 +356,7 @@ impl View<'_> {
         keep: usize,
         masks: &[u32],
         params: &SearchParams,
+        seed: Option<(TopK, u64)>,
     ) -> Vec<TopK> {
         let cols = &self.cols;
         if let (Some(tables), Some((plane, _)), true) =
@@ -373,6 +374,7 @@ impl View<'_> {
                 rows,
                 self.scan_size(keep, params),
                 masks,
+                seed,
             );
         }
         let mut passes = Vec::with_capacity(2);
@@ -393,15 +395,19 @@ impl View<'_> {
             });
         }
         if !passes.is_empty() {
-            return self.scan_blocked(&passes, luts.len(), rows, keep, masks);
+            return self.scan_blocked(&passes, luts.len(), rows, keep, masks, seed);
         }
+        let (mut seed, id_base) = match seed {
+            Some((top, base)) => (Some(top), base),
+            None => (None, 0),
+        };
         luts.iter()
             .map(|lut| {
-                let mut top = TopK::new(keep);
+                let mut top = seed.take().unwrap_or_else(|| TopK::new(keep));
                 for row in rows.clone() {
                     if masks[row / BLOCK] >> (row % BLOCK) & 1 == 1 {
                         top.push(
-                            row as u64,
+                            id_base + row as u64,
                             self.shape.metric.to_key(self.estimate_row(lut, row)),
                         );
                     }
@@ -473,14 +479,23 @@ impl View<'_> {
         rows: std::ops::Range<usize>,
         keep: usize,
         masks: &[u32],
+        seed: Option<(TopK, u64)>,
     ) -> Vec<TopK> {
         let kernel = Kernel::detect();
         let block_bytes: usize = passes.iter().map(|p| p.shape.block_bytes).sum();
         let chunk_blocks = (CHUNK_BYTES / block_bytes.max(1)).clamp(1, SCAN_BLOCKS);
-        let mut tops: Vec<TopK> = (0..queries).map(|_| TopK::new(keep)).collect();
+        // A seed (one query) continues a heap filled by earlier sources, whose rows are told
+        // apart by `id_base`; its threshold holds from the first row on.
+        let (mut tops, id_base): (Vec<TopK>, u64) = match seed {
+            Some((top, base)) => (vec![top], base),
+            None => ((0..queries).map(|_| TopK::new(keep)).collect(), 0),
+        };
         // Excluded rows get key -inf, below every threshold (which starts at the lowest finite
         // value), so they never enter a heap.
-        let mut thresholds = vec![f32::MIN; queries];
+        let mut thresholds: Vec<f32> = tops
+            .iter()
+            .map(|t| t.threshold().unwrap_or(f32::MIN))
+            .collect();
         // Sums and keys of up to MAX_MULTI queries, scored together by the multi-query kernel.
         let lanes = queries.clamp(1, MAX_MULTI);
         let mut sums = vec![0u32; lanes * SCAN_BLOCKS * BLOCK];
@@ -560,7 +575,7 @@ impl View<'_> {
                         }
                         for (j, &key) in chunk.iter().enumerate() {
                             if key >= *threshold {
-                                top.push((base + c * 16 + j) as u64, key);
+                                top.push(id_base + (base + c * 16 + j) as u64, key);
                                 *threshold = top.threshold().unwrap_or(f32::MIN);
                             }
                         }
@@ -734,6 +749,7 @@ impl View<'_> {
                         keep,
                         masks,
                         params,
+                        None,
                     );
                     tops.pop().unwrap_or_else(|| TopK::new(0))
                 })
@@ -747,7 +763,7 @@ impl View<'_> {
         } else {
             // One pass, one heap: its threshold keeps rising over the whole source, so far
             // fewer candidates reach it than with a fresh heap per chunk.
-            self.scan(luts, tables, 0..n, keep, masks, params)
+            self.scan(luts, tables, 0..n, keep, masks, params, None)
                 .pop()
                 .unwrap_or_else(|| TopK::new(0))
         };
@@ -796,7 +812,7 @@ impl View<'_> {
                 } else {
                     prep.tables_full(range)
                 };
-                let tops = self.scan(luts, tables, 0..self.cols.rows(), keep, masks, params);
+                let tops = self.scan(luts, tables, 0..self.cols.rows(), keep, masks, params, None);
                 group
                     .chunks_exact(d)
                     .zip(luts)
@@ -899,14 +915,14 @@ pub(crate) fn search_group(
         prep.tables_full(0..1)
     };
     let at = |c: u64| ((c >> 32) as usize, (c & u64::from(u32::MAX)) as usize);
+    // One heap through every source: its threshold carries from chunk to chunk.
     let mut top = TopK::new(first.scan_size(keep, &params));
     for (vi, (v, masks)) in views.iter().enumerate() {
-        let found = v
-            .scan(luts, tables, 0..v.cols.rows(), keep, masks, &params)
-            .pop();
-        for (row, key) in found.map(TopK::into_by_id).unwrap_or_default() {
-            top.push(((vi as u64) << 32) | row, key);
-        }
+        let seed = Some((top, (vi as u64) << 32));
+        top = v
+            .scan(luts, tables, 0..v.cols.rows(), keep, masks, &params, seed)
+            .pop()
+            .unwrap_or_else(|| TopK::new(0));
     }
     if staged {
         let mut refined = TopK::new(keep);
