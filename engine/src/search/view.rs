@@ -348,6 +348,7 @@ impl View<'_> {
     /// params.shortlist` candidates, which [`refine`](Self::refine) then ranks by the full codes
     /// (after the shortlists of a split scan are merged); otherwise it scans the full codes
     /// (blocked FastScan for 1, 2, 4 bits, float tables else).
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &self,
         luts: &[QueryLut],
