@@ -243,51 +243,16 @@ pub fn load_test(a: &LoadArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let uri = endpoint(&a.target)?;
-    let (lat, errors) = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(a.seconds);
-        let mut tasks = Vec::new();
-        for c in 0..a.clients {
-            let ch = Channel::from_shared(uri.clone())
-                .map_err(|e| e.to_string())?
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
-            let (queries, name, k) = (queries.clone(), a.collection.clone(), a.k);
-            tasks.push(tokio::spawn(async move {
-                let mut search = SearchClient::new(ch);
-                let (mut lat, mut errors) = (Vec::new(), Vec::new());
-                let n = queries.len() / d;
-                let mut i = c * 997;
-                while Instant::now() < deadline {
-                    let q = &queries[(i % n) * d..(i % n + 1) * d];
-                    let t = Instant::now();
-                    match search
-                        .search(pb::SearchRequest {
-                            collection: name.clone(),
-                            vector: q.to_vec(),
-                            k,
-                            ..Default::default()
-                        })
-                        .await
-                    {
-                        Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
-                        Err(e) => errors.push(status(e)),
-                    }
-                    i += 1;
-                }
-                (lat, errors)
-            }));
-        }
-        let (mut lat, mut errors) = (Vec::new(), Vec::new());
-        for t in tasks {
-            let (l, e) = t.await.map_err(|e| e.to_string())?;
-            lat.extend(l);
-            errors.extend(e);
-        }
-        Ok::<_, String>((lat, errors))
-    })?;
-    let mut lat = lat;
-    lat.sort_by(f64::total_cmp);
+    let (lat, errors) = rt.block_on(search_clients(
+        &uri,
+        &a.collection,
+        &queries,
+        d,
+        a.k,
+        a.clients,
+        a.seconds,
+        usize::MAX,
+    ))?;
     let pct = |p: f64| crate::common::percentile(&lat, p);
     let qps = lat.len() as f64 / a.seconds as f64;
     if a.json {
@@ -347,11 +312,13 @@ pub struct LatencyArgs {
 
 /// Single searches by `clients` concurrent clients, each on its own connection, for
 /// `seconds` (or `limit` searches each): latencies in ms and error messages.
+#[allow(clippy::too_many_arguments)]
 async fn search_clients(
     uri: &str,
     name: &str,
     queries: &[f32],
     d: usize,
+    k: u32,
     clients: usize,
     seconds: u64,
     limit: usize,
@@ -378,7 +345,7 @@ async fn search_clients(
                     .search(pb::SearchRequest {
                         collection: name.clone(),
                         vector: q.to_vec(),
-                        k: 10,
+                        k,
                         ..Default::default()
                     })
                     .await
@@ -457,6 +424,7 @@ pub fn latency(a: &LatencyArgs) -> Result<(), String> {
         &a.collection,
         queries,
         d,
+        10,
         1,
         a.seconds,
         2000,
@@ -466,6 +434,7 @@ pub fn latency(a: &LatencyArgs) -> Result<(), String> {
         &a.collection,
         queries,
         d,
+        10,
         a.clients,
         a.seconds,
         usize::MAX,

@@ -93,6 +93,22 @@ struct Ctx {
     crowded: bool,
 }
 
+impl Ctx {
+    /// The engine's options for a search request, with this request's cancellation and
+    /// threading.
+    fn options(
+        self,
+        config: &CollectionConfig,
+        params: Option<&pb::SearchParams>,
+        allow: &[u64],
+    ) -> Result<gyre::SearchOptions, Status> {
+        let mut opts = search_options(config, params, allow)?;
+        opts.cancel = self.cancel;
+        opts.sequential = self.crowded;
+        Ok(opts)
+    }
+}
+
 /// Whether an RPC takes a search slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -774,9 +790,7 @@ impl Search for Service {
                     k,
                     result_bytes(c.config().dim, r.with_vectors),
                 )?;
-                let mut opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids)?;
-                opts.cancel = ctx.cancel;
-                opts.sequential = ctx.crowded;
+                let opts = ctx.options(c.config(), r.params.as_ref(), &r.allow_ids)?;
                 let found = c
                     .search(&r.vector, k, &opts)
                     .map_err(field_error("vector"))?;
@@ -822,9 +836,7 @@ impl Search for Service {
                     queries.saturating_mul(k),
                     result_bytes(d, r.with_vectors),
                 )?;
-                let mut opts = search_options(c.config(), r.params.as_ref(), &r.allow_ids)?;
-                opts.cancel = ctx.cancel;
-                opts.sequential = ctx.crowded;
+                let opts = ctx.options(c.config(), r.params.as_ref(), &r.allow_ids)?;
                 let found = c
                     .search_batch(&r.vectors, k, &opts)
                     .map_err(field_error("vectors"))?;

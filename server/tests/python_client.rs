@@ -4,6 +4,8 @@
 //! python3, venv, the package index or the shared dataset is missing.
 #![allow(clippy::print_stderr)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,35 +21,13 @@ fn python_client_example_runs() {
     if !dataset.exists() {
         return skip(&format!("{} not found", dataset.display()));
     }
-    if Command::new("python3").arg("--version").output().is_err() {
-        return skip("python3 not found");
-    }
-    let venv = tempfile::tempdir().unwrap();
-    let ok = |c: &mut Command| {
-        c.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    let Some(venv) = common::venv_with(
+        "python client test",
+        &["grpcio", "grpcio-tools", "h5py", "numpy"],
+    ) else {
+        return;
     };
-    if !ok(Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(venv.path()))
-    {
-        return skip("python3 -m venv failed");
-    }
     let py = venv.path().join("bin/python");
-    if !ok(Command::new(&py).args([
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "grpcio",
-        "grpcio-tools",
-        "h5py",
-        "numpy",
-    ])) {
-        return skip("pip could not install grpcio, grpcio-tools, h5py, numpy");
-    }
     let data = tempfile::tempdir().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_gyre"))
         .args([

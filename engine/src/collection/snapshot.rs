@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use roaring::{RoaringBitmap, RoaringTreemap};
 
-use super::memtable::MemTable;
+use super::memtable::{Chunks, MemTable};
 use crate::error::Result;
 use crate::search::flat::Encoded;
 use crate::search::view::{Shape, View};
@@ -205,31 +205,33 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
     }
 }
 
-/// The sources a search covers: under the state read lock only the chunk `Arc`s, masks and
-/// the segment snapshot are taken; every scan runs after the lock is released, so a writer
-/// never waits for a search. `cancel` is checked before each source.
-pub(super) fn walk_sources<T>(
+/// The memtable chunks (with their masks; empty ones left out) and the segment set a search
+/// covers, taken under the state read lock: only `Arc`s and masks are copied, and every scan
+/// runs after the lock is released, so a writer never waits for a search.
+fn sources(
     state: &std::sync::RwLock<State>,
+    allow: Option<&RoaringTreemap>,
+) -> Result<(Chunks, Arc<Vec<Arc<SegState>>>)> {
+    let state = state.read().map_err(super::poisoned)?;
+    let mut chunks = state.memtable.chunks(allow);
+    if let Some(f) = &state.frozen {
+        chunks.extend(f.table.chunks(allow));
+    }
+    chunks.retain(|(_, m)| !m.is_empty());
+    Ok((chunks, state.segments.clone()))
+}
+
+/// Runs `run` on each segment with the rows a search may return (`allow`ed and live),
+/// checking `cancel` first; segments with nothing live are skipped.
+fn each_segment<T>(
+    segments: &[Arc<SegState>],
     shape: &Shape,
     allow: Option<&RoaringTreemap>,
     cancel: &Cancel,
+    out: &mut Vec<T>,
     mut run: impl FnMut(View<'_>, &[u32]) -> T,
-) -> Result<Vec<T>> {
-    let (mut chunks, segments) = {
-        let state = state.read().map_err(super::poisoned)?;
-        let mut chunks = state.memtable.chunks(allow);
-        if let Some(f) = &state.frozen {
-            chunks.extend(f.table.chunks(allow));
-        }
-        (chunks, state.segments.clone())
-    };
-    let mut out = Vec::new();
-    chunks.retain(|(_, m)| !m.is_empty());
-    for (chunk, mask) in &chunks {
-        cancel.check()?;
-        out.push(run(chunk.view(), mask.words()));
-    }
-    for s in segments.iter() {
+) -> Result<()> {
+    for s in segments {
         cancel.check()?;
         out.push(match allow {
             Some(a) => run(s.view(shape), s.allowed(a).words()),
@@ -237,6 +239,25 @@ pub(super) fn walk_sources<T>(
             None => run(s.view(shape), s.live.words()),
         });
     }
+    Ok(())
+}
+
+/// Every source a search covers (see [`sources`]), one by one to `run`. `cancel` is checked
+/// before each source.
+pub(super) fn walk_sources<T>(
+    state: &std::sync::RwLock<State>,
+    shape: &Shape,
+    allow: Option<&RoaringTreemap>,
+    cancel: &Cancel,
+    mut run: impl FnMut(View<'_>, &[u32]) -> T,
+) -> Result<Vec<T>> {
+    let (chunks, segments) = sources(state, allow)?;
+    let mut out = Vec::new();
+    for (chunk, mask) in &chunks {
+        cancel.check()?;
+        out.push(run(chunk.view(), mask.words()));
+    }
+    each_segment(&segments, shape, allow, cancel, &mut out, run)?;
     Ok(out)
 }
 
@@ -248,32 +269,17 @@ pub(super) fn walk_grouped<T>(
     allow: Option<&RoaringTreemap>,
     cancel: &Cancel,
     group: impl FnOnce(&[(View<'_>, &[u32])]) -> T,
-    mut run: impl FnMut(View<'_>, &[u32]) -> T,
+    run: impl FnMut(View<'_>, &[u32]) -> T,
 ) -> Result<Vec<T>> {
-    let (mut chunks, segments) = {
-        let state = state.read().map_err(super::poisoned)?;
-        let mut chunks = state.memtable.chunks(allow);
-        if let Some(f) = &state.frozen {
-            chunks.extend(f.table.chunks(allow));
-        }
-        (chunks, state.segments.clone())
-    };
+    let (chunks, segments) = sources(state, allow)?;
     let mut out = Vec::new();
-    chunks.retain(|(_, m)| !m.is_empty());
     if !chunks.is_empty() {
         cancel.check()?;
         let views: Vec<(View<'_>, &[u32])> =
             chunks.iter().map(|(c, m)| (c.view(), m.words())).collect();
         out.push(group(&views));
     }
-    for s in segments.iter() {
-        cancel.check()?;
-        out.push(match allow {
-            Some(a) => run(s.view(shape), s.allowed(a).words()),
-            None if s.live.is_empty() => continue,
-            None => run(s.view(shape), s.live.words()),
-        });
-    }
+    each_segment(&segments, shape, allow, cancel, &mut out, run)?;
     Ok(out)
 }
 

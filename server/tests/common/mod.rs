@@ -1,7 +1,7 @@
 //! What the server test binaries share: starting the real `gyre serve` on free loopback
 //! ports and stopping it by pid, deterministic rows, small request builders, raw HTTP GETs.
 
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, clippy::print_stderr)] // each test binary uses its own subset; skips say so
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +13,64 @@ use tonic::transport::Channel;
 /// against another build, for instance an older one a fix is checked against).
 pub fn gyre_bin() -> std::path::PathBuf {
     std::env::var_os("GYRE_TEST_BIN").map_or_else(|| env!("CARGO_BIN_EXE_gyre").into(), Into::into)
+}
+
+/// `gyre serve` on a free loopback port with `metrics` as its metrics address, `extra`
+/// flags and `envs`; stdout piped (the chosen addresses are read from it).
+pub fn serve_command(
+    dir: &std::path::Path,
+    metrics: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Command {
+    let mut c = Command::new(gyre_bin());
+    c.envs(envs.iter().copied())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            metrics,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped());
+    c
+}
+
+/// A temporary Python venv with `packages` installed by pip, or `None` after printing
+/// `SKIPPED <what>: <why>` when python3, venv or the package index is missing.
+pub fn venv_with(what: &str, packages: &[&str]) -> Option<tempfile::TempDir> {
+    let skip = |why: &str| {
+        eprintln!("SKIPPED {what}: {why}");
+        None
+    };
+    if Command::new("python3").arg("--version").output().is_err() {
+        return skip("python3 not found");
+    }
+    let venv = tempfile::tempdir().unwrap();
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !quiet(
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(venv.path()),
+    ) {
+        return skip("python3 -m venv failed");
+    }
+    if !quiet(
+        Command::new(venv.path().join("bin/python"))
+            .args(["-m", "pip", "install", "-q"])
+            .args(packages),
+    ) {
+        return skip(&format!("pip could not install {}", packages.join(", ")));
+    }
+    Some(venv)
 }
 
 pub struct Server {
@@ -28,19 +86,7 @@ impl Server {
 
     /// [`start`](Self::start) with extra environment variables.
     pub fn start_env(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(gyre_bin())
-            .envs(envs.iter().copied())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::piped())
+        let mut child = serve_command(dir, "127.0.0.1:0", extra, envs)
             .stderr(Stdio::null())
             .spawn()
             .expect("start gyre serve");
@@ -140,19 +186,7 @@ pub fn with_key<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
 /// Runs `gyre serve` with `args` and `envs`, expecting it to refuse to start: returns its
 /// error output (panics if it started serving or did not exit within 30 s).
 pub fn fails_to_start(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> String {
-    let mut child = Command::new(gyre_bin())
-        .envs(envs.iter().copied())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdout(Stdio::piped())
+    let mut child = serve_command(dir, "off", args, envs)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start gyre serve");
