@@ -9,12 +9,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use gyre_proto::v1::{
-    self as pb, admin_client::AdminClient, collections_client::CollectionsClient,
-    points_client::PointsClient, search_client::SearchClient,
+    self as pb, collections_client::CollectionsClient, points_client::PointsClient,
+    search_client::SearchClient,
 };
 use tonic::Code;
 
-use common::{Server, create, fails_to_start, fetch, raw_call, rows, with_key};
+use common::{Clients, Server, create, fails_to_start, fetch, raw_call, rows, with_key};
 
 fn up(name: &str, ids: std::ops::Range<u64>, d: usize, seed: u32) -> pb::UpsertRequest {
     let n = (ids.end - ids.start) as usize;
@@ -43,11 +43,11 @@ async fn count(points: &mut PointsClient<tonic::transport::Channel>, name: &str)
 async fn a_refused_stream_message_keeps_every_message_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points) = (
-        CollectionsClient::new(ch.clone()),
-        PointsClient::new(ch.clone()),
-    );
+    let Clients {
+        mut cols,
+        mut points,
+        ..
+    } = server.clients().await;
     let d = 16;
     for trial in 0..8u64 {
         let name = format!("s{trial}");
@@ -113,8 +113,11 @@ async fn a_refused_stream_message_keeps_every_message_before_it() {
 async fn small_upserts_are_not_delayed_by_nagle() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points) = (CollectionsClient::new(ch.clone()), PointsClient::new(ch));
+    let Clients {
+        mut cols,
+        mut points,
+        ..
+    } = server.clients().await;
     let d = 384;
     cols.create(create("n", d as u32)).await.unwrap();
     let mut took = Vec::new();
@@ -140,11 +143,12 @@ async fn small_upserts_are_not_delayed_by_nagle() {
 async fn abandoned_searches_stop_and_do_not_starve_others() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points) = (
-        CollectionsClient::new(ch.clone()),
-        PointsClient::new(ch.clone()),
-    );
+    let Clients {
+        ch,
+        mut cols,
+        mut points,
+        ..
+    } = server.clients().await;
     let d = 128usize;
     // One memtable, so no background seal spends CPU while it is measured.
     cols.create(pb::CreateCollectionRequest {
@@ -321,12 +325,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 async fn responses_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points, mut search) = (
-        CollectionsClient::new(ch.clone()),
-        PointsClient::new(ch.clone()),
-        SearchClient::new(ch.clone()),
-    );
+    let Clients {
+        mut cols,
+        mut points,
+        mut search,
+        ..
+    } = server.clients().await;
     let d = 16usize;
     cols.create(create("r", d as u32)).await.unwrap();
     points.upsert(up("r", 0..2000, d, 1)).await.unwrap();
@@ -349,8 +353,11 @@ async fn responses_are_bounded() {
         dir.path(),
         &["--max-results", "5000", "--max-response-bytes", "100000"],
     );
-    let ch = server.channel().await;
-    let (mut search, mut points) = (SearchClient::new(ch.clone()), PointsClient::new(ch));
+    let Clients {
+        mut search,
+        mut points,
+        ..
+    } = server.clients().await;
     let ok = search.search_batch(batch(100, 40, false)).await.unwrap();
     assert_eq!(ok.into_inner().results.len(), 100);
     let e = search
@@ -536,8 +543,11 @@ async fn metrics_need_a_key_when_keys_are_set() {
 async fn errors_do_not_echo_unbounded_input() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points) = (CollectionsClient::new(ch.clone()), PointsClient::new(ch));
+    let Clients {
+        mut cols,
+        mut points,
+        ..
+    } = server.clients().await;
     let huge = "n".repeat(1 << 20);
     let e = points
         .count(pb::CountRequest {
@@ -566,12 +576,12 @@ async fn errors_do_not_echo_unbounded_input() {
 async fn extreme_magnitudes_are_refused_or_exact() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points, mut search) = (
-        CollectionsClient::new(ch.clone()),
-        PointsClient::new(ch.clone()),
-        SearchClient::new(ch),
-    );
+    let Clients {
+        mut cols,
+        mut points,
+        mut search,
+        ..
+    } = server.clients().await;
     let d = 384usize;
     cols.create(pb::CreateCollectionRequest {
         metric: pb::Metric::Cosine.into(),
@@ -722,12 +732,12 @@ async fn protocol_errors_say_what_is_wrong() {
 async fn stats_show_deleted_rows_and_dead_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points, mut admin) = (
-        CollectionsClient::new(ch.clone()),
-        PointsClient::new(ch.clone()),
-        AdminClient::new(ch),
-    );
+    let Clients {
+        mut cols,
+        mut points,
+        mut admin,
+        ..
+    } = server.clients().await;
     cols.create(create("dead", 32)).await.unwrap();
     points.upsert(up("dead", 0..1000, 32, 1)).await.unwrap();
     admin
@@ -772,11 +782,11 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
     use prost::Message;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let ch = server.channel().await;
-    let (mut cols, mut points) = (
-        CollectionsClient::new(ch.clone()),
-        PointsClient::new(ch.clone()),
-    );
+    let Clients {
+        mut cols,
+        mut points,
+        ..
+    } = server.clients().await;
     let d = 16usize;
     cols.create(create("slow", d as u32)).await.unwrap();
     points.upsert(up("slow", 0..5000, d, 1)).await.unwrap();

@@ -7,7 +7,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use gyre_proto::v1 as pb;
+use gyre_proto::v1::{
+    admin_client::AdminClient, collections_client::CollectionsClient, points_client::PointsClient,
+    search_client::SearchClient,
+};
 use tonic::transport::Channel;
+
+/// One channel to a server and a client of each service on it.
+pub struct Clients {
+    pub ch: Channel,
+    pub cols: CollectionsClient<Channel>,
+    pub points: PointsClient<Channel>,
+    pub search: SearchClient<Channel>,
+    pub admin: AdminClient<Channel>,
+}
 
 /// The binary under test: this build's `gyre`, or `GYRE_TEST_BIN` (to run these tests
 /// against another build, for instance an older one a fix is checked against).
@@ -119,6 +132,18 @@ impl Server {
             .connect()
             .await
             .expect("connect")
+    }
+
+    /// A new channel and a client of each service on it.
+    pub async fn clients(&self) -> Clients {
+        let ch = self.channel().await;
+        Clients {
+            cols: CollectionsClient::new(ch.clone()),
+            points: PointsClient::new(ch.clone()),
+            search: SearchClient::new(ch.clone()),
+            admin: AdminClient::new(ch.clone()),
+            ch,
+        }
     }
 
     /// SIGTERM, then the exit status (graceful shutdown must exit 0).
