@@ -308,6 +308,112 @@ pub struct LatencyArgs {
     /// Print one JSON line.
     #[arg(long)]
     json: bool,
+    /// Run the same phases in this process on a data directory instead of over gRPC (the
+    /// embedded figures to set beside the server's): `upsert` batches for the load, the same
+    /// small upserts, single searches alone and from `clients` threads.
+    #[arg(long, value_name = "DATA_DIR")]
+    embedded: Option<std::path::PathBuf>,
+}
+
+/// `grpc-latency --embedded`: the phases of [`latency`] against a collection in this process.
+fn embedded_latency(
+    a: &LatencyArgs,
+    dir: &std::path::Path,
+    ds: &gyre_datasets::annb::AnnDataset,
+) -> Result<Phases, String> {
+    let err = |e: gyre::Error| e.to_string();
+    let (train, queries, d) = (ds.train.as_slice(), ds.test.as_slice(), ds.train.dim());
+    let n = train.len() / d;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let db = gyre::Database::open(dir).map_err(err)?;
+    if db.collection(&a.collection).is_ok() {
+        db.drop_collection(&a.collection).map_err(err)?;
+    }
+    let config = gyre::CollectionConfig {
+        metric: ds.distance.metric(),
+        segment_rows: n + 1,
+        ..gyre::CollectionConfig::new(d)
+    };
+    let c = db.create_collection(&a.collection, config).map_err(err)?;
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let t = Instant::now();
+    for (i, rows) in ids.chunks(a.batch).zip(train.chunks(a.batch * d)) {
+        c.upsert(i, rows).map_err(err)?;
+    }
+    let load_rate = n as f64 / t.elapsed().as_secs_f64();
+    c.flush().map_err(err)?;
+    let mut upsert = Vec::with_capacity(a.upserts);
+    for i in 0..a.upserts {
+        let (ids, rows) = small_upsert(train, d, a.upsert_rows, i);
+        let t = Instant::now();
+        c.upsert(&ids, &rows).map_err(err)?;
+        upsert.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    upsert.sort_by(f64::total_cmp);
+    let opts = gyre::SearchOptions::recommended(c.config());
+    let search = |clients: usize, limit: usize| -> Result<Vec<f64>, String> {
+        let deadline = Instant::now() + Duration::from_secs(a.seconds);
+        let nq = queries.len() / d;
+        let mut lat = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|t| {
+                    let (c, opts) = (&c, &opts);
+                    s.spawn(move || {
+                        let mut lat = Vec::new();
+                        let mut i = t * 997;
+                        while Instant::now() < deadline && lat.len() < limit {
+                            let q = &queries[(i % nq) * d..(i % nq + 1) * d];
+                            let t0 = Instant::now();
+                            c.search(q, 10, opts).map_err(|e| e.to_string())?;
+                            lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                            i += 1;
+                        }
+                        Ok::<_, String>(lat)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| "a search thread panicked".to_string())?
+                })
+                .collect::<Result<Vec<Vec<f64>>, String>>()
+        })?
+        .concat();
+        lat.sort_by(f64::total_cmp);
+        Ok(lat)
+    };
+    let alone = search(1, 2000)?;
+    let loaded = search(a.clients, usize::MAX)?;
+    Ok(Phases {
+        load_rate,
+        upsert,
+        alone,
+        loaded,
+        errors: Vec::new(),
+    })
+}
+
+/// What [`latency`] measures, over gRPC or embedded: the load rate (vectors/s) and sorted
+/// latencies in ms.
+struct Phases {
+    load_rate: f64,
+    upsert: Vec<f64>,
+    alone: Vec<f64>,
+    loaded: Vec<f64>,
+    errors: Vec<String>,
+}
+
+/// Small upsert `i`: `rows` training rows (cycled) under fresh ids above the loaded ones.
+fn small_upsert(train: &[f32], d: usize, rows: usize, i: usize) -> (Vec<u64>, Vec<f32>) {
+    let n = train.len() / d;
+    let first = (i * rows) % n;
+    let vectors: Vec<f32> = (0..rows)
+        .flat_map(|r| train[((first + r) % n) * d..((first + r) % n + 1) * d].to_vec())
+        .collect();
+    let base = (n + i * rows) as u64;
+    ((base..base + rows as u64).collect(), vectors)
 }
 
 /// Single searches by `clients` concurrent clients, each on its own connection, for
@@ -378,37 +484,96 @@ pub fn latency(a: &LatencyArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(crate::common::shared_dataset);
     let ds = gyre_datasets::annb::read_hdf5(&path).map_err(|e| e.to_string())?;
+    let d = ds.train.dim();
+    let n = ds.train.as_slice().len() / d;
+    let ph = match &a.embedded {
+        Some(dir) => embedded_latency(a, dir, &ds)?,
+        None => grpc_phases(a, &ds)?,
+    };
+    let (target, load) = match &a.embedded {
+        Some(dir) => (format!("embedded {}", dir.display()), "upsert"),
+        None => (a.target.clone(), "UpsertStream"),
+    };
+    let p = |v: &[f64], q: f64| percentile(v, q);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "target": target, "dataset": path.display().to_string(), "points": n, "dim": d,
+                "stream_vectors_per_s": ph.load_rate, "stream_batch": a.batch,
+                "upsert_rows": a.upsert_rows, "upserts": ph.upsert.len(),
+                "upsert_p50_ms": p(&ph.upsert, 0.5), "upsert_p99_ms": p(&ph.upsert, 0.99),
+                "search_p50_ms": p(&ph.alone, 0.5), "search_p99_ms": p(&ph.alone, 0.99),
+                "clients": a.clients, "loaded_searches": ph.loaded.len(),
+                "loaded_qps": ph.loaded.len() as f64 / a.seconds.max(1) as f64,
+                "loaded_p50_ms": p(&ph.loaded, 0.5), "loaded_p99_ms": p(&ph.loaded, 0.99),
+                "errors": ph.errors.len(),
+            })
+        );
+    } else {
+        println!(
+            "{target}, {}: {n} × {d}; {load} {:.0} vectors/s (durable batches of {})",
+            path.display(),
+            ph.load_rate,
+            a.batch
+        );
+        println!(
+            "  {}-row upserts ({}): p50 {:.2} ms, p99 {:.2} ms",
+            a.upsert_rows,
+            ph.upsert.len(),
+            p(&ph.upsert, 0.5),
+            p(&ph.upsert, 0.99)
+        );
+        println!(
+            "  single searches, 1 client ({}): p50 {:.2} ms, p99 {:.2} ms",
+            ph.alone.len(),
+            p(&ph.alone, 0.5),
+            p(&ph.alone, 0.99)
+        );
+        println!(
+            "  single searches, {} clients × {} s ({} searches, {:.0} QPS): p50 {:.2} ms, p99 {:.2} ms; {} errors",
+            a.clients,
+            a.seconds,
+            ph.loaded.len(),
+            ph.loaded.len() as f64 / a.seconds.max(1) as f64,
+            p(&ph.loaded, 0.5),
+            p(&ph.loaded, 0.99),
+            ph.errors.len()
+        );
+        if let Some(e) = ph.errors.first() {
+            println!("  first error: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// The phases of [`latency`] over gRPC.
+fn grpc_phases(a: &LatencyArgs, ds: &gyre_datasets::annb::AnnDataset) -> Result<Phases, String> {
     let (train, queries, d) = (ds.train.as_slice(), ds.test.as_slice(), ds.train.dim());
     let n = train.len() / d;
-    let metric = ds.distance.metric();
     let remote = Remote::connect(&a.target)?;
     let secs = remote.load(
         &a.collection,
         d,
-        metric,
+        ds.distance.metric(),
         4,
         RerankStorage::F32,
         train,
         a.batch,
     )?;
-    let stream_rate = n as f64 / secs;
     let uri = endpoint(&a.target)?;
     let mut points = PointsClient::new(remote.channel.clone());
     let mut upsert = Vec::with_capacity(a.upserts);
     let mut errors = Vec::new();
     remote.rt.block_on(async {
         for i in 0..a.upserts {
-            let first = (i * a.upsert_rows) % n;
-            let rows: Vec<f32> = (0..a.upsert_rows)
-                .flat_map(|r| train[((first + r) % n) * d..((first + r) % n + 1) * d].to_vec())
-                .collect();
-            let base = (n + i * a.upsert_rows) as u64;
+            let (ids, vectors) = small_upsert(train, d, a.upsert_rows, i);
             let t = Instant::now();
             match points
                 .upsert(pb::UpsertRequest {
                     collection: a.collection.clone(),
-                    ids: (base..base + a.upsert_rows as u64).collect(),
-                    vectors: rows,
+                    ids,
+                    vectors,
                     wait: true,
                 })
                 .await
@@ -441,54 +606,11 @@ pub fn latency(a: &LatencyArgs) -> Result<(), String> {
     ))?;
     errors.extend(e1);
     errors.extend(e2);
-    let p = |v: &[f64], q: f64| percentile(v, q);
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "dataset": path.display().to_string(), "points": n, "dim": d,
-                "stream_vectors_per_s": stream_rate, "stream_batch": a.batch,
-                "upsert_rows": a.upsert_rows, "upserts": upsert.len(),
-                "upsert_p50_ms": p(&upsert, 0.5), "upsert_p99_ms": p(&upsert, 0.99),
-                "search_p50_ms": p(&alone, 0.5), "search_p99_ms": p(&alone, 0.99),
-                "clients": a.clients, "loaded_searches": loaded.len(),
-                "loaded_qps": loaded.len() as f64 / a.seconds as f64,
-                "loaded_p50_ms": p(&loaded, 0.5), "loaded_p99_ms": p(&loaded, 0.99),
-                "errors": errors.len(),
-            })
-        );
-    } else {
-        println!(
-            "{}: {n} × {d}; UpsertStream {stream_rate:.0} vectors/s (durable batches of {})",
-            path.display(),
-            a.batch
-        );
-        println!(
-            "  {}-row upserts ({}): p50 {:.2} ms, p99 {:.2} ms",
-            a.upsert_rows,
-            upsert.len(),
-            p(&upsert, 0.5),
-            p(&upsert, 0.99)
-        );
-        println!(
-            "  single searches, 1 client ({}): p50 {:.2} ms, p99 {:.2} ms",
-            alone.len(),
-            p(&alone, 0.5),
-            p(&alone, 0.99)
-        );
-        println!(
-            "  single searches, {} clients × {} s ({} searches, {:.0} QPS): p50 {:.2} ms, p99 {:.2} ms; {} errors",
-            a.clients,
-            a.seconds,
-            loaded.len(),
-            loaded.len() as f64 / a.seconds as f64,
-            p(&loaded, 0.5),
-            p(&loaded, 0.99),
-            errors.len()
-        );
-        if let Some(e) = errors.first() {
-            println!("  first error: {e}");
-        }
-    }
-    Ok(())
+    Ok(Phases {
+        load_rate: n as f64 / secs,
+        upsert,
+        alone,
+        loaded,
+        errors,
+    })
 }
