@@ -145,10 +145,10 @@ impl Shape {
         Ok(())
     }
 
-    /// Rotates checked queries and builds their tables, in parallel; shared by every source a
-    /// search covers. Each source decides for itself whether a staged search pays (see
-    /// [`View::staged`]), so a staged search prepares the sign plane's tables and the full
-    /// codes' tables both (each a few microseconds per query).
+    /// Rotates checked queries and builds their tables (in parallel for a batch); shared by
+    /// every source a search covers. Each source decides for itself whether a staged search
+    /// pays ([`View::params_for`]), so a staged search builds the full codes' tables too, on
+    /// first use by a source too small to stage.
     pub fn prepare(&self, queries: &[f32], params: &SearchParams) -> Result<Prepared> {
         let d = self.quantizer.dim();
         // One query is prepared on the caller's thread (a trip to the pool costs more).
@@ -173,7 +173,7 @@ impl Shape {
         // source asks for them (one too small to stage).
         let full = std::sync::OnceLock::new();
         if plane.is_none() {
-            let _ = full.set(self.full_tables(&luts));
+            let _ = full.set(full_tables(self.blocked.is_some(), &luts));
         }
         let sketch = self
             .sketch
@@ -187,14 +187,18 @@ impl Shape {
         })
     }
 
-    fn full_tables(&self, luts: &[QueryLut]) -> Option<Vec<NibbleLut>> {
-        self.blocked
-            .and_then(|_| luts.iter().map(QueryLut::nibble_lut).collect())
-    }
-
     /// Checks one query.
     pub fn check_one(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
         self.check_query(query, k, params)
+    }
+}
+
+/// The full codes' u8 tables of `luts`, for a shape with a blocked layout.
+fn full_tables(blocked: bool, luts: &[QueryLut]) -> Option<Vec<NibbleLut>> {
+    if blocked {
+        luts.iter().map(QueryLut::nibble_lut).collect()
+    } else {
+        None
     }
 }
 
@@ -220,13 +224,9 @@ impl Prepared {
 
     /// [`tables`](Self::tables) with the full codes' tables too (built now if needed).
     fn tables_full(&self, queries: std::ops::Range<usize>) -> Tables<'_> {
-        let full = self.full.get_or_init(|| {
-            if self.blocked {
-                self.luts.iter().map(QueryLut::nibble_lut).collect()
-            } else {
-                None
-            }
-        });
+        let full = self
+            .full
+            .get_or_init(|| full_tables(self.blocked, &self.luts));
         Tables {
             full: full.as_ref().map(|t| &t[queries.clone()]),
             ..self.tables(queries)
