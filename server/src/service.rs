@@ -539,20 +539,19 @@ impl StreamWriter {
         self.settle().await
     }
 
-    /// The status of a stream that failed with `e` at message `self.received - 1` (or whose
-    /// write failed): first everything before the failure is written, then the status says
+    /// The status of a stream that failed with `e` at message `at_message` (or whose write
+    /// failed: `None`): first everything before the failure is written, then the status says
     /// how much that was, in its message and in trailing metadata (`gyre-upserted-points`,
     /// `gyre-upserted-batches`).
-    async fn fail(&mut self, e: Status, at_message: bool) -> Status {
+    async fn fail(&mut self, e: Status, at_message: Option<u64>) -> Status {
         let e = match self.drain().await {
             Ok(()) => e,
             // A write failure (I/O) is the first failure: report it.
             Err(w) => w,
         };
-        let prefix = if at_message {
-            format!("message {} (counting from 0): ", self.received - 1)
-        } else {
-            String::new()
+        let prefix = match at_message {
+            Some(m) => format!("message {m} (counting from 0): "),
+            None => String::new(),
         };
         let mut s = Status::new(
             e.code(),
@@ -650,20 +649,23 @@ impl Points for Service {
                             } else {
                                 e
                             };
-                            return Err(writer.fail(e, true).await);
+                            // The message that could not be read is the next one.
+                            let at = writer.received;
+                            return Err(writer.fail(e, Some(at)).await);
                         }
                     };
                     if let Err(e) = writer.push(&db, r) {
-                        return Err(writer.fail(e, true).await);
+                        let at = writer.received - 1;
+                        return Err(writer.fail(e, Some(at)).await);
                     }
                     if writer.ready()
                         && let Err(e) = writer.submit().await
                     {
-                        return Err(writer.fail(e, false).await);
+                        return Err(writer.fail(e, None).await);
                     }
                 }
                 if let Err(e) = writer.drain().await {
-                    return Err(writer.fail(e, false).await);
+                    return Err(writer.fail(e, None).await);
                 }
                 Ok(pb::UpsertResponse {
                     upserted: writer.written_points,

@@ -14,7 +14,9 @@ use gyre_proto::v1::{
 };
 use tonic::Code;
 
-use common::{Clients, Server, create, fails_to_start, fetch, raw_call, rows, with_key};
+use common::{
+    Clients, Server, create, fails_to_start, fetch, raw_call, raw_stream, rows, with_key,
+};
 
 fn up(name: &str, ids: std::ops::Range<u64>, d: usize, seed: u32) -> pb::UpsertRequest {
     let n = (ids.end - ids.start) as usize;
@@ -95,6 +97,38 @@ async fn a_refused_stream_message_keeps_every_message_before_it() {
     let server = Server::start(dir.path(), &[]);
     let mut points = PointsClient::new(server.channel().await);
     assert_eq!(count(&mut points, "s0").await, 400);
+    // A message that is no protobuf at all: INVALID_ARGUMENT naming it, the messages before
+    // it written; also when it is the very first.
+    {
+        use prost::Message;
+        let ch = server.channel().await;
+        let garbage = vec![0x0f, 0xff, 0xff, 0xff, 0xff];
+        let valid: Vec<Vec<u8>> = (0..3)
+            .map(|b| up("s0", 20_000 + b * 10..20_000 + (b + 1) * 10, d, 7).encode_to_vec())
+            .collect();
+        let mut msgs = valid.clone();
+        msgs.push(garbage.clone());
+        let e = raw_stream(ch.clone(), "/gyre.v1.Points/UpsertStream", msgs)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("message 3") && e.message().contains("malformed"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message().contains("3 earlier messages, 30 points"),
+            "{}",
+            e.message()
+        );
+        let e = raw_stream(ch, "/gyre.v1.Points/UpsertStream", vec![garbage])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("message 0"), "{}", e.message());
+        assert_eq!(count(&mut points, "s0").await, 430);
+    }
     // A stream without a collection in its first message is refused as such.
     let mut nameless = up("", 0..5, d, 1);
     nameless.collection.clear();

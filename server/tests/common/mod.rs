@@ -302,3 +302,22 @@ pub async fn raw_call(
     .await
     .map(tonic::Response::into_inner)
 }
+
+/// Sends `messages` (raw bytes each) as a client stream to `path`.
+pub async fn raw_stream(
+    ch: Channel,
+    path: &'static str,
+    messages: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.client_streaming(
+        tonic::Request::new(tokio_stream::iter(messages)),
+        http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
