@@ -284,16 +284,22 @@ impl tonic::codec::Decoder for RawCoder {
     }
 }
 
+/// A generic gRPC client on `ch`, ready to send.
+async fn ready(ch: Channel) -> Result<tonic::client::Grpc<Channel>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(grpc)
+}
+
 /// Sends `body` as the raw message of a unary call to `path`.
 pub async fn raw_call(
     ch: Channel,
     path: &'static str,
     body: Vec<u8>,
 ) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut grpc = ready(ch).await?;
     grpc.unary(
         tonic::Request::new(body),
         http::uri::PathAndQuery::from_static(path),
@@ -309,10 +315,7 @@ pub async fn raw_stream(
     path: &'static str,
     messages: Vec<Vec<u8>>,
 ) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut grpc = ready(ch).await?;
     grpc.client_streaming(
         tonic::Request::new(tokio_stream::iter(messages)),
         http::uri::PathAndQuery::from_static(path),
