@@ -29,10 +29,14 @@ pub enum Kernel {
     /// x86-64 AVX-512 F + BW.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// x86-64 AVX-512 F + BW + VNNI: the AVX-512 FastScan kernels, and `vpdpbusd` for the
+    /// [`dot4`](super::dot4) kernels of 4-bit codes.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Kernel {
-    /// The best kernel for this CPU, detected once. `GYRE_KERNEL=portable|avx2|avx512` picks a
+    /// The best kernel for this CPU, detected once. `GYRE_KERNEL=portable|avx2|avx512|avx512vnni` picks a
     /// slower one for comparisons (an unavailable choice falls back to the best).
     pub fn detect() -> Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
@@ -63,6 +67,9 @@ impl Kernel {
             if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
             {
                 v.push(Kernel::Avx512);
+                if std::is_x86_feature_detected!("avx512vnni") {
+                    v.push(Kernel::Avx512Vnni);
+                }
             }
         }
         v
@@ -76,6 +83,8 @@ impl Kernel {
             Kernel::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -103,7 +112,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` is only constructed after detecting AVX-512 F and BW, and the
             // sizes the kernel reads and writes were checked above.
-            Kernel::Avx512 => unsafe { avx512::scan(codes, columns, tables, out) },
+            Kernel::Avx512 | Kernel::Avx512Vnni => unsafe {
+                avx512::scan(codes, columns, tables, out)
+            },
         }
     }
 }
@@ -166,7 +177,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` is only constructed after detecting AVX-512 F and BW; the sizes
             // were checked above.
-            Kernel::Avx512 => unsafe { fixed!(avx512) },
+            Kernel::Avx512 | Kernel::Avx512Vnni => unsafe { fixed!(avx512) },
         }
     }
 }

@@ -8,6 +8,7 @@
 //! lanes, then a fixed reduction tree), so the compiler may vectorise it without changing a bit
 //! of the result.
 
+pub mod dot4;
 pub mod fastscan;
 
 /// Inner product of two equal-length f32 slices.

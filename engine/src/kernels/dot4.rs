@@ -1,0 +1,847 @@
+//! Dot4: exact integer inner products of 4-bit codes with an 8-bit query, 32 rows at a time.
+//!
+//! The codes are in the *interleaved* layout ([`layout`](crate::quantizer::layout), `Dot4`): a
+//! block of 32 rows is `G = ⌈d/8⌉` groups of 128 bytes; in group `g`, the 4 bytes at
+//! `64·h + 4·v` belong to row `16·h + v`, byte `i` holding the codes of coordinates `8g + i`
+//! (low nibble) and `8g + 4 + i` (high nibble). A row's 4 bytes are one 32-bit lane, so one
+//! 512-bit register holds 16 rows.
+//!
+//! The score of a row is `S = Σ_j w_j · L[c_j]`: `L` the codebook's 16 centroids rounded to
+//! `i8` on one step ([`Levels`]), `w` the rotated query rounded to `i8` on one step
+//! ([`Query`]). The map from nibble to level is the same for every query, so a kernel turns
+//! codes into levels once per load (`vpshufb`) and every query only multiplies and adds
+//! (`vpdpbusd` on AVX-512 VNNI; sign/`pmaddubsw`/`pmaddwd` on AVX2): no per-query tables, and
+//! sums accumulate exactly in i32 (`|S| ≤ 127² · 65536 < 2³¹`).
+//!
+//! [`Kernel::dot4_sums`] writes the sums; [`Kernel::dot4_top`] keeps them in registers, turns
+//! them into keys `factor[r] · (scale · S) + offset[r]` and hands only the live rows whose key
+//! reaches the sink's bound to the sink, in row order. Both equal their scalar twins exactly,
+//! and the keys are computed with the same IEEE operations in the same order (no FMA), so the
+//! same rows reach the sink in the same order.
+
+use super::fastscan::Kernel;
+
+/// Rows per block.
+pub const BLOCK: usize = 32;
+/// Coordinates per group (4 bytes of a row).
+pub const GROUP_DIMS: usize = 8;
+/// Bytes of one group of one block.
+pub const GROUP_BYTES: usize = 128;
+
+/// Groups of `dim` coordinates.
+pub fn groups(dim: usize) -> usize {
+    dim.div_ceil(GROUP_DIMS)
+}
+
+/// The 16 centroids of a 4-bit codebook rounded to `i8` on one step: `c_k ≈ step · levels[k]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Levels {
+    /// `round(c_k / step)`, in `[-127, 127]`.
+    pub levels: [i8; 16],
+    /// The largest centroid magnitude over 127.
+    pub step: f32,
+}
+
+impl Levels {
+    /// Levels of `centroids` (16 values), the largest magnitude at ±127.
+    pub fn new(centroids: &[f32]) -> Levels {
+        let max = centroids.iter().fold(0.0f32, |m, &c| m.max(c.abs()));
+        let step = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let mut levels = [0i8; 16];
+        for (l, &c) in levels.iter_mut().zip(centroids) {
+            *l = (c / step).round().clamp(-127.0, 127.0) as i8;
+        }
+        Levels { levels, step }
+    }
+}
+
+/// A query rounded to `i8` on one step, in the order the kernels read it: for group `g`, the
+/// weights of coordinates `8g..8g+4` then `8g+4..8g+8` (zero past the dimension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// `round(q_j / step)`, in `[-127, 127]`, `8·G` of them.
+    pub weights: Vec<i8>,
+    /// `-128 · Σ w`: cancels the `+128` that puts levels in `vpdpbusd`'s unsigned operand.
+    pub zero: i32,
+    /// `q_j ≈ step · w_j`.
+    pub step: f32,
+}
+
+impl Query {
+    /// Rounds the rotated query `q` (the largest magnitude to ±127).
+    pub fn new(q: &[f32]) -> Query {
+        let max = q.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+        let step = max / 127.0;
+        let (step, inv) = if step >= f32::MIN_POSITIVE {
+            (step, 1.0 / step)
+        } else {
+            (0.0, 0.0)
+        };
+        let g = groups(q.len());
+        let mut weights = vec![0i8; g * GROUP_DIMS];
+        for (j, &v) in q.iter().enumerate() {
+            weights[j] = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+        let sum: i32 = weights.iter().map(|&w| i32::from(w)).sum();
+        Query {
+            weights,
+            zero: -128 * sum,
+            step,
+        }
+    }
+
+    fn groups(&self) -> usize {
+        self.weights.len() / GROUP_DIMS
+    }
+}
+
+/// Receives the candidates of [`Kernel::dot4_top`].
+pub trait Sink {
+    /// Keys below the bound are not offered.
+    fn bound(&self) -> f32;
+    /// A live row (relative to the scan's first row) whose key reached the bound.
+    fn offer(&mut self, row: usize, key: f32);
+}
+
+/// The per-row terms and the live mask of a [`Kernel::dot4_top`] scan; `rows` may end inside
+/// the last block.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// The per-row factor of the key, one per row scanned.
+    pub factor: &'a [f32],
+    /// The per-row offset of the key.
+    pub offset: &'a [f32],
+    /// One bit per row, one word per block.
+    pub masks: &'a [u32],
+}
+
+/// Most queries one call scores per load of codes.
+pub const MAX_QUERIES: usize = 8;
+
+impl Kernel {
+    /// Queries a [`dot4_top`](Self::dot4_top) pass of this kernel scores together (its
+    /// accumulators fill the registers).
+    pub fn dot4_width(self) -> usize {
+        match self {
+            Kernel::Scalar => 1,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512 => 2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => MAX_QUERIES,
+        }
+    }
+
+    /// The sums `S` of every row of whole blocks `codes` for one query (32 per block).
+    pub fn dot4_sums(self, codes: &[u8], levels: &Levels, query: &Query, out: &mut [i32]) {
+        let bb = query.groups() * GROUP_BYTES;
+        assert!(
+            bb > 0 && codes.len().is_multiple_of(bb) && out.len() == codes.len() / bb * BLOCK,
+            "buffer sizes"
+        );
+        match self {
+            Kernel::Scalar => sums_scalar(codes, levels, query, out),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` and `Avx512` are only constructed after detecting AVX2; the sizes
+            // were checked above.
+            Kernel::Avx2 | Kernel::Avx512 => unsafe { avx2::sums(codes, levels, query, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
+            // the sizes were checked above.
+            Kernel::Avx512Vnni => unsafe { vnni::sums(codes, levels, query, out) },
+        }
+    }
+
+    /// Scores rows `0..rows.factor.len()` of `codes` (whole blocks covering them) for up to
+    /// [`dot4_width`](Self::dot4_width) queries, offering each query's sink every live row
+    /// whose key `factor · (scales[q] · S) + offset` is at least the sink's bound when reached.
+    pub fn dot4_top<S: Sink>(
+        self,
+        codes: &[u8],
+        levels: &Levels,
+        queries: &[&Query],
+        scales: &[f32],
+        rows: Rows<'_>,
+        sinks: &mut [S],
+    ) {
+        let n = rows.factor.len();
+        assert!(
+            !queries.is_empty()
+                && queries.len() <= self.dot4_width()
+                && scales.len() == queries.len()
+                && sinks.len() == queries.len(),
+            "one scale and one sink per query, at most dot4_width"
+        );
+        let g = queries[0].groups();
+        assert!(
+            g > 0 && queries.iter().all(|q| q.groups() == g),
+            "one dimension"
+        );
+        let blocks = n.div_ceil(BLOCK);
+        assert!(
+            codes.len() >= blocks * g * GROUP_BYTES
+                && rows.offset.len() == n
+                && rows.masks.len() >= blocks,
+            "buffer sizes"
+        );
+        match self {
+            Kernel::Scalar => top_scalar(codes, levels, queries, scales, rows, sinks),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` and `Avx512` are only constructed after detecting AVX2; the sizes
+            // were checked above.
+            Kernel::Avx2 | Kernel::Avx512 => unsafe {
+                match queries.len() {
+                    1 => avx2::top::<1, S>(codes, levels, queries, scales, rows, sinks),
+                    _ => avx2::top::<2, S>(codes, levels, queries, scales, rows, sinks),
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
+            // the sizes were checked above.
+            Kernel::Avx512Vnni => unsafe {
+                macro_rules! width {
+                    ($($n:literal)*) => {
+                        match queries.len() {
+                            $($n => vnni::top::<$n, S>(codes, levels, queries, scales, rows, sinks),)*
+                            _ => unreachable!("checked above"),
+                        }
+                    };
+                }
+                width!(1 2 3 4 5 6 7 8)
+            },
+        }
+    }
+}
+
+/// The reference: `S` of each row of whole blocks.
+pub fn sums_scalar(codes: &[u8], levels: &Levels, query: &Query, out: &mut [i32]) {
+    let g = query.groups();
+    for (block, sums) in codes
+        .chunks_exact(g * GROUP_BYTES)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        for (r, s) in sums.iter_mut().enumerate() {
+            *s = row_sum(block, r, levels, query);
+        }
+    }
+}
+
+fn row_sum(block: &[u8], r: usize, levels: &Levels, query: &Query) -> i32 {
+    let at = 64 * (r / 16) + 4 * (r % 16);
+    let mut s = 0i32;
+    for (group, w) in block
+        .chunks_exact(GROUP_BYTES)
+        .zip(query.weights.chunks_exact(GROUP_DIMS))
+    {
+        for i in 0..4 {
+            let byte = group[at + i];
+            s += i32::from(w[i]) * i32::from(levels.levels[usize::from(byte & 15)]);
+            s += i32::from(w[4 + i]) * i32::from(levels.levels[usize::from(byte >> 4)]);
+        }
+    }
+    s
+}
+
+/// The key of a row from its sum: the one formula every kernel uses.
+#[inline(always)]
+pub fn key(sum: i32, scale: f32, factor: f32, offset: f32) -> f32 {
+    factor * (scale * sum as f32) + offset
+}
+
+/// The reference of [`Kernel::dot4_top`].
+pub fn top_scalar<S: Sink>(
+    codes: &[u8],
+    levels: &Levels,
+    queries: &[&Query],
+    scales: &[f32],
+    rows: Rows<'_>,
+    sinks: &mut [S],
+) {
+    let g = queries[0].groups();
+    for r in 0..rows.factor.len() {
+        if rows.masks[r / BLOCK] >> (r % BLOCK) & 1 == 0 {
+            continue;
+        }
+        let block = &codes[(r / BLOCK) * g * GROUP_BYTES..][..g * GROUP_BYTES];
+        for ((q, &scale), sink) in queries.iter().zip(scales).zip(sinks.iter_mut()) {
+            let k = key(
+                row_sum(block, r % BLOCK, levels, q),
+                scale,
+                rows.factor[r],
+                rows.offset[r],
+            );
+            if k >= sink.bound() {
+                sink.offer(r, k);
+            }
+        }
+    }
+}
+
+/// The live rows of block `b` among the first `n` rows.
+#[inline(always)]
+fn live(rows: &Rows<'_>, b: usize, n: usize) -> u32 {
+    let left = n - b * BLOCK;
+    let tail = if left >= BLOCK {
+        u32::MAX
+    } else {
+        (1u32 << left) - 1
+    };
+    rows.masks[b] & tail
+}
+
+/// Offers the rows of `hits` (a bit per lane of block `b`) whose key still reaches the bound.
+#[inline(always)]
+fn offer_hits<S: Sink>(sink: &mut S, mut hits: u32, b: usize, keys: &[f32; BLOCK]) {
+    while hits != 0 {
+        let j = hits.trailing_zeros() as usize;
+        hits &= hits - 1;
+        if keys[j] >= sink.bound() {
+            sink.offer(b * BLOCK + j, keys[j]);
+        }
+    }
+}
+
+/// The factor and offset of block `b`'s lanes, padded with zeros past `n`.
+#[inline(always)]
+fn block_terms(rows: &Rows<'_>, b: usize, n: usize) -> ([f32; BLOCK], [f32; BLOCK]) {
+    let (mut f, mut o) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+    let m = (n - b * BLOCK).min(BLOCK);
+    f[..m].copy_from_slice(&rows.factor[b * BLOCK..b * BLOCK + m]);
+    o[..m].copy_from_slice(&rows.offset[b * BLOCK..b * BLOCK + m]);
+    (f, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, GROUP_BYTES, Levels, Query, Rows, Sink};
+
+    /// The accumulators of one block for `Q` queries: `acc[q][i]` holds rows `8i..8i+8`.
+    ///
+    /// # Safety
+    /// AVX2 (the sums are exact without the VNNI kernel's bias); `block` points at `groups · 128` readable bytes and each weight pointer at
+    /// `groups · 8` bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn block<const Q: usize>(
+        block: *const u8,
+        groups: usize,
+        levels: __m256i,
+        weights: &[*const i8; Q],
+    ) -> [[__m256i; 4]; Q] {
+        let m = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); 4]; Q];
+        for g in 0..groups {
+            let w: [(__m256i, __m256i); Q] = std::array::from_fn(|q| {
+                // SAFETY: group `g < groups` has 8 weights at `8g`.
+                let p = unsafe { weights[q].add(8 * g) };
+                // SAFETY: as above; unaligned 4-byte reads.
+                unsafe {
+                    (
+                        _mm256_set1_epi32(p.cast::<i32>().read_unaligned()),
+                        _mm256_set1_epi32(p.add(4).cast::<i32>().read_unaligned()),
+                    )
+                }
+            });
+            for i in 0..4 {
+                // SAFETY: 32 bytes at `128g + 32i` lie inside the block's group `g`.
+                let c = unsafe {
+                    _mm256_loadu_si256(block.add(GROUP_BYTES * g + 32 * i).cast())
+                };
+                let lo = _mm256_shuffle_epi8(levels, _mm256_and_si256(c, m));
+                let hi = _mm256_shuffle_epi8(
+                    levels,
+                    _mm256_and_si256(_mm256_srli_epi16(c, 4), m),
+                );
+                let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                for q in 0..Q {
+                    // |L| · (w · sign L) = L · w; pairs stay within i16 (2 · 127² < 2¹⁵).
+                    let plo = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(w[q].0, lo));
+                    let phi = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(w[q].1, hi));
+                    let s = _mm256_add_epi32(
+                        _mm256_madd_epi16(plo, ones),
+                        _mm256_madd_epi16(phi, ones),
+                    );
+                    acc[q][i] = _mm256_add_epi32(acc[q][i], s);
+                }
+            }
+        }
+        acc
+    }
+
+    /// # Safety
+    /// AVX2; sizes as checked by `Kernel::dot4_sums`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sums(codes: &[u8], levels: &Levels, query: &Query, out: &mut [i32]) {
+        let groups = query.groups();
+        let lv = levels_reg(levels);
+        for (b, sums) in out.chunks_exact_mut(BLOCK).enumerate() {
+            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+            let acc = unsafe {
+                block::<1>(
+                    codes.as_ptr().add(b * groups * GROUP_BYTES),
+                    groups,
+                    lv,
+                    &[query.weights.as_ptr()],
+                )
+            };
+            for (i, a) in acc[0].iter().enumerate() {
+                // SAFETY: 8 i32 fit at `8i` of the block's 32 sums.
+                unsafe { _mm256_storeu_si256(sums.as_mut_ptr().add(8 * i).cast(), *a) };
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn levels_reg(levels: &Levels) -> __m256i {
+        // SAFETY: 16 bytes read from a 16-byte array.
+        let l = unsafe { _mm_loadu_si128(levels.levels.as_ptr().cast()) };
+        _mm256_broadcastsi128_si256(l)
+    }
+
+    /// # Safety
+    /// AVX2; sizes as checked by `Kernel::dot4_top`, `Q` queries, scales and sinks.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn top<const Q: usize, S: Sink>(
+        codes: &[u8],
+        levels: &Levels,
+        queries: &[&Query],
+        scales: &[f32],
+        rows: Rows<'_>,
+        sinks: &mut [S],
+    ) {
+        let n = rows.factor.len();
+        let groups = queries[0].groups();
+        let lv = levels_reg(levels);
+        let weights: [*const i8; Q] = std::array::from_fn(|q| queries[q].weights.as_ptr());
+        for b in 0..n.div_ceil(BLOCK) {
+            let live = super::live(&rows, b, n);
+            if live == 0 {
+                continue;
+            }
+            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+            let acc = unsafe {
+                block::<Q>(
+                    codes.as_ptr().add(b * groups * GROUP_BYTES),
+                    groups,
+                    lv,
+                    &weights,
+                )
+            };
+            let (f, o) = super::block_terms(&rows, b, n);
+            for q in 0..Q {
+                let vs = _mm256_set1_ps(scales[q]);
+                let bound = _mm256_set1_ps(sinks[q].bound());
+                let mut keys = [0.0f32; BLOCK];
+                let mut hits = 0u32;
+                for i in 0..4 {
+                    // SAFETY: 8 floats at `8i` of 32-element arrays.
+                    let (vf, vo) = unsafe {
+                        (
+                            _mm256_loadu_ps(f.as_ptr().add(8 * i)),
+                            _mm256_loadu_ps(o.as_ptr().add(8 * i)),
+                        )
+                    };
+                    let k = _mm256_add_ps(
+                        _mm256_mul_ps(vf, _mm256_mul_ps(vs, _mm256_cvtepi32_ps(acc[q][i]))),
+                        vo,
+                    );
+                    // SAFETY: as above.
+                    unsafe { _mm256_storeu_ps(keys.as_mut_ptr().add(8 * i), k) };
+                    let ge = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(k, bound)) as u32;
+                    hits |= ge << (8 * i);
+                }
+                super::offer_hits(&mut sinks[q], hits & live, b, &keys);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, GROUP_BYTES, Levels, Query, Rows, Sink};
+
+    /// The accumulators of one block for `Q` queries: `acc[q][h]` holds rows `16h..16h+16`.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW, VNNI; `block` points at `groups · 128` readable bytes and each weight
+    /// pointer at `groups · 8` bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    #[inline]
+    unsafe fn block<const Q: usize>(
+        block: *const u8,
+        groups: usize,
+        levels: __m512i,
+        weights: &[*const i8; Q],
+        zero: &[i32; Q],
+    ) -> [[__m512i; 2]; Q] {
+        let m = _mm512_set1_epi8(0x0f);
+        let mut acc: [[__m512i; 2]; Q] = std::array::from_fn(|q| [_mm512_set1_epi32(zero[q]); 2]);
+        for g in 0..groups {
+            for h in 0..2 {
+                // SAFETY: 64 bytes at `128g + 64h` lie inside the block's group `g`.
+                let c = unsafe {
+                    _mm512_loadu_si512(block.add(GROUP_BYTES * g + 64 * h).cast())
+                };
+                let lo = _mm512_shuffle_epi8(levels, _mm512_and_si512(c, m));
+                let hi = _mm512_shuffle_epi8(
+                    levels,
+                    _mm512_and_si512(_mm512_srli_epi16(c, 4), m),
+                );
+                for q in 0..Q {
+                    // SAFETY: group `g < groups` has 8 weights at `8g`; unaligned reads.
+                    let (wlo, whi) = unsafe {
+                        let p = weights[q].add(8 * g);
+                        (
+                            _mm512_set1_epi32(p.cast::<i32>().read_unaligned()),
+                            _mm512_set1_epi32(p.add(4).cast::<i32>().read_unaligned()),
+                        )
+                    };
+                    acc[q][h] = _mm512_dpbusd_epi32(acc[q][h], lo, wlo);
+                    acc[q][h] = _mm512_dpbusd_epi32(acc[q][h], hi, whi);
+                }
+            }
+        }
+        acc
+    }
+
+    /// The levels biased into u8 (`L + 128`), in all four 128-bit lanes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    #[inline]
+    fn levels_reg(levels: &Levels) -> __m512i {
+        // SAFETY: 16 bytes read from a 16-byte array.
+        let l = unsafe { _mm_loadu_si128(levels.levels.as_ptr().cast()) };
+        _mm512_xor_si512(
+            _mm512_broadcast_i32x4(l),
+            _mm512_set1_epi8(0x80u8 as i8),
+        )
+    }
+
+    /// # Safety
+    /// AVX-512 F, BW, VNNI; sizes as checked by `Kernel::dot4_sums`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    pub(super) unsafe fn sums(codes: &[u8], levels: &Levels, query: &Query, out: &mut [i32]) {
+        let groups = query.groups();
+        let lv = levels_reg(levels);
+        for (b, sums) in out.chunks_exact_mut(BLOCK).enumerate() {
+            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+            let acc = unsafe {
+                block::<1>(
+                    codes.as_ptr().add(b * groups * GROUP_BYTES),
+                    groups,
+                    lv,
+                    &[query.weights.as_ptr()],
+                    &[query.zero],
+                )
+            };
+            for (h, a) in acc[0].iter().enumerate() {
+                // SAFETY: 16 i32 fit at `16h` of the block's 32 sums.
+                unsafe { _mm512_storeu_si512(sums.as_mut_ptr().add(16 * h).cast(), *a) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 F, BW, VNNI; sizes as checked by `Kernel::dot4_top`, `Q` queries, scales and
+    /// sinks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    pub(super) unsafe fn top<const Q: usize, S: Sink>(
+        codes: &[u8],
+        levels: &Levels,
+        queries: &[&Query],
+        scales: &[f32],
+        rows: Rows<'_>,
+        sinks: &mut [S],
+    ) {
+        let n = rows.factor.len();
+        let groups = queries[0].groups();
+        let lv = levels_reg(levels);
+        let weights: [*const i8; Q] = std::array::from_fn(|q| queries[q].weights.as_ptr());
+        let zero: [i32; Q] = std::array::from_fn(|q| queries[q].zero);
+        let bb = groups * GROUP_BYTES;
+        for b in 0..n.div_ceil(BLOCK) {
+            let live = super::live(&rows, b, n);
+            if live == 0 {
+                continue;
+            }
+            // Two blocks ahead: a single sweep keeps more lines in flight.
+            let ahead = (b + 2) * bb;
+            if ahead < codes.len() {
+                for l in (0..bb.min(codes.len() - ahead)).step_by(64 * 4) {
+                    // SAFETY: the address lies inside `codes`; prefetching has no effect on
+                    // memory.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().add(ahead + l).cast()) };
+                }
+            }
+            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+            let acc = unsafe { block::<Q>(codes.as_ptr().add(b * bb), groups, lv, &weights, &zero) };
+            let (f, o) = super::block_terms(&rows, b, n);
+            // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
+            let (f0, f1, o0, o1) = unsafe {
+                (
+                    _mm512_loadu_ps(f.as_ptr()),
+                    _mm512_loadu_ps(f.as_ptr().add(16)),
+                    _mm512_loadu_ps(o.as_ptr()),
+                    _mm512_loadu_ps(o.as_ptr().add(16)),
+                )
+            };
+            for q in 0..Q {
+                let vs = _mm512_set1_ps(scales[q]);
+                let bound = _mm512_set1_ps(sinks[q].bound());
+                let k0 = _mm512_add_ps(
+                    _mm512_mul_ps(f0, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][0]))),
+                    o0,
+                );
+                let k1 = _mm512_add_ps(
+                    _mm512_mul_ps(f1, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][1]))),
+                    o1,
+                );
+                let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
+                    | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
+                let hits = ge & live;
+                if hits != 0 {
+                    let mut keys = [0.0f32; BLOCK];
+                    // SAFETY: two 16-float stores into a 32-float array.
+                    unsafe {
+                        _mm512_storeu_ps(keys.as_mut_ptr(), k0);
+                        _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
+                    }
+                    super::offer_hits(&mut sinks[q], hits, b, &keys);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRng;
+
+    /// Interleaves random 4-bit codes of `rows` rows at `dim` into whole blocks.
+    fn random_codes(rng: &mut SeededRng, rows: usize, dim: usize, all: Option<u8>) -> Vec<u8> {
+        let g = groups(dim);
+        let mut bytes = vec![0u8; rows.div_ceil(BLOCK) * g * GROUP_BYTES];
+        for r in 0..rows {
+            for j in 0..dim {
+                let c = all.unwrap_or_else(|| rng.below(16) as u8);
+                let (gi, k) = (j / 8, j % 8);
+                let at = (r / BLOCK) * g * GROUP_BYTES
+                    + gi * GROUP_BYTES
+                    + 64 * ((r % BLOCK) / 16)
+                    + 4 * (r % 16)
+                    + k % 4;
+                bytes[at] |= if k < 4 { c } else { c << 4 };
+            }
+        }
+        bytes
+    }
+
+    fn random_query(rng: &mut SeededRng, dim: usize) -> Vec<f32> {
+        (0..dim).map(|_| rng.gaussian() as f32).collect()
+    }
+
+    fn codebook_levels(rng: &mut SeededRng) -> Levels {
+        let mut c: Vec<f32> = (0..16).map(|_| rng.gaussian() as f32).collect();
+        c.sort_by(f32::total_cmp);
+        Levels::new(&c)
+    }
+
+    /// A plain sink: every offer recorded, the bound the k-th best key.
+    struct Record {
+        k: usize,
+        offers: Vec<(usize, f32)>,
+        best: Vec<f32>,
+    }
+
+    impl Record {
+        fn new(k: usize) -> Self {
+            Record {
+                k,
+                offers: Vec::new(),
+                best: Vec::new(),
+            }
+        }
+    }
+
+    impl Sink for Record {
+        fn bound(&self) -> f32 {
+            if self.best.len() < self.k {
+                f32::MIN
+            } else {
+                self.best[self.k - 1]
+            }
+        }
+        fn offer(&mut self, row: usize, key: f32) {
+            self.offers.push((row, key));
+            self.best.push(key);
+            self.best.sort_by(|a, b| b.total_cmp(a));
+            self.best.truncate(self.k);
+        }
+    }
+
+    #[test]
+    fn sums_match_the_scalar_twin_and_the_definition() {
+        let mut rng = SeededRng::for_data(21);
+        for dim in (1..=160).chain([383, 384, 768, 1536]) {
+            for blocks in [1usize, 3] {
+                let codes = random_codes(&mut rng, blocks * BLOCK, dim, None);
+                let levels = codebook_levels(&mut rng);
+                let query = Query::new(&random_query(&mut rng, dim));
+                let mut want = vec![0i32; blocks * BLOCK];
+                sums_scalar(&codes, &levels, &query, &mut want);
+                for k in Kernel::available() {
+                    let mut got = vec![i32::MAX; blocks * BLOCK];
+                    k.dot4_sums(&codes, &levels, &query, &mut got);
+                    assert_eq!(got, want, "{k:?} dim={dim} blocks={blocks}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_are_exact_at_the_extremes() {
+        // Every level and weight at ±127, at the largest dimension: the widest sums.
+        let dim = crate::quantizer::MAX_DIM;
+        for (code, sign) in [(15u8, 1.0f32), (0, -1.0), (15, -1.0)] {
+            let codes = random_codes(&mut SeededRng::for_data(1), BLOCK, dim, Some(code));
+            let mut c = [0.0f32; 16];
+            c[0] = -1.0;
+            c[15] = 1.0;
+            let levels = Levels::new(&c);
+            assert_eq!((levels.levels[0], levels.levels[15]), (-127, 127));
+            let query = Query::new(&vec![sign; dim]);
+            let want = (if code == 15 { 127 } else { -127 }) * (sign as i32) * 127 * dim as i32;
+            for k in Kernel::available() {
+                let mut got = vec![0i32; BLOCK];
+                k.dot4_sums(&codes, &levels, &query, &mut got);
+                assert!(got.iter().all(|&s| s == want), "{k:?} {code} {sign}");
+            }
+        }
+    }
+
+    #[test]
+    fn top_offers_what_the_scalar_twin_offers() {
+        let mut rng = SeededRng::for_data(23);
+        for dim in [1usize, 7, 8, 9, 31, 64, 100, 160, 384] {
+            // Partial last blocks, dead rows, whole dead blocks.
+            for rows in [1usize, 31, 32, 33, 95, 200] {
+                let codes = random_codes(&mut rng, rows, dim, None);
+                let levels = codebook_levels(&mut rng);
+                let factor: Vec<f32> = (0..rows).map(|_| 0.5 + rng.open01() as f32).collect();
+                let offset: Vec<f32> = (0..rows).map(|_| rng.gaussian() as f32).collect();
+                let mut masks: Vec<u32> = (0..rows.div_ceil(BLOCK))
+                    .map(|_| rng.next_u64() as u32 | 1)
+                    .collect();
+                if masks.len() > 2 {
+                    masks[1] = 0;
+                }
+                let rows_ref = Rows {
+                    factor: &factor,
+                    offset: &offset,
+                    masks: &masks,
+                };
+                for k in Kernel::available() {
+                    for nq in 1..=k.dot4_width() {
+                        let qs: Vec<Query> =
+                            (0..nq).map(|_| Query::new(&random_query(&mut rng, dim))).collect();
+                        let refs: Vec<&Query> = qs.iter().collect();
+                        let scales: Vec<f32> = (0..nq).map(|_| rng.open01() as f32 + 0.1).collect();
+                        for keep in [1usize, 5, 1000] {
+                            let mut want: Vec<Record> = (0..nq).map(|_| Record::new(keep)).collect();
+                            top_scalar(&codes, &levels, &refs, &scales, rows_ref, &mut want);
+                            let mut got: Vec<Record> = (0..nq).map(|_| Record::new(keep)).collect();
+                            k.dot4_top(&codes, &levels, &refs, &scales, rows_ref, &mut got);
+                            for (g, w) in got.iter().zip(&want) {
+                                assert_eq!(g.offers, w.offers, "{k:?} dim={dim} rows={rows} nq={nq}");
+                                for &(r, _) in &g.offers {
+                                    assert!(masks[r / BLOCK] >> (r % BLOCK) & 1 == 1 && r < rows);
+                                }
+                            }
+                            if keep == 1000 {
+                                // Nothing is filtered: every live row is offered.
+                                let live: usize = (0..rows)
+                                    .filter(|&r| masks[r / BLOCK] >> (r % BLOCK) & 1 == 1)
+                                    .count();
+                                assert_eq!(got[0].offers.len(), live);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bound_at_a_key_admits_it_and_above_excludes_it() {
+        let mut rng = SeededRng::for_data(29);
+        let (dim, rows) = (64, 64);
+        let codes = random_codes(&mut rng, rows, dim, None);
+        let levels = codebook_levels(&mut rng);
+        let q = Query::new(&random_query(&mut rng, dim));
+        let mut sums = vec![0i32; rows];
+        sums_scalar(&codes, &levels, &q, &mut sums);
+        let (factor, offset, masks) = (vec![1.0f32; rows], vec![0.0f32; rows], vec![u32::MAX; 2]);
+        let keys: Vec<f32> = sums.iter().map(|&s| key(s, 1.0, 1.0, 0.0)).collect();
+        let target = keys[17];
+        struct Fixed(f32, Vec<usize>);
+        impl Sink for Fixed {
+            fn bound(&self) -> f32 {
+                self.0
+            }
+            fn offer(&mut self, row: usize, _key: f32) {
+                self.1.push(row);
+            }
+        }
+        for k in Kernel::available() {
+            for (bound, admits) in [(target, true), (target.next_up(), false)] {
+                let mut sink = [Fixed(bound, Vec::new())];
+                let rows_ref = Rows {
+                    factor: &factor,
+                    offset: &offset,
+                    masks: &masks,
+                };
+                k.dot4_top(&codes, &levels, &[&q], &[1.0], rows_ref, &mut sink);
+                assert_eq!(sink[0].1.contains(&17), admits, "{k:?} bound={bound}");
+                let want: Vec<usize> = (0..rows).filter(|&r| keys[r] >= bound).collect();
+                assert_eq!(sink[0].1, want, "{k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn quantization_keeps_scores_close() {
+        let mut rng = SeededRng::for_data(31);
+        let dim = 384;
+        let mut c: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) / 4.0).collect();
+        c[0] = -2.7;
+        let levels = Levels::new(&c);
+        let q = random_query(&mut rng, dim);
+        let query = Query::new(&q);
+        let codes = random_codes(&mut rng, BLOCK, dim, None);
+        let mut sums = vec![0i32; BLOCK];
+        sums_scalar(&codes, &levels, &query, &mut sums);
+        for (r, &s) in sums.iter().enumerate() {
+            let (mut exact, mut norm) = (0.0f64, 0.0f64);
+            let at = 64 * (r / 16) + 4 * (r % 16);
+            for j in 0..dim {
+                let byte = codes[(j / 8) * GROUP_BYTES + at + (j % 8) % 4];
+                let code = if j % 8 < 4 { byte & 15 } else { byte >> 4 };
+                let cj = f64::from(c[usize::from(code)]);
+                exact += f64::from(q[j]) * cj;
+                norm += cj * cj;
+            }
+            let q_norm: f64 = q.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            let approx = f64::from(levels.step * query.step) * f64::from(s);
+            // Within 0.2% of |q|·|ĉ| (the error of u8 FastScan tables is about twice this).
+            assert!(
+                (approx - exact).abs() < 0.002 * q_norm * norm.sqrt(),
+                "{approx} {exact}"
+            );
+        }
+    }
+}
