@@ -465,44 +465,50 @@ mod vnni {
 
     use super::{BLOCK, GROUP_BYTES, Levels, Query, Rows, Sink};
 
-    /// The accumulators of one block for `Q` queries: `acc[q][h]` holds rows `16h..16h+16`.
+    /// The accumulators of `B` consecutive blocks for `Q` queries: `acc[b][q][h]` holds rows
+    /// `16h..16h+16` of block `b`. Several blocks give a single query several independent
+    /// streams of loads (one stream leaves the core waiting on one chain of misses).
     ///
     /// # Safety
-    /// AVX-512 F, BW, VNNI; `block` points at `groups · 128` readable bytes and each weight
-    /// pointer at `groups · 8` bytes.
+    /// AVX-512 F, BW, VNNI; `first` points at `B` blocks of `groups · 128` readable bytes and
+    /// each weight pointer at `groups · 8` bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
     #[inline]
-    unsafe fn block<const Q: usize>(
-        block: *const u8,
+    unsafe fn blocks<const Q: usize, const B: usize>(
+        first: *const u8,
         groups: usize,
         levels: __m512i,
         weights: &[*const i8; Q],
         zero: &[i32; Q],
-    ) -> [[__m512i; 2]; Q] {
+    ) -> [[[__m512i; 2]; Q]; B] {
         let m = _mm512_set1_epi8(0x0f);
-        let mut acc: [[__m512i; 2]; Q] = std::array::from_fn(|q| [_mm512_set1_epi32(zero[q]); 2]);
+        let bb = groups * GROUP_BYTES;
+        let mut acc: [[[__m512i; 2]; Q]; B] =
+            std::array::from_fn(|_| std::array::from_fn(|q| [_mm512_set1_epi32(zero[q]); 2]));
         for g in 0..groups {
             for h in 0..2 {
-                // SAFETY: 64 bytes at `128g + 64h` lie inside the block's group `g`.
-                let c = unsafe {
-                    _mm512_loadu_si512(block.add(GROUP_BYTES * g + 64 * h).cast())
-                };
-                let lo = _mm512_shuffle_epi8(levels, _mm512_and_si512(c, m));
-                let hi = _mm512_shuffle_epi8(
-                    levels,
-                    _mm512_and_si512(_mm512_srli_epi16(c, 4), m),
-                );
-                for q in 0..Q {
-                    // SAFETY: group `g < groups` has 8 weights at `8g`; unaligned reads.
-                    let (wlo, whi) = unsafe {
-                        let p = weights[q].add(8 * g);
-                        (
-                            _mm512_set1_epi32(p.cast::<i32>().read_unaligned()),
-                            _mm512_set1_epi32(p.add(4).cast::<i32>().read_unaligned()),
-                        )
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: 64 bytes at `128g + 64h` lie inside group `g` of block `b`.
+                    let c = unsafe {
+                        _mm512_loadu_si512(first.add(b * bb + GROUP_BYTES * g + 64 * h).cast())
                     };
-                    acc[q][h] = _mm512_dpbusd_epi32(acc[q][h], lo, wlo);
-                    acc[q][h] = _mm512_dpbusd_epi32(acc[q][h], hi, whi);
+                    let lo = _mm512_shuffle_epi8(levels, _mm512_and_si512(c, m));
+                    let hi = _mm512_shuffle_epi8(
+                        levels,
+                        _mm512_and_si512(_mm512_srli_epi16(c, 4), m),
+                    );
+                    for q in 0..Q {
+                        // SAFETY: group `g < groups` has 8 weights at `8g`; unaligned reads.
+                        let (wlo, whi) = unsafe {
+                            let p = weights[q].add(8 * g);
+                            (
+                                _mm512_set1_epi32(p.cast::<i32>().read_unaligned()),
+                                _mm512_set1_epi32(p.add(4).cast::<i32>().read_unaligned()),
+                            )
+                        };
+                        acc[q][h] = _mm512_dpbusd_epi32(acc[q][h], lo, wlo);
+                        acc[q][h] = _mm512_dpbusd_epi32(acc[q][h], hi, whi);
+                    }
                 }
             }
         }
@@ -529,8 +535,8 @@ mod vnni {
         let lv = levels_reg(levels);
         for (b, sums) in out.chunks_exact_mut(BLOCK).enumerate() {
             // SAFETY: block `b` is whole inside `codes` (checked by the caller).
-            let acc = unsafe {
-                block::<1>(
+            let [acc] = unsafe {
+                blocks::<1, 1>(
                     codes.as_ptr().add(b * groups * GROUP_BYTES),
                     groups,
                     lv,
@@ -563,55 +569,100 @@ mod vnni {
         let weights: [*const i8; Q] = std::array::from_fn(|q| queries[q].weights.as_ptr());
         let zero: [i32; Q] = std::array::from_fn(|q| queries[q].zero);
         let bb = groups * GROUP_BYTES;
-        for b in 0..n.div_ceil(BLOCK) {
-            let live = super::live(&rows, b, n);
-            if live == 0 {
+        let nblocks = n.div_ceil(BLOCK);
+        // One or two queries: two blocks at a time (more streams of loads); more queries fill
+        // the registers with one block.
+        let pair = Q <= 2;
+        let mut b = 0;
+        while b < nblocks {
+            let live0 = super::live(&rows, b, n);
+            if pair && b + 1 < nblocks {
+                let live1 = super::live(&rows, b + 1, n);
+                if live0 | live1 != 0 {
+                    prefetch(codes, (b + 4) * bb, 2 * bb);
+                    // SAFETY: blocks `b` and `b + 1` are whole inside `codes` (checked by the
+                    // caller).
+                    let [a0, a1] = unsafe {
+                        blocks::<Q, 2>(codes.as_ptr().add(b * bb), groups, lv, &weights, &zero)
+                    };
+                    epilogue::<Q, S>(&a0, b, live0, &rows, n, scales, sinks);
+                    epilogue::<Q, S>(&a1, b + 1, live1, &rows, n, scales, sinks);
+                }
+                b += 2;
                 continue;
             }
-            // Two blocks ahead: a single sweep keeps more lines in flight.
-            let ahead = (b + 2) * bb;
-            if ahead < codes.len() {
-                for l in (0..bb.min(codes.len() - ahead)).step_by(64 * 4) {
-                    // SAFETY: the address lies inside `codes`; prefetching has no effect on
-                    // memory.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().add(ahead + l).cast()) };
-                }
+            if live0 != 0 {
+                prefetch(codes, (b + 2) * bb, bb);
+                // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+                let [a] = unsafe {
+                    blocks::<Q, 1>(codes.as_ptr().add(b * bb), groups, lv, &weights, &zero)
+                };
+                epilogue::<Q, S>(&a, b, live0, &rows, n, scales, sinks);
             }
-            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
-            let acc = unsafe { block::<Q>(codes.as_ptr().add(b * bb), groups, lv, &weights, &zero) };
-            let (f, o) = super::block_terms(&rows, b, n);
-            // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
-            let (f0, f1, o0, o1) = unsafe {
-                (
-                    _mm512_loadu_ps(f.as_ptr()),
-                    _mm512_loadu_ps(f.as_ptr().add(16)),
-                    _mm512_loadu_ps(o.as_ptr()),
-                    _mm512_loadu_ps(o.as_ptr().add(16)),
-                )
-            };
-            for q in 0..Q {
-                let vs = _mm512_set1_ps(scales[q]);
-                let bound = _mm512_set1_ps(sinks[q].bound());
-                let k0 = _mm512_add_ps(
-                    _mm512_mul_ps(f0, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][0]))),
-                    o0,
-                );
-                let k1 = _mm512_add_ps(
-                    _mm512_mul_ps(f1, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][1]))),
-                    o1,
-                );
-                let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
-                    | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
-                let hits = ge & live;
-                if hits != 0 {
-                    let mut keys = [0.0f32; BLOCK];
-                    // SAFETY: two 16-float stores into a 32-float array.
-                    unsafe {
-                        _mm512_storeu_ps(keys.as_mut_ptr(), k0);
-                        _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
-                    }
-                    super::offer_hits(&mut sinks[q], hits, b, &keys);
+            b += 1;
+        }
+    }
+
+    /// Asks for `len` bytes of `codes` from `at` (clipped to the array), one line in four: the
+    /// hardware prefetcher follows from there.
+    #[inline(always)]
+    fn prefetch(codes: &[u8], at: usize, len: usize) {
+        if at < codes.len() {
+            for l in (0..len.min(codes.len() - at)).step_by(256) {
+                // SAFETY: the address lies inside `codes`; a prefetch has no effect on memory.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().add(at + l).cast()) };
+            }
+        }
+    }
+
+    /// Keys of one block's accumulators, compared with each sink's bound in registers; only
+    /// the live lanes that reach it are offered.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    #[inline]
+    fn epilogue<const Q: usize, S: Sink>(
+        acc: &[[__m512i; 2]; Q],
+        b: usize,
+        live: u32,
+        rows: &Rows<'_>,
+        n: usize,
+        scales: &[f32],
+        sinks: &mut [S],
+    ) {
+        if live == 0 {
+            return;
+        }
+        let (f, o) = super::block_terms(rows, b, n);
+        // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
+        let (f0, f1, o0, o1) = unsafe {
+            (
+                _mm512_loadu_ps(f.as_ptr()),
+                _mm512_loadu_ps(f.as_ptr().add(16)),
+                _mm512_loadu_ps(o.as_ptr()),
+                _mm512_loadu_ps(o.as_ptr().add(16)),
+            )
+        };
+        for q in 0..Q {
+            let vs = _mm512_set1_ps(scales[q]);
+            let bound = _mm512_set1_ps(sinks[q].bound());
+            let k0 = _mm512_add_ps(
+                _mm512_mul_ps(f0, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][0]))),
+                o0,
+            );
+            let k1 = _mm512_add_ps(
+                _mm512_mul_ps(f1, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][1]))),
+                o1,
+            );
+            let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
+                | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
+            let hits = ge & live;
+            if hits != 0 {
+                let mut keys = [0.0f32; BLOCK];
+                // SAFETY: two 16-float stores into a 32-float array.
+                unsafe {
+                    _mm512_storeu_ps(keys.as_mut_ptr(), k0);
+                    _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
                 }
+                super::offer_hits(&mut sinks[q], hits, b, &keys);
             }
         }
     }

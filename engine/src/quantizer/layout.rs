@@ -53,9 +53,54 @@ pub fn nibbles(dim: usize, bits: u8) -> (usize, usize) {
     (m, m + m % 2)
 }
 
+/// How a blocked array orders the codes of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arrangement {
+    /// Nibble columns of 16 bytes (FastScan).
+    #[default]
+    Nibbles,
+    /// Rows' 4-byte groups side by side (4-bit codes, `dot4`).
+    Interleaved,
+}
+
+/// Bytes per block of the interleaved arrangement at `dim`.
+pub fn interleaved_block_bytes(dim: usize) -> usize {
+    dim.div_ceil(8) * 128
+}
+
+/// Byte offset, within its block, of coordinate `j`'s code of row `r` (interleaved), and
+/// whether it is the high nibble.
+#[inline]
+pub fn interleaved_at(r: usize, j: usize) -> (usize, bool) {
+    let r = r % BLOCK;
+    (
+        (j / 8) * 128 + 64 * (r / 16) + 4 * (r % 16) + (j % 8) % 4,
+        j % 8 >= 4,
+    )
+}
+
+/// Row `r`'s packed 4-bit code (see [`packing`](super::packing)) read back from interleaved
+/// blocks `bytes` into `out` (`⌈dim/2⌉` bytes).
+pub fn interleaved_row(bytes: &[u8], dim: usize, r: usize, out: &mut [u8]) {
+    let block = &bytes[(r / BLOCK) * interleaved_block_bytes(dim)..];
+    out.fill(0);
+    let base = 64 * ((r % BLOCK) / 16) + 4 * (r % 16);
+    for g in 0..dim.div_ceil(8) {
+        let four = &block[g * 128 + base..g * 128 + base + 4];
+        for (k, &byte) in four.iter().enumerate() {
+            for (j, nib) in [(8 * g + k, byte & 15), (8 * g + 4 + k, byte >> 4)] {
+                if j < dim {
+                    out[j / 2] |= nib << (4 * (j % 2));
+                }
+            }
+        }
+    }
+}
+
 /// Codes of many vectors in the blocked layout.
 #[derive(Debug, Clone, Default)]
 pub struct BlockedCodes {
+    arrangement: Arrangement,
     bits: u8,
     dim: usize,
     nibbles: usize,
@@ -72,6 +117,7 @@ impl BlockedCodes {
         }
         let (nibbles, padded) = nibbles(dim, bits);
         Ok(BlockedCodes {
+            arrangement: Arrangement::Nibbles,
             bits,
             dim,
             nibbles,
@@ -79,6 +125,26 @@ impl BlockedCodes {
             len: 0,
             bytes: Vec::new(),
         })
+    }
+
+    /// An empty store of 4-bit codes in the interleaved arrangement.
+    pub fn interleaved(dim: usize) -> Self {
+        let g = dim.div_ceil(8);
+        BlockedCodes {
+            arrangement: Arrangement::Interleaved,
+            bits: 4,
+            dim,
+            nibbles: dim,
+            // `block_bytes` is `padded · 16`: 8 nibbles of 16 bytes per group.
+            padded: 8 * g,
+            len: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The arrangement of the blocks.
+    pub fn arrangement(&self) -> Arrangement {
+        self.arrangement
     }
 
     /// Bits per coordinate.
@@ -133,6 +199,15 @@ impl BlockedCodes {
             self.bytes.resize(self.bytes.len() + self.block_bytes(), 0);
         }
         let block = &mut self.bytes[(i / BLOCK) * self.padded * 16..][..self.padded * 16];
+        if self.arrangement == Arrangement::Interleaved {
+            for j in 0..self.dim {
+                let nib = (packed[j / 2] >> (4 * (j % 2))) & 0x0f;
+                let (at, high) = interleaved_at(i, j);
+                block[at] |= if high { nib << 4 } else { nib };
+            }
+            self.len += 1;
+            return;
+        }
         let (slot, high) = (i % 16, (i % BLOCK) >= 16);
         for m in 0..self.nibbles {
             let nib = (packed[m / 2] >> (4 * (m % 2))) & 0x0f;
@@ -146,8 +221,13 @@ impl BlockedCodes {
         self.len += 1;
     }
 
-    /// Nibble `m` of vector `i` (for tests and the scalar paths).
+    /// Nibble `m` of vector `i` (for tests and the scalar paths; interleaved: coordinate `m`).
     pub fn nibble(&self, i: usize, m: usize) -> u8 {
+        if self.arrangement == Arrangement::Interleaved {
+            let (at, high) = interleaved_at(i, m);
+            let byte = self.bytes[(i / BLOCK) * self.block_bytes() + at];
+            return if high { byte >> 4 } else { byte & 0x0f };
+        }
         let byte = self.bytes[(i / BLOCK) * self.padded * 16 + m * 16 + i % 16];
         if i % BLOCK >= 16 {
             byte >> 4
@@ -204,5 +284,37 @@ mod tests {
             }
         }
         assert!(BlockedCodes::new(8, 3).is_err());
+    }
+
+    #[test]
+    fn interleaved_rows_read_back_as_packed() {
+        let mut rng = SeededRng::for_data(2);
+        for dim in (1..=40).chain([383, 384, 1536]) {
+            let mut store = BlockedCodes::interleaved(dim);
+            let mut all = Vec::new();
+            for _ in 0..70 {
+                let codes: Vec<u8> = (0..dim).map(|_| rng.below(16) as u8).collect();
+                let mut packed = vec![0u8; packed_len(dim, 4)];
+                pack(&codes, 4, &mut packed);
+                store.push(&packed);
+                all.push((codes, packed));
+            }
+            assert_eq!(store.block_bytes(), interleaved_block_bytes(dim));
+            assert_eq!(store.as_bytes().len(), store.blocks() * store.block_bytes());
+            let mut back = vec![0u8; packed_len(dim, 4)];
+            for (i, (codes, packed)) in all.iter().enumerate() {
+                interleaved_row(store.as_bytes(), dim, i, &mut back);
+                assert_eq!(&back, packed, "dim={dim} row={i}");
+                for (j, &c) in codes.iter().enumerate() {
+                    assert_eq!(store.nibble(i, j), c);
+                }
+            }
+            // Padding coordinates and empty slots are zero.
+            for i in 70..store.blocks() * BLOCK {
+                for j in 0..8 * dim.div_ceil(8) {
+                    assert_eq!(store.nibble(i, j), 0);
+                }
+            }
+        }
     }
 }

@@ -143,10 +143,14 @@ impl FlatIndex {
         let shape = Shape::new(config, metric)?;
         let codes = EncodedBatch::new(&shape.quantizer);
         let bits = config.mse_bits();
-        let blocked = layout::scan_bits(bits)
-            .filter(|_| shape.blocked.is_some())
-            .map(|sb| BlockedCodes::new(config.dim, sb))
-            .transpose()?;
+        let blocked = if shape.dot4.is_some() {
+            Some(BlockedCodes::interleaved(config.dim))
+        } else {
+            layout::scan_bits(bits)
+                .filter(|_| shape.blocked.is_some())
+                .map(|sb| BlockedCodes::new(config.dim, sb))
+                .transpose()?
+        };
         let plane = shape
             .plane
             .as_ref()

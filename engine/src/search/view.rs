@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_norm, check_rows, check_vector};
+use crate::kernels::dot4;
 use crate::kernels::fastscan::{Kernel, MAX_MULTI};
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
@@ -50,6 +51,15 @@ impl BlockShape {
         }
     }
 
+    /// The interleaved arrangement of 4-bit codes (`columns` counts padded coordinates).
+    fn interleaved(dim: usize) -> Self {
+        let block_bytes = layout::interleaved_block_bytes(dim);
+        BlockShape {
+            columns: block_bytes / 16,
+            block_bytes,
+        }
+    }
+
     /// Bytes of the blocked array for `rows` rows.
     pub fn bytes_for(&self, rows: usize) -> usize {
         rows.div_ceil(BLOCK) * self.block_bytes
@@ -66,6 +76,9 @@ pub(crate) struct Shape {
     pub blocked: Option<BlockShape>,
     /// True when `blocked` holds prefixes rather than the codes.
     pub prefix: bool,
+    /// 4-bit scalar codes: `blocked` is in the interleaved arrangement and stage 1 runs the
+    /// `dot4` kernels with these levels of the codebook.
+    pub dot4: Option<dot4::Levels>,
     /// The blocked layout of the QJL sign bits (prod codes): a second stage-1 pass.
     pub sketch: Option<BlockShape>,
     /// The sign plane of 4-bit codes with `dim ≥ STAGED_MIN_DIM`, and its 1-bit codebook.
@@ -76,7 +89,17 @@ impl Shape {
     pub fn new(config: QuantizerConfig, metric: Metric) -> Result<Self> {
         let quantizer = Quantizer::new(config)?;
         let bits = config.mse_bits();
-        let blocked = layout::scan_bits(bits).map(|sb| BlockShape::new(config.dim, sb));
+        let dot4 = match quantizer.codebook() {
+            Some(cb) if bits == 4 && config.variant == crate::quantizer::Variant::Mse => {
+                Some(dot4::Levels::new(cb.centroids_f32()))
+            }
+            _ => None,
+        };
+        let blocked = if dot4.is_some() {
+            Some(BlockShape::interleaved(config.dim))
+        } else {
+            layout::scan_bits(bits).map(|sb| BlockShape::new(config.dim, sb))
+        };
         let prefix = blocked.is_some() && !layout::supports(bits);
         // Only 4-bit codes gain from staging: a 2-bit scan costs about what the plane pass and
         // the shortlist rescoring cost together (measured on docs-minilm-384).
@@ -97,6 +120,7 @@ impl Shape {
             metric,
             blocked,
             prefix,
+            dot4,
             sketch,
             plane,
         })
@@ -172,9 +196,13 @@ impl Shape {
         // The full codes' tables now when they are the scan's; for a staged search only once a
         // source asks for them (one too small to stage).
         let full = std::sync::OnceLock::new();
+        let blocked = self.blocked.is_some() && self.dot4.is_none();
         if plane.is_none() {
-            let _ = full.set(full_tables(self.blocked.is_some(), &luts));
+            let _ = full.set(full_tables(blocked, &luts));
         }
+        let dot4 = self
+            .dot4
+            .map(|_| luts.iter().map(|l| dot4::Query::new(l.rotated())).collect());
         let sketch = self
             .sketch
             .and_then(|_| luts.iter().map(QueryLut::sketch_lut).collect());
@@ -182,7 +210,8 @@ impl Shape {
             luts,
             plane,
             full,
-            blocked: self.blocked.is_some(),
+            blocked,
+            dot4,
             sketch,
         })
     }
@@ -208,6 +237,8 @@ struct Tables<'a> {
     plane: Option<&'a [NibbleLut]>,
     full: Option<&'a [NibbleLut]>,
     sketch: Option<&'a [NibbleLut]>,
+    /// The rounded queries of a `dot4` scan (4-bit codes).
+    dot4: Option<&'a [dot4::Query]>,
 }
 
 impl Prepared {
@@ -218,7 +249,8 @@ impl Prepared {
         Tables {
             plane: pick(&self.plane, queries.clone()),
             full: None,
-            sketch: pick(&self.sketch, queries),
+            sketch: pick(&self.sketch, queries.clone()),
+            dot4: self.dot4.as_ref().map(|t| &t[queries]),
         }
     }
 
@@ -252,8 +284,10 @@ pub(crate) struct Prepared {
     plane: Option<Vec<NibbleLut>>,
     /// Tables of the full codes (blocked layouts), built on first use in a staged search.
     full: std::sync::OnceLock<Option<Vec<NibbleLut>>>,
-    /// Whether the shape has a blocked layout (so full tables can be built).
+    /// Whether the shape has a FastScan layout of the codes (so full tables can be built).
     blocked: bool,
+    /// The queries rounded for the `dot4` kernels (4-bit codes).
+    dot4: Option<Vec<dot4::Query>>,
     /// Tables of the QJL sign bits (prod codes, unstaged scans).
     sketch: Option<Vec<NibbleLut>>,
 }
@@ -377,6 +411,9 @@ impl View<'_> {
                 masks,
                 seed,
             );
+        }
+        if let (Some(queries), Some(levels)) = (tables.dot4, &self.shape.dot4) {
+            return self.scan_dot4(queries, levels, rows, keep, masks, seed);
         }
         let mut passes = Vec::with_capacity(2);
         if let (Some(tables), Some(shape)) = (tables.full, self.shape.blocked) {
@@ -586,6 +623,90 @@ impl View<'_> {
             b += nb;
         }
         tops
+    }
+
+    /// Stage 1 over interleaved 4-bit codes: the `dot4` kernels score up to their width of
+    /// queries per load of the codes and offer each heap only the rows that reach its
+    /// threshold. A batch wider than the kernel walks the codes in chunks that stay in L2
+    /// while each group of queries passes over them.
+    fn scan_dot4(
+        &self,
+        queries: &[dot4::Query],
+        levels: &dot4::Levels,
+        rows: std::ops::Range<usize>,
+        keep: usize,
+        masks: &[u32],
+        seed: Option<(TopK, u64)>,
+    ) -> Vec<TopK> {
+        struct Candidates {
+            top: TopK,
+            base: u64,
+        }
+        impl dot4::Sink for Candidates {
+            #[inline]
+            fn bound(&self) -> f32 {
+                self.top.threshold().unwrap_or(f32::MIN)
+            }
+            #[inline]
+            fn offer(&mut self, row: usize, key: f32) {
+                self.top.push(self.base + row as u64, key);
+            }
+        }
+        let kernel = Kernel::detect();
+        let width = kernel.dot4_width();
+        let bb = self.shape.blocked.expect("dot4 codes are blocked").block_bytes;
+        let (mut cands, id_base): (Vec<Candidates>, u64) = match seed {
+            Some((top, base)) => (vec![Candidates { top, base: 0 }], base),
+            None => (
+                (0..queries.len())
+                    .map(|_| Candidates {
+                        top: TopK::new(keep),
+                        base: 0,
+                    })
+                    .collect(),
+                0,
+            ),
+        };
+        let mut scales = [0.0f32; dot4::MAX_QUERIES];
+        let chunk_blocks = if queries.len() > width {
+            (CHUNK_BYTES / bb).max(1)
+        } else {
+            usize::MAX
+        };
+        let end_block = rows.end.div_ceil(BLOCK);
+        let mut b = rows.start / BLOCK;
+        while b < end_block {
+            let nb = chunk_blocks.min(end_block - b);
+            let base = b * BLOCK;
+            let end = ((b + nb) * BLOCK).min(rows.end);
+            let r = dot4::Rows {
+                factor: &self.cols.key_factor[base..end],
+                offset: &self.cols.key_offset[base..end],
+                masks: &masks[b..b + nb],
+            };
+            let codes = &self.cols.blocked[b * bb..(b + nb) * bb];
+            for c in &mut cands {
+                c.base = id_base + base as u64;
+            }
+            for q0 in (0..queries.len()).step_by(width) {
+                let group = (queries.len() - q0).min(width);
+                let mut qs: [&dot4::Query; dot4::MAX_QUERIES] = [&queries[q0]; dot4::MAX_QUERIES];
+                for (i, q) in queries[q0..q0 + group].iter().enumerate() {
+                    qs[i] = q;
+                    scales[i] = levels.step * q.step;
+                }
+                kernel.dot4_top(
+                    codes,
+                    levels,
+                    &qs[..group],
+                    &scales[..group],
+                    r,
+                    &mut cands[q0..q0 + group],
+                );
+            }
+            b += nb;
+        }
+        cands.into_iter().map(|c| c.top).collect()
     }
 
     /// The exact score of row `row` on its stored vector (`None` without rerank storage).

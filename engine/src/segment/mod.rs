@@ -33,8 +33,9 @@ use crate::search::view::{Columns, Shape, VectorsRef, View};
 pub const MAGIC: &[u8; 8] = b"GYRESEG1";
 /// Last bytes of a segment file.
 pub const FOOTER_MAGIC: &[u8; 8] = b"GYREEND1";
-/// Current format version (2: the section table at the end, with kind, flags and crc).
-pub const VERSION: u32 = 2;
+/// Current format version (3: 4-bit scalar codes' `Blocked` section in the interleaved
+/// arrangement; 2: the section table at the end, with kind, flags and crc).
+pub const VERSION: u32 = 3;
 /// The oldest format version this build opens.
 pub const OLDEST_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 128;
@@ -125,10 +126,15 @@ fn codebook_id(shape: &Shape) -> u32 {
     })
 }
 
-/// Section lengths in bytes for `rows` rows.
-fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize) -> [usize; 14] {
+/// Section lengths in bytes for `rows` rows in format `version`.
+fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize, version: u32) -> [usize; 14] {
     let q = &shape.quantizer;
-    let blocked = shape.blocked.map_or(0, |b| b.bytes_for(rows));
+    let blocked = if version < 3 && shape.dot4.is_some() {
+        // Nibble columns before format 3.
+        rows.div_ceil(BLOCK) * crate::quantizer::layout::nibbles(q.dim(), 4).1 * 16
+    } else {
+        shape.blocked.map_or(0, |b| b.bytes_for(rows))
+    };
     let (plane, plane_factor) = shape
         .plane
         .as_ref()
@@ -265,7 +271,7 @@ pub(crate) fn write(
             format!("{rows} rows exceed a segment's limit of 2^32 - 1"),
         ));
     }
-    let lens = lengths(shape, meta.rerank, rows);
+    let lens = lengths(shape, meta.rerank, rows, VERSION);
     let (offsets, end) = layout(&lens, HEADER_BYTES);
     let mut w = SectionWriter {
         w: dir.create(&file_name(id))?,
@@ -542,23 +548,35 @@ fn write_blocked<'a>(
             shape.blocked.expect("blocked").block_bytes,
         ),
     };
-    let mut block = BlockedCodes::new(dim, bits)?;
+    let interleaved = kind == Kind::Blocked && shape.dot4.is_some();
+    let fresh = || {
+        if interleaved {
+            Ok(BlockedCodes::interleaved(dim))
+        } else {
+            BlockedCodes::new(dim, bits)
+        }
+    };
+    let mut block = fresh()?;
     let mut n = 0;
+    let mut packed = vec![0u8; (dim * bits as usize).div_ceil(8)];
     for (v, r) in rows {
-        // Copy the row's 32-lane slot out of its source block: nibble m of row r sits in byte
-        // `m·16 + r%16` of its block, high or low half by `r%32 ≥ 16`.
+        // Copy the row's 32-lane slot out of its source block.
         let src = match kind {
             Kind::Plane => v.cols.plane,
             Kind::SketchBlocked => v.cols.sketch_blocked,
             _ => v.cols.blocked,
         };
-        let src_block = &src[(r / BLOCK) * block_bytes..][..block_bytes];
-        let packed = unblock(src_block, r % BLOCK, bits, dim);
+        if interleaved {
+            crate::quantizer::layout::interleaved_row(src, dim, r, &mut packed);
+        } else {
+            let src_block = &src[(r / BLOCK) * block_bytes..][..block_bytes];
+            packed = unblock(src_block, r % BLOCK, bits, dim);
+        }
         block.push(&packed);
         n += 1;
         if n == BLOCK {
             w.put(block.as_bytes())?;
-            block = BlockedCodes::new(dim, bits)?;
+            block = fresh()?;
             n = 0;
         }
     }
@@ -566,6 +584,19 @@ fn write_blocked<'a>(
         w.put(block.as_bytes())?;
     }
     Ok(())
+}
+
+/// The interleaved arrangement of the 4-bit codes a format 1 or 2 file stores in nibble
+/// columns.
+fn rearrange_v2(blocked: &[u8], rows: usize, shape: &Shape) -> Vec<u8> {
+    let dim = shape.quantizer.dim();
+    let old = crate::quantizer::layout::nibbles(dim, 4).1 * 16;
+    let mut out = BlockedCodes::interleaved(dim);
+    for r in 0..rows {
+        let src = &blocked[(r / BLOCK) * old..][..old];
+        out.push(&unblock(src, r % BLOCK, 4, dim));
+    }
+    out.as_bytes().to_vec()
 }
 
 /// The packed code of lane `lane` of one block.
@@ -593,6 +624,9 @@ pub struct Segment {
     /// Offset, length and crc32c of each known section, by `kind - 1`.
     sections: [(usize, usize, u32); 14],
     rerank: RerankStorage,
+    /// 4-bit codes of a file older than format 3, re-arranged in memory for the `dot4`
+    /// kernels (the file's `Blocked` section holds them in nibble columns).
+    rearranged: Option<Vec<u8>>,
 }
 
 impl Segment {
@@ -647,7 +681,7 @@ impl Segment {
                     .into(),
             ));
         }
-        let lens = lengths(shape, meta.rerank, rows);
+        let lens = lengths(shape, meta.rerank, rows, version);
         let entries = if version == 1 {
             read_table_v1(&map, count, &lens).map_err(bad)?
         } else {
@@ -703,9 +737,14 @@ impl Segment {
             map,
             sections,
             rerank: meta.rerank,
+            rearranged: None,
         };
         if verify {
             seg.verify()?;
+        }
+        let mut seg = seg;
+        if version < 3 && shape.dot4.is_some() {
+            seg.rearranged = Some(rearrange_v2(seg.bytes(Kind::Blocked), rows, shape));
         }
         // Rerank reads a few scattered rows of the vectors: read-ahead would pull in
         // neighbours nobody asked for and crowd the codes out of memory. Advice only.
@@ -790,7 +829,10 @@ impl Segment {
             codes: self.bytes(Kind::Codes),
             sketches: self.bytes(Kind::Sketches),
             scalars: bytemuck::cast_slice(self.bytes(Kind::Scalars)),
-            blocked: self.bytes(Kind::Blocked),
+            blocked: self
+                .rearranged
+                .as_deref()
+                .unwrap_or_else(|| self.bytes(Kind::Blocked)),
             plane: self.bytes(Kind::Plane),
             plane_factor: bytemuck::cast_slice(self.bytes(Kind::PlaneFactor)),
             key_factor: bytemuck::cast_slice(self.bytes(Kind::KeyFactor)),
