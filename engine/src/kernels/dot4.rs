@@ -20,6 +20,7 @@
 //! same rows reach the sink in the same order.
 
 use super::fastscan::Kernel;
+pub use super::{Rows, Sink};
 
 /// Rows per block.
 pub const BLOCK: usize = 32;
@@ -93,26 +94,6 @@ impl Query {
     fn groups(&self) -> usize {
         self.weights.len() / GROUP_DIMS
     }
-}
-
-/// Receives the candidates of [`Kernel::dot4_top`].
-pub trait Sink {
-    /// Keys below the bound are not offered.
-    fn bound(&self) -> f32;
-    /// A live row (relative to the scan's first row) whose key reached the bound.
-    fn offer(&mut self, row: usize, key: f32);
-}
-
-/// The per-row terms and the live mask of a [`Kernel::dot4_top`] scan; `rows` may end inside
-/// the last block.
-#[derive(Debug, Clone, Copy)]
-pub struct Rows<'a> {
-    /// The per-row factor of the key, one per row scanned.
-    pub factor: &'a [f32],
-    /// The per-row offset of the key.
-    pub offset: &'a [f32],
-    /// One bit per row, one word per block.
-    pub masks: &'a [u32],
 }
 
 /// Most queries one call scores per load of codes.
@@ -276,40 +257,6 @@ pub fn top_scalar<S: Sink>(
     }
 }
 
-/// The live rows of block `b` among the first `n` rows.
-#[inline(always)]
-fn live(rows: &Rows<'_>, b: usize, n: usize) -> u32 {
-    let left = n - b * BLOCK;
-    let tail = if left >= BLOCK {
-        u32::MAX
-    } else {
-        (1u32 << left) - 1
-    };
-    rows.masks[b] & tail
-}
-
-/// Offers the rows of `hits` (a bit per lane of block `b`) whose key still reaches the bound.
-#[inline(always)]
-fn offer_hits<S: Sink>(sink: &mut S, mut hits: u32, b: usize, keys: &[f32; BLOCK]) {
-    while hits != 0 {
-        let j = hits.trailing_zeros() as usize;
-        hits &= hits - 1;
-        if keys[j] >= sink.bound() {
-            sink.offer(b * BLOCK + j, keys[j]);
-        }
-    }
-}
-
-/// The factor and offset of block `b`'s lanes, padded with zeros past `n`.
-#[inline(always)]
-fn block_terms(rows: &Rows<'_>, b: usize, n: usize) -> ([f32; BLOCK], [f32; BLOCK]) {
-    let (mut f, mut o) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-    let m = (n - b * BLOCK).min(BLOCK);
-    f[..m].copy_from_slice(&rows.factor[b * BLOCK..b * BLOCK + m]);
-    o[..m].copy_from_slice(&rows.offset[b * BLOCK..b * BLOCK + m]);
-    (f, o)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -417,7 +364,7 @@ mod avx2 {
         let lv = levels_reg(levels);
         let weights: [*const i8; Q] = std::array::from_fn(|q| queries[q].weights.as_ptr());
         for b in 0..n.div_ceil(BLOCK) {
-            let live = super::live(&rows, b, n);
+            let live = super::super::live(&rows, b, n);
             if live == 0 {
                 continue;
             }
@@ -430,7 +377,7 @@ mod avx2 {
                     &weights,
                 )
             };
-            let (f, o) = super::block_terms(&rows, b, n);
+            let (f, o) = super::super::block_terms(&rows, b, n);
             for q in 0..Q {
                 let vs = _mm256_set1_ps(scales[q]);
                 let bound = _mm256_set1_ps(sinks[q].bound());
@@ -453,7 +400,7 @@ mod avx2 {
                     let ge = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(k, bound)) as u32;
                     hits |= ge << (8 * i);
                 }
-                super::offer_hits(&mut sinks[q], hits & live, b, &keys);
+                super::super::offer_hits(&mut sinks[q], hits & live, b, &keys);
             }
         }
     }
@@ -575,9 +522,9 @@ mod vnni {
         let pair = Q <= 2;
         let mut b = 0;
         while b < nblocks {
-            let live0 = super::live(&rows, b, n);
+            let live0 = super::super::live(&rows, b, n);
             if pair && b + 1 < nblocks {
-                let live1 = super::live(&rows, b + 1, n);
+                let live1 = super::super::live(&rows, b + 1, n);
                 if live0 | live1 != 0 {
                     prefetch(codes, (b + 4) * bb, 2 * bb);
                     // SAFETY: blocks `b` and `b + 1` are whole inside `codes` (checked by the
@@ -631,7 +578,7 @@ mod vnni {
         if live == 0 {
             return;
         }
-        let (f, o) = super::block_terms(rows, b, n);
+        let (f, o) = super::super::block_terms(rows, b, n);
         // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
         let (f0, f1, o0, o1) = unsafe {
             (
@@ -662,7 +609,7 @@ mod vnni {
                     _mm512_storeu_ps(keys.as_mut_ptr(), k0);
                     _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
                 }
-                super::offer_hits(&mut sinks[q], hits, b, &keys);
+                super::super::offer_hits(&mut sinks[q], hits, b, &keys);
             }
         }
     }

@@ -16,6 +16,7 @@
 //! query's accumulators in registers (a batch scans 7–11% faster than query by query).
 //! It equals the scalar twin exactly, query by query.
 
+use super::{Rows, Sink};
 use crate::quantizer::layout::BLOCK;
 
 /// A scan kernel family, picked once per process.
@@ -178,6 +179,126 @@ impl Kernel {
             // SAFETY: `Avx512` is only constructed after detecting AVX-512 F and BW; the sizes
             // were checked above.
             Kernel::Avx512 | Kernel::Avx512Vnni => unsafe { fixed!(avx512) },
+        }
+    }
+}
+
+/// One query of a fused scan ([`Kernel::scan_top`]): its u8 tables and the terms of its
+/// estimate `delta · S + bias`.
+#[derive(Debug, Clone, Copy)]
+pub struct TopQuery<'a> {
+    /// `columns × 16` u8 entries.
+    pub tables: &'a [u8],
+    /// The step of the entries.
+    pub delta: f32,
+    /// The sum of the tables' offsets.
+    pub bias: f32,
+}
+
+/// The key of a row in a fused scan: the one formula every kernel uses.
+#[inline(always)]
+pub fn top_key(sum: u32, q: &TopQuery<'_>, factor: f32, offset: f32) -> f32 {
+    offset + factor * (q.delta * sum as f32 + q.bias)
+}
+
+impl Kernel {
+    /// Scores rows `0..rows.factor.len()` of `codes` (whole blocks covering them) for up to
+    /// [`MAX_MULTI`] queries and offers each query's sink every live row whose key
+    /// [`top_key`] reaches the sink's bound when reached, in row order. The AVX-512 kernels
+    /// keep the sums in registers (widened there, not through memory) and compare the keys
+    /// with the bound in registers; the others score blocks with [`scan_multi`](Self::scan_multi)
+    /// and compare one by one. Every kernel offers exactly what [`top_scalar`] offers.
+    pub fn scan_top<S: Sink>(
+        self,
+        codes: &[u8],
+        columns: usize,
+        queries: &[TopQuery<'_>],
+        rows: Rows<'_>,
+        sinks: &mut [S],
+    ) {
+        let n = rows.factor.len();
+        let block_bytes = columns * 16;
+        assert!(
+            !queries.is_empty() && queries.len() <= MAX_MULTI && sinks.len() == queries.len(),
+            "one sink per query, at most MAX_MULTI"
+        );
+        assert!(
+            columns.is_multiple_of(2)
+                && columns > 0
+                && queries.iter().all(|q| q.tables.len() == block_bytes),
+            "tables must cover every column"
+        );
+        assert!(
+            codes.len() >= n.div_ceil(BLOCK) * block_bytes
+                && rows.offset.len() == n
+                && rows.masks.len() >= n.div_ceil(BLOCK),
+            "buffer sizes"
+        );
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512` and `Avx512Vnni` are only constructed after detecting AVX-512 F
+            // and BW; the sizes were checked above.
+            Kernel::Avx512 | Kernel::Avx512Vnni => unsafe {
+                match queries.len() {
+                    1 => avx512::top::<1, S>(codes, columns, queries, rows, sinks),
+                    2 => avx512::top::<2, S>(codes, columns, queries, rows, sinks),
+                    3 => avx512::top::<3, S>(codes, columns, queries, rows, sinks),
+                    _ => avx512::top::<4, S>(codes, columns, queries, rows, sinks),
+                }
+            },
+            _ => top_by_blocks(self, codes, columns, queries, rows, sinks),
+        }
+    }
+}
+
+/// The reference of [`Kernel::scan_top`].
+pub fn top_scalar<S: Sink>(
+    codes: &[u8],
+    columns: usize,
+    queries: &[TopQuery<'_>],
+    rows: Rows<'_>,
+    sinks: &mut [S],
+) {
+    top_by_blocks(Kernel::Scalar, codes, columns, queries, rows, sinks);
+}
+
+/// [`Kernel::scan_top`] from a kernel's block sums, compared one by one.
+fn top_by_blocks<S: Sink>(
+    kernel: Kernel,
+    codes: &[u8],
+    columns: usize,
+    queries: &[TopQuery<'_>],
+    rows: Rows<'_>,
+    sinks: &mut [S],
+) {
+    let n = rows.factor.len();
+    let bb = columns * 16;
+    let mut sums = [[0u32; BLOCK]; MAX_MULTI];
+    let tables: [&[u8]; MAX_MULTI] = std::array::from_fn(|i| queries.get(i).map_or(&[][..], |q| q.tables));
+    for b in 0..n.div_ceil(BLOCK) {
+        let live = super::live(&rows, b, n);
+        if live == 0 {
+            continue;
+        }
+        let block = &codes[b * bb..(b + 1) * bb];
+        {
+            let mut outs: [&mut [u32]; MAX_MULTI] = {
+                let mut it = sums.iter_mut();
+                std::array::from_fn(|_| it.next().map_or(&mut [][..], |s| &mut s[..]))
+            };
+            kernel.scan_multi(block, columns, &tables[..queries.len()], &mut outs[..queries.len()]);
+        }
+        for ((q, s), sink) in queries.iter().zip(&sums).zip(sinks.iter_mut()) {
+            let mut bits = live;
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let r = b * BLOCK + j;
+                let key = top_key(s[j], q, rows.factor[r], rows.offset[r]);
+                if key >= sink.bound() {
+                    sink.offer(r, key);
+                }
+            }
         }
     }
 }
@@ -510,6 +631,147 @@ mod avx512 {
                 + u32::from(words[24 + w]);
         }
     }
+
+    /// Sums of 4 columns' u16 lanes folded to 8 u32: `Σ_k x[k][w]` for the 8 slots `w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    #[inline]
+    fn fold(x: __m512i) -> __m256i {
+        let a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(x));
+        let b = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(x));
+        let c = _mm512_add_epi32(a, b);
+        _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64::<1>(c))
+    }
+
+    /// The u32 sums of vectors 0..16 and 16..32 from one flush of accumulators (`words`,
+    /// `high` of the low and high nibbles), in row order.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    #[inline]
+    fn reduce(acc: &[__m512i; 4]) -> (__m512i, __m512i) {
+        let idx = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+        let lo_even = fold(_mm512_sub_epi16(acc[0], _mm512_slli_epi16(acc[1], 8)));
+        let hi_even = fold(_mm512_sub_epi16(acc[2], _mm512_slli_epi16(acc[3], 8)));
+        let (lo_odd, hi_odd) = (fold(acc[1]), fold(acc[3]));
+        let lo = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo_even), lo_odd);
+        let hi = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(hi_even), hi_odd);
+        (
+            _mm512_permutexvar_epi32(idx, lo),
+            _mm512_permutexvar_epi32(idx, hi),
+        )
+    }
+
+    /// The fused scan of `Q` queries (see `Kernel::scan_top`).
+    ///
+    /// # Safety
+    /// AVX-512 F and BW; sizes as checked by `Kernel::scan_top`, `Q` queries and sinks.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    pub(super) unsafe fn top<const Q: usize, S: super::Sink>(
+        codes: &[u8],
+        columns: usize,
+        queries: &[super::TopQuery<'_>],
+        rows: super::Rows<'_>,
+        sinks: &mut [S],
+    ) {
+        let n = rows.factor.len();
+        let block_bytes = columns * 16;
+        let quads = columns / 4;
+        let tail = columns % 4 == 2;
+        let m = _mm512_set1_epi8(0x0f);
+        let m256 = _mm256_set1_epi8(0x0f);
+        let tables: [*const u8; Q] = std::array::from_fn(|i| queries[i].tables.as_ptr());
+        let zero = _mm512_setzero_si512();
+        for b in 0..n.div_ceil(BLOCK) {
+            let live = crate::kernels::live(&rows, b, n);
+            if live == 0 {
+                continue;
+            }
+            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+            let block = unsafe { codes.as_ptr().add(b * block_bytes) };
+            let mut tot = [[zero; 2]; Q];
+            let mut start = 0;
+            loop {
+                // 256 steps of at most 255 per u16 lane, plus the tail pair: 257 · 255 < 2¹⁶.
+                let end = (start + FLUSH_STEPS).min(quads);
+                let mut acc = [[zero; 4]; Q];
+                for qd in start..end {
+                    // SAFETY: quad `qd < columns / 4` covers bytes [64qd, 64qd + 64) of the block.
+                    let x = unsafe { _mm512_loadu_si512(block.add(64 * qd).cast()) };
+                    let lo = _mm512_and_si512(x, m);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), m);
+                    for i in 0..Q {
+                        // SAFETY: every table is `columns · 16` bytes (checked by the caller).
+                        let t = unsafe { _mm512_loadu_si512(tables[i].add(64 * qd).cast()) };
+                        let rlo = _mm512_shuffle_epi8(t, lo);
+                        let rhi = _mm512_shuffle_epi8(t, hi);
+                        let a = &mut acc[i];
+                        a[0] = _mm512_add_epi16(a[0], rlo);
+                        a[1] = _mm512_add_epi16(a[1], _mm512_srli_epi16(rlo, 8));
+                        a[2] = _mm512_add_epi16(a[2], rhi);
+                        a[3] = _mm512_add_epi16(a[3], _mm512_srli_epi16(rhi, 8));
+                    }
+                }
+                if end == quads && tail {
+                    let at = 64 * quads;
+                    // SAFETY: the last pair covers the final 32 bytes of the block.
+                    let x = unsafe { _mm256_loadu_si256(block.add(at).cast()) };
+                    let lo = _mm256_and_si256(x, m256);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m256);
+                    for i in 0..Q {
+                        // SAFETY: as above, for this query's table.
+                        let t = unsafe { _mm256_loadu_si256(tables[i].add(at).cast()) };
+                        let rlo = _mm512_zextsi256_si512(_mm256_shuffle_epi8(t, lo));
+                        let rhi = _mm512_zextsi256_si512(_mm256_shuffle_epi8(t, hi));
+                        let a = &mut acc[i];
+                        a[0] = _mm512_add_epi16(a[0], rlo);
+                        a[1] = _mm512_add_epi16(a[1], _mm512_srli_epi16(rlo, 8));
+                        a[2] = _mm512_add_epi16(a[2], rhi);
+                        a[3] = _mm512_add_epi16(a[3], _mm512_srli_epi16(rhi, 8));
+                    }
+                }
+                for i in 0..Q {
+                    let (l, h) = reduce(&acc[i]);
+                    tot[i][0] = _mm512_add_epi32(tot[i][0], l);
+                    tot[i][1] = _mm512_add_epi32(tot[i][1], h);
+                }
+                start = end;
+                if start >= quads {
+                    break;
+                }
+            }
+            let (f, o) = crate::kernels::block_terms(&rows, b, n);
+            // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
+            let (f0, f1, o0, o1) = unsafe {
+                (
+                    _mm512_loadu_ps(f.as_ptr()),
+                    _mm512_loadu_ps(f.as_ptr().add(16)),
+                    _mm512_loadu_ps(o.as_ptr()),
+                    _mm512_loadu_ps(o.as_ptr().add(16)),
+                )
+            };
+            for i in 0..Q {
+                let (delta, bias) = (_mm512_set1_ps(queries[i].delta), _mm512_set1_ps(queries[i].bias));
+                let key = |s: __m512i, f: __m512, o: __m512| {
+                    _mm512_add_ps(
+                        o,
+                        _mm512_mul_ps(f, _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias)),
+                    )
+                };
+                let (k0, k1) = (key(tot[i][0], f0, o0), key(tot[i][1], f1, o1));
+                let bound = _mm512_set1_ps(sinks[i].bound());
+                let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
+                    | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
+                let hits = ge & live;
+                if hits != 0 {
+                    let mut keys = [0.0f32; BLOCK];
+                    // SAFETY: two 16-float stores into a 32-float array.
+                    unsafe {
+                        _mm512_storeu_ps(keys.as_mut_ptr(), k0);
+                        _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
+                    }
+                    crate::kernels::offer_hits(&mut sinks[i], hits, b, &keys);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -615,6 +877,124 @@ mod tests {
             out.iter().all(|&s| s == 3072 * 255),
             "no overflow at 3072 columns"
         );
+    }
+
+    /// Records every offer; the bound is the k-th best key so far.
+    struct Record {
+        k: usize,
+        offers: Vec<(usize, f32)>,
+        best: Vec<f32>,
+    }
+
+    impl Sink for Record {
+        fn bound(&self) -> f32 {
+            if self.best.len() < self.k {
+                f32::MIN
+            } else {
+                self.best[self.k - 1]
+            }
+        }
+        fn offer(&mut self, row: usize, key: f32) {
+            self.offers.push((row, key));
+            self.best.push(key);
+            self.best.sort_by(|a, b| b.total_cmp(a));
+            self.best.truncate(self.k);
+        }
+    }
+
+    /// The fused kernels offer exactly what the scalar twin offers, in the same order: every
+    /// even column count up to 160, across the flush boundary (with and without the tail
+    /// pair), 1 to 4 queries, partial last blocks, dead rows and blocks, saturated tables.
+    #[test]
+    fn fused_kernels_offer_what_the_scalar_twin_offers() {
+        let mut rng = SeededRng::for_data(13);
+        let columns: Vec<usize> = (1..=80)
+            .map(|c| 2 * c)
+            .chain([1022, 1024, 1026, 1538])
+            .collect();
+        for c in columns {
+            for rows in [1usize, 33, 100] {
+                let blocks = rows.div_ceil(BLOCK);
+                let codes = random_bytes(&mut rng, blocks * c * 16);
+                let factor: Vec<f32> = (0..rows).map(|_| 0.5 + rng.open01() as f32).collect();
+                let offset: Vec<f32> = (0..rows).map(|_| rng.gaussian() as f32).collect();
+                let mut masks: Vec<u32> = (0..blocks).map(|_| rng.next_u64() as u32 | 2).collect();
+                if blocks > 2 {
+                    masks[1] = 0;
+                }
+                let r = Rows {
+                    factor: &factor,
+                    offset: &offset,
+                    masks: &masks,
+                };
+                let q = 1 + (c / 2) % MAX_MULTI;
+                let mut tables: Vec<Vec<u8>> = (0..q).map(|_| random_bytes(&mut rng, c * 16)).collect();
+                if c == 1026 || c == 1538 {
+                    tables[0] = vec![255; c * 16];
+                }
+                let qs: Vec<TopQuery<'_>> = tables
+                    .iter()
+                    .map(|t| TopQuery {
+                        tables: t,
+                        delta: 0.01 + rng.open01() as f32,
+                        bias: rng.gaussian() as f32,
+                    })
+                    .collect();
+                for keep in [1usize, 7, 1000] {
+                    let mut want: Vec<Record> = (0..q)
+                        .map(|_| Record { k: keep, offers: Vec::new(), best: Vec::new() })
+                        .collect();
+                    top_scalar(&codes, c, &qs, r, &mut want);
+                    for k in Kernel::available() {
+                        let mut got: Vec<Record> = (0..q)
+                            .map(|_| Record { k: keep, offers: Vec::new(), best: Vec::new() })
+                            .collect();
+                        k.scan_top(&codes, c, &qs, r, &mut got);
+                        for (g, w) in got.iter().zip(&want) {
+                            assert_eq!(g.offers, w.offers, "{k:?} columns={c} rows={rows} q={q}");
+                        }
+                    }
+                    if keep == 1000 {
+                        let live = (0..rows).filter(|&i| masks[i / BLOCK] >> (i % BLOCK) & 1 == 1).count();
+                        assert_eq!(want[0].offers.len(), live);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_bound_edges() {
+        let mut rng = SeededRng::for_data(17);
+        let (c, rows) = (96usize, 64usize);
+        let codes = random_bytes(&mut rng, 2 * c * 16);
+        let tables = random_bytes(&mut rng, c * 16);
+        let q = TopQuery { tables: &tables, delta: 0.37, bias: -1.5 };
+        let mut sums = vec![0u32; rows];
+        scan_scalar(&codes, c, &tables, &mut sums);
+        let (factor, offset, masks) = (vec![1.25f32; rows], vec![0.5f32; rows], vec![u32::MAX; 2]);
+        let target = top_key(sums[40], &q, 1.25, 0.5);
+        struct Fixed(f32, Vec<usize>);
+        impl Sink for Fixed {
+            fn bound(&self) -> f32 {
+                self.0
+            }
+            fn offer(&mut self, row: usize, _key: f32) {
+                self.1.push(row);
+            }
+        }
+        for k in Kernel::available() {
+            for (bound, admits) in [(target, true), (target.next_up(), false)] {
+                let mut sink = [Fixed(bound, Vec::new())];
+                let r = Rows { factor: &factor, offset: &offset, masks: &masks };
+                k.scan_top(&codes, c, &[q], r, &mut sink);
+                assert_eq!(sink[0].1.contains(&40), admits, "{k:?}");
+                let want: Vec<usize> = (0..rows)
+                    .filter(|&i| top_key(sums[i], &q, 1.25, 0.5) >= bound)
+                    .collect();
+                assert_eq!(sink[0].1, want, "{k:?}");
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,66 @@
 pub mod dot4;
 pub mod fastscan;
 
+/// Rows per block of every blocked layout.
+const BLOCK: usize = 32;
+
+/// Receives the candidates of a fused scan ([`Kernel::dot4_top`](fastscan::Kernel::dot4_top),
+/// [`Kernel::scan_top`](fastscan::Kernel::scan_top)).
+pub trait Sink {
+    /// Keys below the bound are not offered.
+    fn bound(&self) -> f32;
+    /// A live row (relative to the scan's first row) whose key reached the bound.
+    fn offer(&mut self, row: usize, key: f32);
+}
+
+/// The per-row terms and the live mask of a fused scan; `rows` may end inside
+/// the last block.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// The per-row factor of the key, one per row scanned.
+    pub factor: &'a [f32],
+    /// The per-row offset of the key.
+    pub offset: &'a [f32],
+    /// One bit per row, one word per block.
+    pub masks: &'a [u32],
+}
+
+/// The live rows of block `b` among the first `n` rows.
+#[inline(always)]
+pub(crate) fn live(rows: &Rows<'_>, b: usize, n: usize) -> u32 {
+    let left = n - b * BLOCK;
+    let tail = if left >= BLOCK {
+        u32::MAX
+    } else {
+        (1u32 << left) - 1
+    };
+    rows.masks[b] & tail
+}
+
+/// Offers the rows of `hits` (a bit per lane of block `b`) whose key still reaches the bound.
+#[inline(always)]
+pub(crate) fn offer_hits<S: Sink>(sink: &mut S, mut hits: u32, b: usize, keys: &[f32; BLOCK]) {
+    while hits != 0 {
+        let j = hits.trailing_zeros() as usize;
+        hits &= hits - 1;
+        if keys[j] >= sink.bound() {
+            sink.offer(b * BLOCK + j, keys[j]);
+        }
+    }
+}
+
+/// The factor and offset of block `b`'s lanes, padded with zeros past `n`.
+#[inline(always)]
+pub(crate) fn block_terms(rows: &Rows<'_>, b: usize, n: usize) -> ([f32; BLOCK], [f32; BLOCK]) {
+    let (mut f, mut o) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+    let m = (n - b * BLOCK).min(BLOCK);
+    f[..m].copy_from_slice(&rows.factor[b * BLOCK..b * BLOCK + m]);
+    o[..m].copy_from_slice(&rows.offset[b * BLOCK..b * BLOCK + m]);
+    (f, o)
+}
+
+
+
 /// Inner product of two equal-length f32 slices.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

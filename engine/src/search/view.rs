@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_norm, check_rows, check_vector};
 use crate::kernels::dot4;
-use crate::kernels::fastscan::{Kernel, MAX_MULTI};
+use crate::kernels::fastscan::{Kernel, MAX_MULTI, TopQuery};
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
 use crate::quantizer::layout::{self, BLOCK};
@@ -520,6 +520,9 @@ impl View<'_> {
         seed: Option<(TopK, u64)>,
     ) -> Vec<TopK> {
         let kernel = Kernel::detect();
+        if let [pass] = passes {
+            return self.scan_fused(kernel, pass, queries, rows, keep, masks, seed);
+        }
         let block_bytes: usize = passes.iter().map(|p| p.shape.block_bytes).sum();
         let chunk_blocks = (CHUNK_BYTES / block_bytes.max(1)).clamp(1, SCAN_BLOCKS);
         // A seed (one query) continues a heap filled by earlier sources, whose rows are told
@@ -638,35 +641,10 @@ impl View<'_> {
         masks: &[u32],
         seed: Option<(TopK, u64)>,
     ) -> Vec<TopK> {
-        struct Candidates {
-            top: TopK,
-            base: u64,
-        }
-        impl dot4::Sink for Candidates {
-            #[inline]
-            fn bound(&self) -> f32 {
-                self.top.threshold().unwrap_or(f32::MIN)
-            }
-            #[inline]
-            fn offer(&mut self, row: usize, key: f32) {
-                self.top.push(self.base + row as u64, key);
-            }
-        }
         let kernel = Kernel::detect();
         let width = kernel.dot4_width();
         let bb = self.shape.blocked.expect("dot4 codes are blocked").block_bytes;
-        let (mut cands, id_base): (Vec<Candidates>, u64) = match seed {
-            Some((top, base)) => (vec![Candidates { top, base: 0 }], base),
-            None => (
-                (0..queries.len())
-                    .map(|_| Candidates {
-                        top: TopK::new(keep),
-                        base: 0,
-                    })
-                    .collect(),
-                0,
-            ),
-        };
+        let (mut cands, id_base) = Candidates::start(seed, queries.len(), keep);
         let mut scales = [0.0f32; dot4::MAX_QUERIES];
         let chunk_blocks = if queries.len() > width {
             (CHUNK_BYTES / bb).max(1)
@@ -700,6 +678,69 @@ impl View<'_> {
                     levels,
                     &qs[..group],
                     &scales[..group],
+                    r,
+                    &mut cands[q0..q0 + group],
+                );
+            }
+            b += nb;
+        }
+        cands.into_iter().map(|c| c.top).collect()
+    }
+
+    /// One FastScan pass with the keys compared inside the kernel (`Kernel::scan_top`): up to
+    /// `MAX_MULTI` queries per load of the codes, over chunks that stay in L2 while every
+    /// group of the batch passes over them.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_fused(
+        &self,
+        kernel: Kernel,
+        pass: &Pass<'_>,
+        queries: usize,
+        rows: std::ops::Range<usize>,
+        keep: usize,
+        masks: &[u32],
+        seed: Option<(TopK, u64)>,
+    ) -> Vec<TopK> {
+        let bb = pass.shape.block_bytes;
+        let (mut cands, id_base) = Candidates::start(seed, queries, keep);
+        let chunk_blocks = if queries > MAX_MULTI {
+            (CHUNK_BYTES / bb).max(1)
+        } else {
+            usize::MAX
+        };
+        let end_block = rows.end.div_ceil(BLOCK);
+        let mut b = rows.start / BLOCK;
+        while b < end_block {
+            let nb = chunk_blocks.min(end_block - b);
+            let base = b * BLOCK;
+            let end = ((b + nb) * BLOCK).min(rows.end);
+            let r = dot4::Rows {
+                factor: &pass.factor[base..end],
+                offset: &self.cols.key_offset[base..end],
+                masks: &masks[b..b + nb],
+            };
+            let codes = &pass.bytes[b * bb..(b + nb) * bb];
+            for c in &mut cands {
+                c.base = id_base + base as u64;
+            }
+            for q0 in (0..queries).step_by(MAX_MULTI) {
+                let group = (queries - q0).min(MAX_MULTI);
+                let mut qs = [TopQuery {
+                    tables: &[],
+                    delta: 0.0,
+                    bias: 0.0,
+                }; MAX_MULTI];
+                for (q, lut) in qs.iter_mut().zip(&pass.tables[q0..q0 + group]) {
+                    *q = TopQuery {
+                        tables: &lut.tables,
+                        delta: lut.delta,
+                        bias: lut.bias,
+                    };
+                }
+                kernel.scan_top(
+                    codes,
+                    pass.shape.columns,
+                    &qs[..group],
                     r,
                     &mut cands[q0..q0 + group],
                 );
@@ -995,6 +1036,41 @@ impl View<'_> {
                 score: metric.to_key(key),
             })
             .collect()
+    }
+}
+
+/// A heap as a kernel's sink: rows offered relative to a chunk's first row, `base`.
+struct Candidates {
+    top: TopK,
+    base: u64,
+}
+
+impl Candidates {
+    /// One heap per query, or the one a seed continues, and the id base of the source.
+    fn start(seed: Option<(TopK, u64)>, queries: usize, keep: usize) -> (Vec<Candidates>, u64) {
+        match seed {
+            Some((top, base)) => (vec![Candidates { top, base: 0 }], base),
+            None => (
+                (0..queries)
+                    .map(|_| Candidates {
+                        top: TopK::new(keep),
+                        base: 0,
+                    })
+                    .collect(),
+                0,
+            ),
+        }
+    }
+}
+
+impl dot4::Sink for Candidates {
+    #[inline]
+    fn bound(&self) -> f32 {
+        self.top.threshold().unwrap_or(f32::MIN)
+    }
+    #[inline]
+    fn offer(&mut self, row: usize, key: f32) {
+        self.top.push(self.base + row as u64, key);
     }
 }
 
