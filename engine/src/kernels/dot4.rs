@@ -66,6 +66,9 @@ pub struct Query {
     pub zero: i32,
     /// `q_j ≈ step · w_j`.
     pub step: f32,
+    /// The weights in the order of a packed row (see [`row_sum_packed`]): for each 64 bytes
+    /// of packed codes, the 64 even coordinates (low nibbles) then the 64 odd ones.
+    pub packed: Vec<i8>,
 }
 
 impl Query {
@@ -84,10 +87,17 @@ impl Query {
             weights[j] = (v * inv).round().clamp(-127.0, 127.0) as i8;
         }
         let sum: i32 = weights.iter().map(|&w| i32::from(w)).sum();
+        let chunks = q.len().div_ceil(128);
+        let mut packed = vec![0i8; chunks * 128];
+        for (j, &w) in weights.iter().enumerate().take(q.len()) {
+            let (c, r) = (j / 128, j % 128);
+            packed[c * 128 + (r % 2) * 64 + r / 2] = w;
+        }
         Query {
             weights,
             zero: -128 * sum,
             step,
+            packed,
         }
     }
 
@@ -109,6 +119,24 @@ impl Kernel {
             Kernel::Avx2 | Kernel::Avx512 => 2,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => MAX_QUERIES,
+        }
+    }
+
+    /// The sum `S` of one row given its packed 4-bit code (`⌈d/2⌉` bytes, see
+    /// [`packing`](crate::quantizer::packing)): what [`dot4_sums`](Self::dot4_sums) gives the
+    /// same row in the interleaved layout. For refining a shortlist, row by row.
+    #[inline]
+    pub fn dot4_row(self, packed: &[u8], levels: &Levels, query: &Query) -> i32 {
+        assert!(
+            packed.len().div_ceil(64) * 128 <= query.packed.len(),
+            "the query covers the row"
+        );
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
+            // the weights cover every 64-byte chunk of the row (checked above).
+            Kernel::Avx512Vnni => unsafe { vnni::row(packed, levels, query) },
+            _ => row_sum_packed(packed, levels, query),
         }
     }
 
@@ -222,6 +250,18 @@ fn row_sum(block: &[u8], r: usize, levels: &Levels, query: &Query) -> i32 {
     s
 }
 
+/// The reference of [`Kernel::dot4_row`].
+pub fn row_sum_packed(packed: &[u8], levels: &Levels, query: &Query) -> i32 {
+    let mut s = 0i32;
+    for (i, &byte) in packed.iter().enumerate() {
+        let (c, r) = (i / 64, i % 64);
+        let w = &query.packed[c * 128..];
+        s += i32::from(w[r]) * i32::from(levels.levels[usize::from(byte & 15)]);
+        s += i32::from(w[64 + r]) * i32::from(levels.levels[usize::from(byte >> 4)]);
+    }
+    s
+}
+
 /// The key of a row from its sum: the one formula every kernel uses.
 #[inline(always)]
 pub fn key(sum: i32, scale: f32, factor: f32, offset: f32) -> f32 {
@@ -293,14 +333,9 @@ mod avx2 {
             });
             for i in 0..4 {
                 // SAFETY: 32 bytes at `128g + 32i` lie inside the block's group `g`.
-                let c = unsafe {
-                    _mm256_loadu_si256(block.add(GROUP_BYTES * g + 32 * i).cast())
-                };
+                let c = unsafe { _mm256_loadu_si256(block.add(GROUP_BYTES * g + 32 * i).cast()) };
                 let lo = _mm256_shuffle_epi8(levels, _mm256_and_si256(c, m));
-                let hi = _mm256_shuffle_epi8(
-                    levels,
-                    _mm256_and_si256(_mm256_srli_epi16(c, 4), m),
-                );
+                let hi = _mm256_shuffle_epi8(levels, _mm256_and_si256(_mm256_srli_epi16(c, 4), m));
                 let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
                 for q in 0..Q {
                     // |L| · (w · sign L) = L · w; pairs stay within i16 (2 · 127² < 2¹⁵).
@@ -427,6 +462,8 @@ mod vnni {
         levels: __m512i,
         weights: &[*const i8; Q],
         zero: &[i32; Q],
+        ahead: usize,
+        limit: *const u8,
     ) -> [[[__m512i; 2]; Q]; B] {
         let m = _mm512_set1_epi8(0x0f);
         let bb = groups * GROUP_BYTES;
@@ -435,15 +472,20 @@ mod vnni {
         for g in 0..groups {
             for h in 0..2 {
                 for (b, acc) in acc.iter_mut().enumerate() {
+                    let at = b * bb + GROUP_BYTES * g + 64 * h;
+                    // A fixed distance ahead in each stream: the loads of a block are a chain
+                    // the hardware prefetcher alone does not run far enough ahead of.
+                    // SAFETY: only the address is formed (wrapping), and only prefetched when
+                    // it lies before `limit`, the end of the codes.
+                    let pf = first.wrapping_add(at + ahead);
+                    if pf < limit {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                    }
                     // SAFETY: 64 bytes at `128g + 64h` lie inside group `g` of block `b`.
-                    let c = unsafe {
-                        _mm512_loadu_si512(first.add(b * bb + GROUP_BYTES * g + 64 * h).cast())
-                    };
+                    let c = unsafe { _mm512_loadu_si512(first.add(at).cast()) };
                     let lo = _mm512_shuffle_epi8(levels, _mm512_and_si512(c, m));
-                    let hi = _mm512_shuffle_epi8(
-                        levels,
-                        _mm512_and_si512(_mm512_srli_epi16(c, 4), m),
-                    );
+                    let hi =
+                        _mm512_shuffle_epi8(levels, _mm512_and_si512(_mm512_srli_epi16(c, 4), m));
                     for q in 0..Q {
                         // SAFETY: group `g < groups` has 8 weights at `8g`; unaligned reads.
                         let (wlo, whi) = unsafe {
@@ -462,16 +504,53 @@ mod vnni {
         acc
     }
 
+    /// `S` of one packed row: per 64 bytes, the low nibbles (even coordinates) and the high
+    /// ones (odd) against their 64 weights each; the last chunk loaded under a mask.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW, VNNI; `query.packed` covers every 64-byte chunk of `packed`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    pub(super) unsafe fn row(packed: &[u8], levels: &Levels, query: &Query) -> i32 {
+        let lv = levels_reg(levels);
+        let m = _mm512_set1_epi8(0x0f);
+        let mut acc = _mm512_setzero_si512();
+        let mut wsum = _mm512_setzero_si512();
+        let ones = _mm512_set1_epi8(1);
+        for (c, chunk) in packed.chunks(64).enumerate() {
+            let k: u64 = if chunk.len() == 64 {
+                u64::MAX
+            } else {
+                (1u64 << chunk.len()) - 1
+            };
+            // SAFETY: the mask limits the load to the chunk's bytes; the weights hold 128
+            // bytes for chunk `c` (checked by the caller).
+            let (x, wlo, whi) = unsafe {
+                (
+                    _mm512_maskz_loadu_epi8(k, chunk.as_ptr().cast()),
+                    _mm512_loadu_si512(query.packed.as_ptr().add(128 * c).cast()),
+                    _mm512_loadu_si512(query.packed.as_ptr().add(128 * c + 64).cast()),
+                )
+            };
+            let lo = _mm512_shuffle_epi8(lv, _mm512_and_si512(x, m));
+            let hi = _mm512_shuffle_epi8(lv, _mm512_and_si512(_mm512_srli_epi16(x, 4), m));
+            acc = _mm512_dpbusd_epi32(acc, lo, wlo);
+            acc = _mm512_dpbusd_epi32(acc, hi, whi);
+            // The +128 bias of the levels, cancelled for the weights the row covers (a
+            // masked-off byte has level code 0 but weight 0 past the dimension, or a real
+            // weight inside it: both are counted, as the scalar sum counts them).
+            wsum = _mm512_dpbusd_epi32(wsum, ones, wlo);
+            wsum = _mm512_dpbusd_epi32(wsum, ones, whi);
+        }
+        _mm512_reduce_add_epi32(acc) - 128 * _mm512_reduce_add_epi32(wsum)
+    }
+
     /// The levels biased into u8 (`L + 128`), in all four 128-bit lanes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
     #[inline]
     fn levels_reg(levels: &Levels) -> __m512i {
         // SAFETY: 16 bytes read from a 16-byte array.
         let l = unsafe { _mm_loadu_si128(levels.levels.as_ptr().cast()) };
-        _mm512_xor_si512(
-            _mm512_broadcast_i32x4(l),
-            _mm512_set1_epi8(0x80u8 as i8),
-        )
+        _mm512_xor_si512(_mm512_broadcast_i32x4(l), _mm512_set1_epi8(0x80u8 as i8))
     }
 
     /// # Safety
@@ -489,6 +568,8 @@ mod vnni {
                     lv,
                     &[query.weights.as_ptr()],
                     &[query.zero],
+                    1024,
+                    codes.as_ptr_range().end,
                 )
             };
             for (h, a) in acc[0].iter().enumerate() {
@@ -517,47 +598,61 @@ mod vnni {
         let zero: [i32; Q] = std::array::from_fn(|q| queries[q].zero);
         let bb = groups * GROUP_BYTES;
         let nblocks = n.div_ceil(BLOCK);
-        // One or two queries: two blocks at a time (more streams of loads); more queries fill
-        // the registers with one block.
-        let pair = Q <= 2;
-        let mut b = 0;
-        while b < nblocks {
-            let live0 = super::super::live(&rows, b, n);
-            if pair && b + 1 < nblocks {
-                let live1 = super::super::live(&rows, b + 1, n);
-                if live0 | live1 != 0 {
-                    prefetch(codes, (b + 4) * bb, 2 * bb);
-                    // SAFETY: blocks `b` and `b + 1` are whole inside `codes` (checked by the
-                    // caller).
-                    let [a0, a1] = unsafe {
-                        blocks::<Q, 2>(codes.as_ptr().add(b * bb), groups, lv, &weights, &zero)
-                    };
-                    epilogue::<Q, S>(&a0, b, live0, &rows, n, scales, sinks);
-                    epilogue::<Q, S>(&a1, b + 1, live1, &rows, n, scales, sinks);
+        let limit = codes.as_ptr_range().end;
+        // Few queries leave registers for several blocks at once (independent streams of
+        // loads); a short lookahead suits them, a long one the batch kernels (measured).
+        let ahead = if Q <= 2 { 1024 } else { 4096 };
+        macro_rules! run {
+            ($blk:literal) => {{
+                let mut b = 0;
+                while b + $blk <= nblocks {
+                    let live: [u32; $blk] =
+                        std::array::from_fn(|i| super::super::live(&rows, b + i, n));
+                    if live.iter().any(|&l| l != 0) {
+                        // SAFETY: blocks `b..b + $blk` are whole inside `codes` (checked by
+                        // the caller).
+                        let acc = unsafe {
+                            blocks::<Q, $blk>(
+                                codes.as_ptr().add(b * bb),
+                                groups,
+                                lv,
+                                &weights,
+                                &zero,
+                                ahead,
+                                limit,
+                            )
+                        };
+                        for (i, a) in acc.iter().enumerate() {
+                            epilogue::<Q, S>(a, b + i, live[i], &rows, n, scales, sinks);
+                        }
+                    }
+                    b += $blk;
                 }
-                b += 2;
-                continue;
-            }
-            if live0 != 0 {
-                prefetch(codes, (b + 2) * bb, bb);
+                b
+            }};
+        }
+        let done = match Q {
+            1 => run!(8),
+            2 => run!(4),
+            3 | 4 => run!(2),
+            _ => 0,
+        };
+        for b in done..nblocks {
+            let live = super::super::live(&rows, b, n);
+            if live != 0 {
                 // SAFETY: block `b` is whole inside `codes` (checked by the caller).
                 let [a] = unsafe {
-                    blocks::<Q, 1>(codes.as_ptr().add(b * bb), groups, lv, &weights, &zero)
+                    blocks::<Q, 1>(
+                        codes.as_ptr().add(b * bb),
+                        groups,
+                        lv,
+                        &weights,
+                        &zero,
+                        ahead,
+                        limit,
+                    )
                 };
-                epilogue::<Q, S>(&a, b, live0, &rows, n, scales, sinks);
-            }
-            b += 1;
-        }
-    }
-
-    /// Asks for `len` bytes of `codes` from `at` (clipped to the array), one line in four: the
-    /// hardware prefetcher follows from there.
-    #[inline(always)]
-    fn prefetch(codes: &[u8], at: usize, len: usize) {
-        if at < codes.len() {
-            for l in (0..len.min(codes.len() - at)).step_by(256) {
-                // SAFETY: the address lies inside `codes`; a prefetch has no effect on memory.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().add(at + l).cast()) };
+                epilogue::<Q, S>(&a, b, live, &rows, n, scales, sinks);
             }
         }
     }
@@ -702,6 +797,49 @@ mod tests {
     }
 
     #[test]
+    fn packed_rows_match_the_interleaved_sums() {
+        use crate::quantizer::layout::BlockedCodes;
+        use crate::quantizer::packing::{pack, packed_len};
+        let mut rng = SeededRng::for_data(22);
+        for dim in (1..=160).chain([255, 256, 257, 383, 384, 768, 1536]) {
+            let levels = codebook_levels(&mut rng);
+            let query = Query::new(&random_query(&mut rng, dim));
+            let mut store = BlockedCodes::interleaved(dim);
+            let mut rows = Vec::new();
+            for r in 0..BLOCK {
+                // Row 0 all 15s, row 1 all 0s: the extremes of the levels.
+                let codes: Vec<u8> = (0..dim)
+                    .map(|_| match r {
+                        0 => 15,
+                        1 => 0,
+                        _ => rng.below(16) as u8,
+                    })
+                    .collect();
+                let mut p = vec![0u8; packed_len(dim, 4)];
+                pack(&codes, 4, &mut p);
+                store.push(&p);
+                rows.push(p);
+            }
+            let mut want = vec![0i32; BLOCK];
+            sums_scalar(store.as_bytes(), &levels, &query, &mut want);
+            for (r, p) in rows.iter().enumerate() {
+                assert_eq!(
+                    row_sum_packed(p, &levels, &query),
+                    want[r],
+                    "dim={dim} row={r}"
+                );
+                for k in Kernel::available() {
+                    assert_eq!(
+                        k.dot4_row(p, &levels, &query),
+                        want[r],
+                        "{k:?} dim={dim} row={r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn sums_are_exact_at_the_extremes() {
         // Every level and weight at ±127, at the largest dimension: the widest sums.
         let dim = crate::quantizer::MAX_DIM;
@@ -727,7 +865,8 @@ mod tests {
         let mut rng = SeededRng::for_data(23);
         for dim in [1usize, 7, 8, 9, 31, 64, 100, 160, 384] {
             // Partial last blocks, dead rows, whole dead blocks.
-            for rows in [1usize, 31, 32, 33, 95, 200] {
+            // (8 blocks and more: the several-block kernels, then their tails.)
+            for rows in [1usize, 31, 32, 33, 95, 200, 300, 530] {
                 let codes = random_codes(&mut rng, rows, dim, None);
                 let levels = codebook_levels(&mut rng);
                 let factor: Vec<f32> = (0..rows).map(|_| 0.5 + rng.open01() as f32).collect();
@@ -745,17 +884,22 @@ mod tests {
                 };
                 for k in Kernel::available() {
                     for nq in 1..=k.dot4_width() {
-                        let qs: Vec<Query> =
-                            (0..nq).map(|_| Query::new(&random_query(&mut rng, dim))).collect();
+                        let qs: Vec<Query> = (0..nq)
+                            .map(|_| Query::new(&random_query(&mut rng, dim)))
+                            .collect();
                         let refs: Vec<&Query> = qs.iter().collect();
                         let scales: Vec<f32> = (0..nq).map(|_| rng.open01() as f32 + 0.1).collect();
                         for keep in [1usize, 5, 1000] {
-                            let mut want: Vec<Record> = (0..nq).map(|_| Record::new(keep)).collect();
+                            let mut want: Vec<Record> =
+                                (0..nq).map(|_| Record::new(keep)).collect();
                             top_scalar(&codes, &levels, &refs, &scales, rows_ref, &mut want);
                             let mut got: Vec<Record> = (0..nq).map(|_| Record::new(keep)).collect();
                             k.dot4_top(&codes, &levels, &refs, &scales, rows_ref, &mut got);
                             for (g, w) in got.iter().zip(&want) {
-                                assert_eq!(g.offers, w.offers, "{k:?} dim={dim} rows={rows} nq={nq}");
+                                assert_eq!(
+                                    g.offers, w.offers,
+                                    "{k:?} dim={dim} rows={rows} nq={nq}"
+                                );
                                 for &(r, _) in &g.offers {
                                     assert!(masks[r / BLOCK] >> (r % BLOCK) & 1 == 1 && r < rows);
                                 }

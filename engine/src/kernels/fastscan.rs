@@ -274,7 +274,8 @@ fn top_by_blocks<S: Sink>(
     let n = rows.factor.len();
     let bb = columns * 16;
     let mut sums = [[0u32; BLOCK]; MAX_MULTI];
-    let tables: [&[u8]; MAX_MULTI] = std::array::from_fn(|i| queries.get(i).map_or(&[][..], |q| q.tables));
+    let tables: [&[u8]; MAX_MULTI] =
+        std::array::from_fn(|i| queries.get(i).map_or(&[][..], |q| q.tables));
     for b in 0..n.div_ceil(BLOCK) {
         let live = super::live(&rows, b, n);
         if live == 0 {
@@ -286,7 +287,12 @@ fn top_by_blocks<S: Sink>(
                 let mut it = sums.iter_mut();
                 std::array::from_fn(|_| it.next().map_or(&mut [][..], |s| &mut s[..]))
             };
-            kernel.scan_multi(block, columns, &tables[..queries.len()], &mut outs[..queries.len()]);
+            kernel.scan_multi(
+                block,
+                columns,
+                &tables[..queries.len()],
+                &mut outs[..queries.len()],
+            );
         }
         for ((q, s), sink) in queries.iter().zip(&sums).zip(sinks.iter_mut()) {
             let mut bits = live;
@@ -748,11 +754,17 @@ mod avx512 {
                 )
             };
             for i in 0..Q {
-                let (delta, bias) = (_mm512_set1_ps(queries[i].delta), _mm512_set1_ps(queries[i].bias));
+                let (delta, bias) = (
+                    _mm512_set1_ps(queries[i].delta),
+                    _mm512_set1_ps(queries[i].bias),
+                );
                 let key = |s: __m512i, f: __m512, o: __m512| {
                     _mm512_add_ps(
                         o,
-                        _mm512_mul_ps(f, _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias)),
+                        _mm512_mul_ps(
+                            f,
+                            _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias),
+                        ),
                     )
                 };
                 let (k0, k1) = (key(tot[i][0], f0, o0), key(tot[i][1], f1, o1));
@@ -928,7 +940,8 @@ mod tests {
                     masks: &masks,
                 };
                 let q = 1 + (c / 2) % MAX_MULTI;
-                let mut tables: Vec<Vec<u8>> = (0..q).map(|_| random_bytes(&mut rng, c * 16)).collect();
+                let mut tables: Vec<Vec<u8>> =
+                    (0..q).map(|_| random_bytes(&mut rng, c * 16)).collect();
                 if c == 1026 || c == 1538 {
                     tables[0] = vec![255; c * 16];
                 }
@@ -942,12 +955,20 @@ mod tests {
                     .collect();
                 for keep in [1usize, 7, 1000] {
                     let mut want: Vec<Record> = (0..q)
-                        .map(|_| Record { k: keep, offers: Vec::new(), best: Vec::new() })
+                        .map(|_| Record {
+                            k: keep,
+                            offers: Vec::new(),
+                            best: Vec::new(),
+                        })
                         .collect();
                     top_scalar(&codes, c, &qs, r, &mut want);
                     for k in Kernel::available() {
                         let mut got: Vec<Record> = (0..q)
-                            .map(|_| Record { k: keep, offers: Vec::new(), best: Vec::new() })
+                            .map(|_| Record {
+                                k: keep,
+                                offers: Vec::new(),
+                                best: Vec::new(),
+                            })
                             .collect();
                         k.scan_top(&codes, c, &qs, r, &mut got);
                         for (g, w) in got.iter().zip(&want) {
@@ -955,7 +976,9 @@ mod tests {
                         }
                     }
                     if keep == 1000 {
-                        let live = (0..rows).filter(|&i| masks[i / BLOCK] >> (i % BLOCK) & 1 == 1).count();
+                        let live = (0..rows)
+                            .filter(|&i| masks[i / BLOCK] >> (i % BLOCK) & 1 == 1)
+                            .count();
                         assert_eq!(want[0].offers.len(), live);
                     }
                 }
@@ -969,7 +992,11 @@ mod tests {
         let (c, rows) = (96usize, 64usize);
         let codes = random_bytes(&mut rng, 2 * c * 16);
         let tables = random_bytes(&mut rng, c * 16);
-        let q = TopQuery { tables: &tables, delta: 0.37, bias: -1.5 };
+        let q = TopQuery {
+            tables: &tables,
+            delta: 0.37,
+            bias: -1.5,
+        };
         let mut sums = vec![0u32; rows];
         scan_scalar(&codes, c, &tables, &mut sums);
         let (factor, offset, masks) = (vec![1.25f32; rows], vec![0.5f32; rows], vec![u32::MAX; 2]);
@@ -986,7 +1013,11 @@ mod tests {
         for k in Kernel::available() {
             for (bound, admits) in [(target, true), (target.next_up(), false)] {
                 let mut sink = [Fixed(bound, Vec::new())];
-                let r = Rows { factor: &factor, offset: &offset, masks: &masks };
+                let r = Rows {
+                    factor: &factor,
+                    offset: &offset,
+                    masks: &masks,
+                };
                 k.scan_top(&codes, c, &[q], r, &mut sink);
                 assert_eq!(sink[0].1.contains(&40), admits, "{k:?}");
                 let want: Vec<usize> = (0..rows)

@@ -69,8 +69,6 @@ pub(crate) fn block_terms(rows: &Rows<'_>, b: usize, n: usize) -> ([f32; BLOCK],
     (f, o)
 }
 
-
-
 /// Inner product of two equal-length f32 slices.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
