@@ -6,8 +6,8 @@
     bench/baselines/.venv/bin/python bench/compare.py            # every dataset
     bench/baselines/.venv/bin/python bench/compare.py --datasets docs --rounds 1 --queries 200
 
-For every dataset it runs `gyre-bench recall` (codes only: 2 and 4 bits, plain and staged scans,
-oversampling 1/2/4; and rerank on f32 copies for the >= 0.99 row) and
+For every dataset it runs `gyre-bench recall` (codes only: 2 and 4 bits, plain and staged scans
+with shortlists 2 to 64, oversampling 1/2/4; and rerank on f32 copies for the >= 0.99 row) and
 `bench/baselines/run_baselines.py --only turbovec,faiss-pqfastscan,faiss-pqfastscan-refine` in
 the same process tree, `--rounds` times interleaved (each run reports the best of `--runs`
 timings; the table quotes the median over rounds). For each peer point it picks Gyre's fastest
@@ -119,7 +119,7 @@ def run_gyre(tools, dataset, out_dir, args):
         base += ["--queries", str(args.queries)]
     rows = []
     grids = [
-        ("codes", ["--bits", "2,4", "--staged", "0,16", "--oversample", "1,2,4", "--rerank", "none"]),
+        ("codes", ["--bits", "2,4", "--staged", "0,2,4,16,64", "--oversample", "1,2,4", "--rerank", "none"]),
         ("rerank", ["--bits", "2,4", "--staged", "0,4,8", "--oversample", "1,2,4", "--rerank", "f32"]),
     ]
     for name, grid in grids:

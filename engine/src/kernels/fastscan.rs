@@ -685,6 +685,10 @@ mod avx512 {
         let m256 = _mm256_set1_epi8(0x0f);
         let tables: [*const u8; Q] = std::array::from_fn(|i| queries[i].tables.as_ptr());
         let zero = _mm512_setzero_si512();
+        let limit = codes.as_ptr_range().end;
+        // A fixed distance ahead of each load (measured: 512–1024 bytes best on docs-minilm's
+        // sign plane, single query).
+        let ahead = 1024;
         for b in 0..n.div_ceil(BLOCK) {
             let live = crate::kernels::live(&rows, b, n);
             if live == 0 {
@@ -699,6 +703,11 @@ mod avx512 {
                 let end = (start + FLUSH_STEPS).min(quads);
                 let mut acc = [[zero; 4]; Q];
                 for qd in start..end {
+                    // Only the address is formed (wrapping) and prefetched inside the codes.
+                    let pf = block.wrapping_add(64 * qd + ahead);
+                    if pf < limit {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                    }
                     // SAFETY: quad `qd < columns / 4` covers bytes [64qd, 64qd + 64) of the block.
                     let x = unsafe { _mm512_loadu_si512(block.add(64 * qd).cast()) };
                     let lo = _mm512_and_si512(x, m);

@@ -936,3 +936,55 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("seg-")?.strip_suffix(".gseg")?;
     u64::from_str_radix(hex, 16).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::Metric;
+    use crate::quantizer::QuantizerConfig;
+    use crate::quantizer::layout::{BlockedCodes, interleaved_row};
+    use crate::quantizer::packing::{pack, packed_len};
+    use crate::random::SeededRng;
+
+    /// Format 1 and 2 files keep 4-bit codes in nibble columns; opening re-arranges them into
+    /// exactly the interleaved bytes the current writer produces, at every dimension
+    /// (multiples of 8 or not) and with a partial last block.
+    #[test]
+    fn older_4_bit_blocks_rearrange_to_the_interleaved_layout() {
+        let mut rng = SeededRng::for_data(5);
+        for dim in [3usize, 7, 8, 50, 255, 256, 383, 384] {
+            let shape = Shape::new(QuantizerConfig::new(dim, 4), Metric::Cosine).unwrap();
+            assert!(shape.dot4.is_some());
+            let rows = 70;
+            let (mut old, mut new) = (
+                BlockedCodes::new(dim, 4).unwrap(),
+                BlockedCodes::interleaved(dim),
+            );
+            let mut packed_rows = Vec::new();
+            for _ in 0..rows {
+                let codes: Vec<u8> = (0..dim).map(|_| rng.below(16) as u8).collect();
+                let mut p = vec![0u8; packed_len(dim, 4)];
+                pack(&codes, 4, &mut p);
+                old.push(&p);
+                new.push(&p);
+                packed_rows.push(p);
+            }
+            assert_eq!(
+                old.as_bytes().len(),
+                lengths(&shape, RerankStorage::None, rows, 2)[Kind::Blocked as usize - 1],
+                "dim={dim}"
+            );
+            assert_eq!(
+                new.as_bytes().len(),
+                lengths(&shape, RerankStorage::None, rows, VERSION)[Kind::Blocked as usize - 1]
+            );
+            let got = rearrange_v2(old.as_bytes(), rows, &shape);
+            assert_eq!(got, new.as_bytes(), "dim={dim}");
+            let mut back = vec![0u8; packed_len(dim, 4)];
+            for (r, p) in packed_rows.iter().enumerate() {
+                interleaved_row(&got, dim, r, &mut back);
+                assert_eq!(&back, p);
+            }
+        }
+    }
+}
