@@ -69,6 +69,10 @@ pub struct Args {
     /// of the full codes), e.g. 0,8,16.
     #[arg(long, value_delimiter = ',', default_value = "16")]
     staged: Vec<usize>,
+    /// With rerank: target recalls for the bound-based candidate count (0 = rerank every
+    /// candidate of k × oversample), e.g. 0,0.99.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    target_recall: Vec<f32>,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     rerank: Vec<RerankStorage>,
@@ -505,10 +509,19 @@ pub fn run(args: &Args) -> Result<(), String> {
                 }
             }
         };
-        for (&oversample, staged) in built
+        let targets: Vec<Option<f32>> = if built.params.contains("rerank=none") {
+            vec![None]
+        } else {
+            args.target_recall
+                .iter()
+                .map(|&t| (t > 0.0).then_some(t))
+                .collect()
+        };
+        for ((&oversample, staged), target) in built
             .oversample
             .iter()
             .flat_map(|o| built.staged.iter().map(move |&s| (o, s)))
+            .flat_map(|p| targets.iter().map(move |&t| (p, t)))
         {
             // `staged` is the sign-plane shortlist factor, or None for a plain scan.
             let params = SearchParams {
@@ -516,13 +529,15 @@ pub fn run(args: &Args) -> Result<(), String> {
                 rescore: true,
                 staged: staged.is_some(),
                 shortlist: staged.unwrap_or(1),
+                target_recall: target,
             };
             let label = match built.index {
                 Index::Exact(_) => built.params.clone(),
                 Index::Gyre(_) | Index::Disk(_) | Index::Remote(_) => format!(
-                    "{} oversample={oversample}{}",
+                    "{} oversample={oversample}{}{}",
                     built.params,
-                    staged.map_or(String::new(), |f| format!(" staged shortlist={f}"))
+                    staged.map_or(String::new(), |f| format!(" staged shortlist={f}")),
+                    target.map_or(String::new(), |t| format!(" target_recall={t}"))
                 ),
             };
             for &threads in &args.threads {

@@ -70,6 +70,11 @@ pub struct SearchParams {
     /// 16 keeps the recall of the plain scan on docs-minilm-384; 8 trades ~0.001 recall@10 at
     /// 4 bits for 1.35× the speed (see README).
     pub shortlist: usize,
+    /// With `rescore`: rerank only the candidates that can still be among the true `k` best
+    /// with this probability, by the code-domain estimator's known error law (its standard
+    /// deviation `√(D_mse/d)` per unit norms, from the codebook), instead of all
+    /// `k × oversample` (which becomes the cap). `None`: rerank them all. In `(0, 1]`.
+    pub target_recall: Option<f32>,
 }
 
 impl Default for SearchParams {
@@ -79,6 +84,7 @@ impl Default for SearchParams {
             rescore: true,
             staged: true,
             shortlist: 16,
+            target_recall: None,
         }
     }
 }
@@ -550,6 +556,7 @@ mod tests {
                     rescore: true,
                     staged: false,
                     shortlist: 16,
+                    target_recall: None,
                 };
                 let got = index.search_batch(&queries, 10, &params).unwrap();
                 for (q, g) in queries.chunks_exact(d).zip(&got) {
@@ -594,6 +601,7 @@ mod tests {
                         rescore: false,
                         staged: false,
                         shortlist: 16,
+                        target_recall: None,
                     },
                 )
                 .unwrap();
@@ -642,6 +650,7 @@ mod tests {
                         rescore: false,
                         staged: false,
                         shortlist: 16,
+                        target_recall: None,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &all)
@@ -655,6 +664,7 @@ mod tests {
                         rescore: false,
                         staged: true,
                         shortlist: 16,
+                        target_recall: None,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &staged)
@@ -668,6 +678,7 @@ mod tests {
                         rescore: false,
                         staged: false,
                         shortlist: 16,
+                        target_recall: None,
                     };
                     let got = index.search(q, 10, &few).unwrap();
                     overlap += got.iter().filter(|g| want.contains(&g.id)).count();
@@ -721,6 +732,7 @@ mod tests {
                         rescore: false,
                         staged: false,
                         shortlist: 16,
+                        target_recall: None,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &params(n))
@@ -767,18 +779,21 @@ mod tests {
                 rescore: false,
                 staged: false,
                 shortlist: 16,
+                target_recall: None,
             };
             let everything = SearchParams {
                 oversample: n,
                 rescore: false,
                 staged: true,
                 shortlist: 1,
+                target_recall: None,
             };
             let default = SearchParams {
                 oversample: 1,
                 rescore: false,
                 staged: true,
                 shortlist: 16,
+                target_recall: None,
             };
             let mut overlap = 0;
             for q in queries.chunks_exact(d) {
@@ -823,6 +838,7 @@ mod tests {
                 rescore: true,
                 staged: false,
                 shortlist: 16,
+                target_recall: None,
             };
             let q = &rows[5 * d..6 * d];
             assert_eq!(index.search(q, 1, &all).unwrap()[0].id, 1005, "bits={bits}");
@@ -881,6 +897,7 @@ mod tests {
             rescore: true,
             staged: false,
             shortlist: 16,
+            target_recall: None,
         };
         let got = index.search(&rows[2 * d..], 1, &all).unwrap();
         assert_eq!(got[0].id, 7);
@@ -931,6 +948,7 @@ mod tests {
             rescore: true,
             staged: false,
             shortlist: 16,
+            target_recall: None,
         };
         assert!(matches!(
             index.search(&[1.0; 8], 1, &bad),

@@ -155,6 +155,14 @@ impl Shape {
         if params.oversample == 0 {
             return Err(Error::invalid_argument("oversample", "must be at least 1"));
         }
+        if let Some(t) = params.target_recall
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(Error::invalid_argument(
+                "target_recall",
+                format!("must be in (0, 1], got {t}"),
+            ));
+        }
         check_vector(query, self.quantizer.dim())?;
         check_norm(query, self.metric == Metric::L2)?;
         Ok(())
@@ -859,9 +867,25 @@ impl View<'_> {
         candidates: TopK,
     ) -> Vec<Neighbor> {
         let metric = self.shape.metric;
-        let candidates = candidates.into_by_id();
+        let mut candidates = candidates.into_by_id();
         let mut top = TopK::new(k);
         if params.rescore && self.has_vectors() {
+            if let Some(target) = params.target_recall {
+                let staged = self.staged(params);
+                let with_estimates: Vec<(u64, f32, f32)> = candidates
+                    .iter()
+                    .map(|&(row, key)| {
+                        let r = row as usize;
+                        let key = if staged {
+                            key
+                        } else {
+                            metric.to_key(self.refine_estimate(lut, q4, r))
+                        };
+                        (row, key, self.cols.scalars[r].norm)
+                    })
+                    .collect();
+                candidates = bounded(&self.shape, lut.norm(), with_estimates, k, target);
+            }
             let rows = candidates.iter().map(|c| c.0 as usize);
             let d = self.shape.quantizer.dim();
             match self.cols.vectors {
@@ -1088,6 +1112,101 @@ impl View<'_> {
     }
 }
 
+/// Φ⁻¹(p), the standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The candidates worth reranking for `target` recall: `(row, key, norm)` with `key` the
+/// metric key of the code-domain estimate. The estimate of a unit-norm inner product errs with
+/// standard deviation `σ = √(D_mse/d)` (the rotation spreads the quantization error evenly over
+/// directions); a candidate is kept when its key plus `z·σ` (scaled by the norms for dot and
+/// L2) still reaches the k-th best of the keys minus their margins, `z = Φ⁻¹(target)`. At least
+/// `k` stay (all of them when the code has no codebook).
+pub(crate) fn bounded(
+    shape: &Shape,
+    q_norm: f32,
+    candidates: Vec<(u64, f32, f32)>,
+    k: usize,
+    target: f32,
+) -> Vec<(u64, f32)> {
+    let Some(cb) = shape.quantizer.codebook() else {
+        return candidates.into_iter().map(|(r, key, _)| (r, key)).collect();
+    };
+    let sigma = (cb.expected_mse() / shape.quantizer.dim() as f64).sqrt();
+    let z = if target >= 1.0 {
+        6.0
+    } else {
+        normal_quantile(f64::from(target))
+    }
+    .max(0.0);
+    let margin = |norm: f32| -> f32 {
+        let unit = (z * sigma) as f32;
+        match shape.metric {
+            Metric::Cosine => unit,
+            Metric::Dot => unit * q_norm * norm,
+            Metric::L2 => 2.0 * unit * q_norm * norm,
+        }
+    };
+    if candidates.len() <= k {
+        return candidates.into_iter().map(|(r, key, _)| (r, key)).collect();
+    }
+    let mut lows: Vec<f32> = candidates
+        .iter()
+        .map(|&(_, key, n)| key - margin(n))
+        .collect();
+    let (_, kth, _) = lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let floor = *kth;
+    candidates
+        .into_iter()
+        .filter(|&(_, key, n)| key + margin(n) >= floor)
+        .map(|(r, key, _)| (r, key))
+        .collect()
+}
+
 /// A heap as a kernel's sink: rows offered relative to a chunk's first row, `base`.
 struct Candidates {
     top: TopK,
@@ -1185,7 +1304,24 @@ pub(crate) fn search_group(
     let q_norm = squared_norm_f64(query).sqrt() as f32;
     let mut buf = vec![0.0f32; first.shape.quantizer.dim()];
     let mut out = TopK::new(k);
-    for (c, key) in top.into_by_id() {
+    let mut candidates = top.into_by_id();
+    if let (true, Some(target)) = (params.rescore && first.has_vectors(), params.target_recall) {
+        let with_estimates = candidates
+            .iter()
+            .map(|&(c, key)| {
+                let (vi, row) = at(c);
+                let v = &views[vi].0;
+                let key = if staged {
+                    key
+                } else {
+                    metric.to_key(v.refine_estimate(&luts[0], prep.dot4_query(0), row))
+                };
+                (c, key, v.cols.scalars[row].norm)
+            })
+            .collect();
+        candidates = bounded(first.shape, luts[0].norm(), with_estimates, k, target);
+    }
+    for (c, key) in candidates {
         let (vi, row) = at(c);
         let v = &views[vi].0;
         let key = if params.rescore && v.has_vectors() {
