@@ -142,6 +142,7 @@ impl Remote {
                 Some(p.rescore)
             },
             exact: false,
+            target_recall: p.target_recall.unwrap_or(0.0),
         }
     }
 

@@ -111,6 +111,15 @@ pub fn search_options(
             opts.params.rescore = r;
         }
         opts.exact = p.exact;
+        if p.target_recall != 0.0 {
+            if !(p.target_recall > 0.0 && p.target_recall <= 1.0) {
+                return Err(invalid(
+                    "params.target_recall",
+                    format!("must be in (0, 1], got {}", p.target_recall),
+                ));
+            }
+            opts.params.target_recall = Some(p.target_recall);
+        }
     }
     if !allow.is_empty() {
         opts.allow = Some(allow.iter().copied().collect());

@@ -964,4 +964,75 @@ mod tests {
         assert!(index.add(&[3], &nan).is_err());
         assert_eq!(index.len(), 2, "failed adds change nothing");
     }
+
+    /// `target_recall` reranks fewer candidates than `k × oversample` yet keeps (nearly) the
+    /// same answers; values outside (0, 1] are refused.
+    #[test]
+    fn target_recall_keeps_the_answers_with_fewer_candidates() {
+        let (n, d) = (4000, 64);
+        let rows = data(n, d, 31);
+        let queries = data(40, d, 32);
+        let ids: Vec<u64> = (0..n as u64).collect();
+        for bits in [2u8, 4] {
+            for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+                let mut index =
+                    FlatIndex::new(QuantizerConfig::new(d, bits), metric, RerankStorage::F32)
+                        .unwrap();
+                index.add(&ids, &rows).unwrap();
+                let all = SearchParams {
+                    oversample: 8,
+                    rescore: true,
+                    staged: false,
+                    shortlist: 1,
+                    target_recall: None,
+                };
+                let bounded = SearchParams {
+                    target_recall: Some(0.99),
+                    ..all
+                };
+                let mut same = 0;
+                for q in queries.chunks_exact(d) {
+                    let want: Vec<u64> = index
+                        .search(q, 10, &all)
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.id)
+                        .collect();
+                    let got: Vec<u64> = index
+                        .search(q, 10, &bounded)
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.id)
+                        .collect();
+                    assert_eq!(got.len(), 10);
+                    same += got.iter().filter(|g| want.contains(g)).count();
+                }
+                assert!(same >= 396, "bits={bits} {metric:?}: {same}/400");
+                for bad in [0.0f32, -0.5, 1.5, f32::NAN] {
+                    let p = SearchParams {
+                        target_recall: Some(bad),
+                        ..all
+                    };
+                    assert!(index.search(&queries[..d], 10, &p).is_err(), "{bad}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bounded_candidates_follow_the_error_law() {
+        let shape = Shape::new(QuantizerConfig::new(384, 4), Metric::Cosine).unwrap();
+        let sigma = (shape.quantizer.codebook().unwrap().expected_mse() / 384.0).sqrt() as f32;
+        // Ten candidates at 0.9, one just inside 2·z·σ below them, one far below.
+        let z = 2.326_f32;
+        let mut c: Vec<(u64, f32, f32)> = (0..10).map(|i| (i, 0.9, 1.0)).collect();
+        c.push((10, 0.9 - 1.9 * z * sigma, 1.0));
+        c.push((11, 0.9 - 2.1 * z * sigma, 1.0));
+        c.push((12, 0.2, 1.0));
+        let kept: Vec<u64> = super::super::view::bounded(&shape, 1.0, c, 10, 0.99)
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(kept, (0..11).collect::<Vec<u64>>());
+    }
 }
