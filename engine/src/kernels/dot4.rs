@@ -298,6 +298,8 @@ pub fn top_scalar<S: Sink>(
 }
 
 #[cfg(target_arch = "x86_64")]
+// The lane index drives pointer offsets and several arrays at once.
+#[allow(clippy::needless_range_loop)]
 mod avx2 {
     use std::arch::x86_64::*;
 

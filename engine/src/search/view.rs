@@ -884,7 +884,7 @@ impl View<'_> {
                         (row, key, self.cols.scalars[r].norm)
                     })
                     .collect();
-                candidates = bounded(&self.shape, lut.norm(), with_estimates, k, target);
+                candidates = bounded(self.shape, lut.norm(), with_estimates, k, target);
             }
             let rows = candidates.iter().map(|c| c.0 as usize);
             let d = self.shape.quantizer.dim();
