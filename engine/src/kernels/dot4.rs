@@ -675,16 +675,7 @@ mod vnni {
         if live == 0 {
             return;
         }
-        let (f, o) = super::super::block_terms(rows, b, n);
-        // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
-        let (f0, f1, o0, o1) = unsafe {
-            (
-                _mm512_loadu_ps(f.as_ptr()),
-                _mm512_loadu_ps(f.as_ptr().add(16)),
-                _mm512_loadu_ps(o.as_ptr()),
-                _mm512_loadu_ps(o.as_ptr().add(16)),
-            )
-        };
+        let [f0, f1, o0, o1] = crate::kernels::block_terms_512(rows, b, n);
         for q in 0..Q {
             let vs = _mm512_set1_ps(scales[q]);
             let bound = _mm512_set1_ps(sinks[q].bound());

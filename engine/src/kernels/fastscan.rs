@@ -752,16 +752,7 @@ mod avx512 {
                     break;
                 }
             }
-            let (f, o) = crate::kernels::block_terms(&rows, b, n);
-            // SAFETY: 16 floats at 0 and 16 of 32-element arrays.
-            let (f0, f1, o0, o1) = unsafe {
-                (
-                    _mm512_loadu_ps(f.as_ptr()),
-                    _mm512_loadu_ps(f.as_ptr().add(16)),
-                    _mm512_loadu_ps(o.as_ptr()),
-                    _mm512_loadu_ps(o.as_ptr().add(16)),
-                )
-            };
+            let [f0, f1, o0, o1] = crate::kernels::block_terms_512(&rows, b, n);
             for i in 0..Q {
                 let (delta, bias) = (
                     _mm512_set1_ps(queries[i].delta),

@@ -59,6 +59,45 @@ pub(crate) fn offer_hits<S: Sink>(sink: &mut S, mut hits: u32, b: usize, keys: &
     }
 }
 
+/// The factor and offset of block `b`'s 32 lanes as two registers each (zero past `n`), read
+/// with masked loads: no copy through the stack.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn block_terms_512(
+    rows: &Rows<'_>,
+    b: usize,
+    n: usize,
+) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::_mm512_maskz_loadu_ps;
+    let base = b * BLOCK;
+    let m = (n - base).min(BLOCK);
+    let k0 = if m >= 16 {
+        0xffff
+    } else {
+        ((1u32 << m) - 1) as u16
+    };
+    let k1 = if m >= 32 {
+        0xffff
+    } else if m > 16 {
+        ((1u32 << (m - 16)) - 1) as u16
+    } else {
+        0
+    };
+    let (f, o) = (rows.factor.as_ptr(), rows.offset.as_ptr());
+    // SAFETY: the masks cover only lanes `< m`, which lie inside both slices (`base + m ≤ n`);
+    // masked-off lanes are not read (AVX-512 masked loads suppress their faults), and the
+    // addresses are formed with `wrapping_add`, so none is out of bounds as a pointer.
+    unsafe {
+        [
+            _mm512_maskz_loadu_ps(k0, f.wrapping_add(base)),
+            _mm512_maskz_loadu_ps(k1, f.wrapping_add(base + 16)),
+            _mm512_maskz_loadu_ps(k0, o.wrapping_add(base)),
+            _mm512_maskz_loadu_ps(k1, o.wrapping_add(base + 16)),
+        ]
+    }
+}
+
 /// The factor and offset of block `b`'s lanes, padded with zeros past `n`.
 #[inline(always)]
 pub(crate) fn block_terms(rows: &Rows<'_>, b: usize, n: usize) -> ([f32; BLOCK], [f32; BLOCK]) {
