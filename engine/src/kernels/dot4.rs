@@ -737,38 +737,7 @@ mod tests {
         Levels::new(&c)
     }
 
-    /// A plain sink: every offer recorded, the bound the k-th best key.
-    struct Record {
-        k: usize,
-        offers: Vec<(usize, f32)>,
-        best: Vec<f32>,
-    }
-
-    impl Record {
-        fn new(k: usize) -> Self {
-            Record {
-                k,
-                offers: Vec::new(),
-                best: Vec::new(),
-            }
-        }
-    }
-
-    impl Sink for Record {
-        fn bound(&self) -> f32 {
-            if self.best.len() < self.k {
-                f32::MIN
-            } else {
-                self.best[self.k - 1]
-            }
-        }
-        fn offer(&mut self, row: usize, key: f32) {
-            self.offers.push((row, key));
-            self.best.push(key);
-            self.best.sort_by(|a, b| b.total_cmp(a));
-            self.best.truncate(self.k);
-        }
-    }
+    use crate::kernels::Record;
 
     #[test]
     fn sums_match_the_scalar_twin_and_the_definition() {

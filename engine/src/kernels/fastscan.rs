@@ -891,28 +891,7 @@ mod tests {
         );
     }
 
-    /// Records every offer; the bound is the k-th best key so far.
-    struct Record {
-        k: usize,
-        offers: Vec<(usize, f32)>,
-        best: Vec<f32>,
-    }
-
-    impl Sink for Record {
-        fn bound(&self) -> f32 {
-            if self.best.len() < self.k {
-                f32::MIN
-            } else {
-                self.best[self.k - 1]
-            }
-        }
-        fn offer(&mut self, row: usize, key: f32) {
-            self.offers.push((row, key));
-            self.best.push(key);
-            self.best.sort_by(|a, b| b.total_cmp(a));
-            self.best.truncate(self.k);
-        }
-    }
+    use crate::kernels::Record;
 
     /// The fused kernels offer exactly what the scalar twin offers, in the same order: every
     /// even column count up to 160, across the flush boundary (with and without the tail
@@ -954,22 +933,10 @@ mod tests {
                     })
                     .collect();
                 for keep in [1usize, 7, 1000] {
-                    let mut want: Vec<Record> = (0..q)
-                        .map(|_| Record {
-                            k: keep,
-                            offers: Vec::new(),
-                            best: Vec::new(),
-                        })
-                        .collect();
+                    let mut want: Vec<Record> = (0..q).map(|_| Record::new(keep)).collect();
                     top_scalar(&codes, c, &qs, r, &mut want);
                     for k in Kernel::available() {
-                        let mut got: Vec<Record> = (0..q)
-                            .map(|_| Record {
-                                k: keep,
-                                offers: Vec::new(),
-                                best: Vec::new(),
-                            })
-                            .collect();
+                        let mut got: Vec<Record> = (0..q).map(|_| Record::new(keep)).collect();
                         k.scan_top(&codes, c, &qs, r, &mut got);
                         for (g, w) in got.iter().zip(&want) {
                             assert_eq!(g.offers, w.offers, "{k:?} columns={c} rows={rows} q={q}");

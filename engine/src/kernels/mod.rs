@@ -174,6 +174,42 @@ fn reduce8(l: [f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
+/// A test sink: records every offer; its bound is the k-th best key offered so far.
+#[cfg(test)]
+pub(crate) struct Record {
+    pub k: usize,
+    pub offers: Vec<(usize, f32)>,
+    best: Vec<f32>,
+}
+
+#[cfg(test)]
+impl Record {
+    pub fn new(k: usize) -> Self {
+        Record {
+            k,
+            offers: Vec::new(),
+            best: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Sink for Record {
+    fn bound(&self) -> f32 {
+        if self.best.len() < self.k {
+            f32::MIN
+        } else {
+            self.best[self.k - 1]
+        }
+    }
+    fn offer(&mut self, row: usize, key: f32) {
+        self.offers.push((row, key));
+        self.best.push(key);
+        self.best.sort_by(|a, b| b.total_cmp(a));
+        self.best.truncate(self.k);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
