@@ -678,7 +678,6 @@ mod vnni {
         let [f0, f1, o0, o1] = crate::kernels::block_terms_512(rows, b, n);
         for q in 0..Q {
             let vs = _mm512_set1_ps(scales[q]);
-            let bound = _mm512_set1_ps(sinks[q].bound());
             let k0 = _mm512_add_ps(
                 _mm512_mul_ps(f0, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][0]))),
                 o0,
@@ -687,18 +686,7 @@ mod vnni {
                 _mm512_mul_ps(f1, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(acc[q][1]))),
                 o1,
             );
-            let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
-                | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
-            let hits = ge & live;
-            if hits != 0 {
-                let mut keys = [0.0f32; BLOCK];
-                // SAFETY: two 16-float stores into a 32-float array.
-                unsafe {
-                    _mm512_storeu_ps(keys.as_mut_ptr(), k0);
-                    _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
-                }
-                super::super::offer_hits(&mut sinks[q], hits, b, &keys);
-            }
+            crate::kernels::offer_block_512(&mut sinks[q], k0, k1, live, b);
         }
     }
 }

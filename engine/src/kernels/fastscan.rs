@@ -768,19 +768,7 @@ mod avx512 {
                     )
                 };
                 let (k0, k1) = (key(tot[i][0], f0, o0), key(tot[i][1], f1, o1));
-                let bound = _mm512_set1_ps(sinks[i].bound());
-                let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
-                    | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
-                let hits = ge & live;
-                if hits != 0 {
-                    let mut keys = [0.0f32; BLOCK];
-                    // SAFETY: two 16-float stores into a 32-float array.
-                    unsafe {
-                        _mm512_storeu_ps(keys.as_mut_ptr(), k0);
-                        _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
-                    }
-                    crate::kernels::offer_hits(&mut sinks[i], hits, b, &keys);
-                }
+                crate::kernels::offer_block_512(&mut sinks[i], k0, k1, live, b);
             }
         }
     }

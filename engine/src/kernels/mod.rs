@@ -98,6 +98,34 @@ pub(crate) fn block_terms_512(
     }
 }
 
+/// Compares block `b`'s 32 keys (two registers) with the sink's bound and offers the live
+/// lanes that reach it, in row order: the epilogue every AVX-512 fused kernel shares.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn offer_block_512<S: Sink>(
+    sink: &mut S,
+    k0: std::arch::x86_64::__m512,
+    k1: std::arch::x86_64::__m512,
+    live: u32,
+    b: usize,
+) {
+    use std::arch::x86_64::*;
+    let bound = _mm512_set1_ps(sink.bound());
+    let ge = u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k0, bound))
+        | (u32::from(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(k1, bound)) << 16);
+    let hits = ge & live;
+    if hits != 0 {
+        let mut keys = [0.0f32; BLOCK];
+        // SAFETY: two 16-float stores into a 32-float array.
+        unsafe {
+            _mm512_storeu_ps(keys.as_mut_ptr(), k0);
+            _mm512_storeu_ps(keys.as_mut_ptr().add(16), k1);
+        }
+        offer_hits(sink, hits, b, &keys);
+    }
+}
+
 /// The factor and offset of block `b`'s lanes, padded with zeros past `n`.
 #[inline(always)]
 pub(crate) fn block_terms(rows: &Rows<'_>, b: usize, n: usize) -> ([f32; BLOCK], [f32; BLOCK]) {
