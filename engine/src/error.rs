@@ -94,6 +94,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A payload field or a filter condition on it is refused: an unknown field, a value of
+    /// another type than the field holds, a malformed value.
+    #[error("payload field {}: {reason}", clip(.field))]
+    PayloadField {
+        /// The field's name.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// No collection has this name.
     #[error("collection {} not found", clip(.name))]
     CollectionNotFound {
@@ -161,7 +170,8 @@ impl Error {
             | Error::NormOutOfRange { .. }
             | Error::InvalidBits { .. }
             | Error::InvalidDimension { .. }
-            | Error::InvalidArgument { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidArgument { .. }
+            | Error::PayloadField { .. } => ErrorKind::InvalidInput,
             Error::CollectionNotFound { .. } => ErrorKind::NotFound,
             Error::CollectionExists { .. } => ErrorKind::AlreadyExists,
             Error::Io { .. } => ErrorKind::Io,
@@ -192,6 +202,14 @@ impl Error {
     /// A broken invariant.
     pub(crate) fn internal(reason: impl Into<String>) -> Self {
         Error::Internal {
+            reason: reason.into(),
+        }
+    }
+
+    /// A refused payload field.
+    pub(crate) fn field(field: &str, reason: impl Into<String>) -> Self {
+        Error::PayloadField {
+            field: field.to_string(),
             reason: reason.into(),
         }
     }

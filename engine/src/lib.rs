@@ -53,6 +53,7 @@ mod error;
 mod fsio;
 pub mod kernels;
 mod metric;
+pub mod payload;
 pub mod quantizer;
 pub mod random;
 pub mod search;
@@ -66,6 +67,7 @@ pub use collection::{
 pub use directory::{Directory, FaultDirectory, LocalDirectory};
 pub use error::{Error, ErrorKind, MAX_NORM, MIN_NORM, Result};
 pub use metric::Metric;
+pub use payload::{Condition, FieldType, Filter, FilterStats, Payload, Range, Schema, Value};
 pub use quantizer::{
     CodeRef, EncodedBatch, Encoder, Estimator, Quantizer, QuantizerConfig, QueryLut, RotationKind,
     Variant, VectorScalars,
