@@ -102,12 +102,15 @@ impl Collection {
         let sources: Vec<segment::Source<'_>> = start
             .iter()
             .zip(&copied)
-            .map(|(s, rows)| (s.view(&inner.shape), rows.clone()))
+            .map(|(s, rows)| (s.view(&inner.shape), rows.clone(), s.seg.payloads()))
             .collect();
         segment::write(&*inner.dir, &meta, &inner.shape, id, &sources)?;
         drop(sources);
         let merged = match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
-            Ok(seg) => Arc::new(seg),
+            Ok(seg) => {
+                seg.ensure_indexes(&inner.schema()?);
+                Arc::new(seg)
+            }
             Err(e) => {
                 let _ = inner.dir.delete(&segment::file_name(id));
                 return Err(e);

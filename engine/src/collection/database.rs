@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{Collection, CollectionConfig, CollectionInfo};
 use crate::directory::{Directory, LocalDirectory, LockGuard};
+use crate::payload::Schema;
 use crate::error::{Error, Result};
 
 const CREATING: &str = ".creating-";
@@ -128,8 +129,22 @@ impl Database {
 
     /// Creates a collection. A collection with that name must not exist.
     pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Collection> {
+        self.create_collection_with_schema(name, config, &Schema::default())
+    }
+
+    /// Creates a collection with declared payload fields (their types, and which are indexed):
+    /// the schema is in place before the collection appears.
+    pub fn create_collection_with_schema(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        schema: &Schema,
+    ) -> Result<Collection> {
         check_name(name)?;
         config.validate()?;
+        for field in schema.fields.keys() {
+            crate::payload::check_name(field)?;
+        }
         let mut map = self.collections.write().map_err(poisoned)?;
         if let Some(e) = self.failed.read().map_err(poisoned)?.get(name) {
             return Err(e.clone());
@@ -150,7 +165,7 @@ impl Database {
         let created = self
             .root
             .sub(&staging)
-            .and_then(|d| Collection::create(&*d, config));
+            .and_then(|d| Collection::create(&*d, config, schema));
         if let Err(e) = created {
             let _ = self.root.remove_dir(&staging);
             return Err(e);

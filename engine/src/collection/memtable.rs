@@ -18,6 +18,7 @@ use roaring::RoaringTreemap;
 
 use crate::error::Result;
 use crate::metric::Metric;
+use crate::payload::{Payload, PayloadRows};
 use crate::quantizer::QuantizerConfig;
 use crate::search::flat::Encoded;
 use crate::search::{FlatIndex, LiveMask, RerankStorage};
@@ -32,13 +33,15 @@ pub(super) struct MemTable {
     metric: Metric,
     rerank: RerankStorage,
     chunks: Vec<Arc<FlatIndex>>,
+    /// Each chunk's rows' encoded payloads (copy-on-write, like the chunk).
+    payloads: Vec<Arc<PayloadRows>>,
     masks: Vec<LiveMask>,
     ids: HashMap<u64, (u32, u32)>,
     rows: usize,
 }
 
-/// What a search reads of a memtable: the chunks and their masks at one moment.
-pub(super) type Chunks = Vec<(Arc<FlatIndex>, LiveMask)>;
+/// What a search reads of a memtable: the chunks, their masks and payloads at one moment.
+pub(super) type Chunks = Vec<(Arc<FlatIndex>, LiveMask, Arc<PayloadRows>)>;
 
 impl MemTable {
     pub fn new(config: QuantizerConfig, metric: Metric, rerank: RerankStorage) -> Result<Self> {
@@ -49,6 +52,7 @@ impl MemTable {
             metric,
             rerank,
             chunks: Vec::new(),
+            payloads: Vec::new(),
             masks: Vec::new(),
             ids: HashMap::new(),
             rows: 0,
@@ -59,6 +63,7 @@ impl MemTable {
     pub fn fresh(&self) -> MemTable {
         MemTable {
             chunks: Vec::new(),
+            payloads: Vec::new(),
             masks: Vec::new(),
             ids: HashMap::new(),
             rows: 0,
@@ -76,8 +81,14 @@ impl MemTable {
         self.ids.len()
     }
 
-    /// Appends encoded rows; an id already present is replaced.
-    pub fn append(&mut self, ids: &[u64], rows: &[f32], parts: &[Encoded]) {
+    /// Appends encoded rows with their payloads; an id already present is replaced.
+    pub fn append(
+        &mut self,
+        ids: &[u64],
+        rows: &[f32],
+        parts: &[Encoded],
+        payloads: Option<&PayloadRows>,
+    ) {
         let mut at = 0;
         while at < ids.len() {
             if self.chunks.last().is_none_or(|c| c.rows() >= CHUNK_ROWS) {
@@ -86,6 +97,7 @@ impl MemTable {
                     return;
                 };
                 self.chunks.push(Arc::new(chunk));
+                self.payloads.push(Arc::new(PayloadRows::new()));
                 self.masks.push(LiveMask::default());
             }
             let c = self.chunks.len() - 1;
@@ -95,6 +107,10 @@ impl MemTable {
             let chunk = Arc::make_mut(&mut self.chunks[c]);
             let first = chunk.rows();
             chunk.append_range(ids, rows, parts, at..end, false);
+            let stored = Arc::make_mut(&mut self.payloads[c]);
+            for i in at..end {
+                stored.push(payloads.map_or(&[][..], |p| p.slice().get(i)));
+            }
             for (i, &id) in ids[at..end].iter().enumerate() {
                 let row = first + i;
                 self.masks[c].push();
@@ -130,16 +146,22 @@ impl MemTable {
         self.chunks[c].view().vector(r)
     }
 
+    /// The stored payload of (chunk, row).
+    pub fn payload(&self, (c, r): (usize, usize)) -> Option<Payload> {
+        self.payloads[c].slice().decode(r)
+    }
+
     /// The chunks and masks of the live rows (restricted to `allow`).
     pub fn chunks(&self, allow: Option<&RoaringTreemap>) -> Chunks {
         let mut out: Chunks = self
             .chunks
             .iter()
             .zip(&self.masks)
-            .map(|(c, m)| (c.clone(), m.clone()))
+            .zip(&self.payloads)
+            .map(|((c, m), p)| (c.clone(), m.clone(), p.clone()))
             .collect();
         if let Some(allow) = allow {
-            for m in out.iter_mut().map(|(_, m)| m) {
+            for m in out.iter_mut().map(|(_, m, _)| m) {
                 *m = LiveMask::none(m.rows());
             }
             // The id map holds live rows only.
@@ -168,8 +190,12 @@ impl MemTable {
             .collect()
     }
 
-    /// The chunks, for writing a segment.
-    pub fn indexes(&self) -> &[Arc<FlatIndex>] {
-        &self.chunks
+    /// The chunks and their payloads, for writing a segment.
+    pub fn chunk_sources(&self) -> Vec<(Arc<FlatIndex>, Arc<PayloadRows>)> {
+        self.chunks
+            .iter()
+            .cloned()
+            .zip(self.payloads.iter().cloned())
+            .collect()
     }
 }

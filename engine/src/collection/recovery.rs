@@ -13,6 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use super::commit::Writer;
+use super::schema as schema_file;
+use crate::payload::Schema;
 use super::manifest::{self, Manifest};
 use super::memtable::MemTable;
 use super::snapshot::{Op, SegState, State, apply_op};
@@ -29,9 +31,16 @@ const WAL_HEADER_BYTES: u64 = 32;
 
 impl Collection {
     /// Creates the files of a new collection in `dir` (empty).
-    pub(crate) fn create(dir: &dyn Directory, config: CollectionConfig) -> Result<()> {
+    pub(crate) fn create(
+        dir: &dyn Directory,
+        config: CollectionConfig,
+        schema: &Schema,
+    ) -> Result<()> {
         config.validate()?;
         config.store(dir)?;
+        if !schema.fields.is_empty() {
+            schema_file::store(dir, schema)?;
+        }
         let manifest = Manifest {
             generation: 1,
             wal_seq: 1,
@@ -52,6 +61,7 @@ impl Collection {
         let config = CollectionConfig::load(&*dir)?;
         let shape = Shape::new(config.quantizer(), config.metric)?;
         let manifest = Manifest::load(&*dir)?;
+        let mut schema = schema_file::load(&*dir)?;
         let meta = config.segment_meta();
         let mut segments = Vec::with_capacity(manifest.entries.len());
         for e in &manifest.entries {
@@ -62,6 +72,7 @@ impl Collection {
                     "does not match its manifest entry",
                 ));
             }
+            seg.ensure_indexes(&schema);
             let deleted = manifest::load_deletions(&*dir, e)?;
             segments.push(Arc::new(SegState::new(
                 Arc::new(seg),
@@ -88,7 +99,7 @@ impl Collection {
         for (i, &seq) in wal_files.iter().enumerate() {
             let last = lens[i + 1..].iter().all(|&l| l <= WAL_HEADER_BYTES);
             let (replayed, w) = wal::replay(&*dir, seq, config.dim, last, |r| {
-                apply_record(&shape, &mut state, r)
+                apply_record(&shape, &mut state, &mut schema, r)
             })?;
             recovery.wal_records += replayed.records as u64;
             recovery.truncated_bytes += replayed.truncated;
@@ -109,6 +120,7 @@ impl Collection {
                 config,
                 shape,
                 state: RwLock::new(state),
+                schema: RwLock::new(schema),
                 writer: Mutex::new(Writer {
                     wal,
                     manifest,
@@ -161,12 +173,34 @@ fn sweep(dir: &dyn Directory, manifest: &Manifest) -> Result<Vec<u64>> {
     Ok(wal_files)
 }
 
-/// Applies one replayed WAL record.
-fn apply_record(shape: &Shape, state: &mut State, record: Record) -> Result<()> {
+/// Applies one replayed WAL record (learning the types of payload fields the schema file
+/// lacks).
+fn apply_record(
+    shape: &Shape,
+    state: &mut State,
+    schema: &mut Schema,
+    record: Record,
+) -> Result<()> {
     let op = match record {
-        Record::Upsert { ids, rows } => {
+        Record::Upsert {
+            ids,
+            rows,
+            payloads,
+        } => {
             let parts = encode_rows(shape, &ids, &rows)?;
-            Op::Upsert { ids, rows, parts }
+            if let Some(p) = &payloads {
+                for r in 0..p.rows() {
+                    if let Some(decoded) = p.slice().decode(r) {
+                        schema.learn(&decoded);
+                    }
+                }
+            }
+            Op::Upsert {
+                ids,
+                rows,
+                parts,
+                payloads,
+            }
         }
         Record::Delete { ids } => Op::Delete { ids },
     };

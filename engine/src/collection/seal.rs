@@ -15,6 +15,7 @@ use roaring::RoaringBitmap;
 
 use super::commit::Writer;
 use super::publish::{Edit, publish};
+use crate::payload::PayloadRows;
 use super::snapshot::{Frozen, SegState, remap_late};
 use super::{Collection, poisoned};
 use crate::error::{Error, Result};
@@ -77,7 +78,7 @@ impl Collection {
                     .frozen
                     .as_ref()
                     .ok_or_else(|| Error::internal("a seal without frozen rows"))?;
-                (f.table.indexes().to_vec(), f.copied.clone())
+                (f.table.chunk_sources(), f.copied.clone())
             };
             sealing.written = Some(write_segment(self, sealing.id, &chunks, &rows)?);
         }
@@ -166,7 +167,7 @@ impl Collection {
         let (chunks, rows) = {
             let mut state = inner.state.write().map_err(poisoned)?;
             let frozen = Frozen::new(std::mem::replace(&mut state.memtable, fresh));
-            let taken = (frozen.table.indexes().to_vec(), frozen.copied.clone());
+            let taken = (frozen.table.chunk_sources(), frozen.copied.clone());
             state.frozen = Some(frozen);
             taken
         };
@@ -191,7 +192,7 @@ impl Collection {
 fn write_segment(
     c: &Collection,
     id: u64,
-    chunks: &[Arc<FlatIndex>],
+    chunks: &[(Arc<FlatIndex>, Arc<PayloadRows>)],
     rows: &[Vec<u32>],
 ) -> Result<Arc<Segment>> {
     let inner = &c.inner;
@@ -200,11 +201,14 @@ fn write_segment(
         .iter()
         .zip(rows)
         .filter(|(_, r)| !r.is_empty())
-        .map(|(c, r)| (c.view(), r.clone()))
+        .map(|((c, p), r)| (c.view(), r.clone(), p.slice()))
         .collect();
     segment::write(&*inner.dir, &meta, &inner.shape, id, &sources)?;
     match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
-        Ok(seg) => Ok(Arc::new(seg)),
+        Ok(seg) => {
+            seg.ensure_indexes(&inner.schema()?);
+            Ok(Arc::new(seg))
+        }
         Err(e) => {
             let _ = inner.dir.delete(&segment::file_name(id));
             Err(e)

@@ -14,6 +14,9 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use super::memtable::{Chunks, MemTable};
 use crate::error::Result;
+use crate::payload::filter::RowSource;
+use crate::payload::{FieldIndex, Filter, FilterStats, PayloadRows, PayloadSlice};
+use crate::segment::FieldIndexes;
 use crate::search::flat::Encoded;
 use crate::search::view::{Shape, View};
 use crate::search::{Cancel, LiveMask};
@@ -146,6 +149,7 @@ pub(super) enum Op {
         ids: Vec<u64>,
         rows: Vec<f32>,
         parts: Vec<Encoded>,
+        payloads: Option<PayloadRows>,
     },
     Delete {
         ids: Vec<u64>,
@@ -193,8 +197,13 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
         removed += f.kill(ids);
     }
     let removed = match op {
-        Op::Upsert { ids, rows, parts } => {
-            state.memtable.append(ids, rows, parts);
+        Op::Upsert {
+            ids,
+            rows,
+            parts,
+            payloads,
+        } => {
+            state.memtable.append(ids, rows, parts, payloads.as_ref());
             0
         }
         Op::Delete { ids } => removed + state.memtable.remove(ids).len(),
@@ -205,39 +214,138 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
     }
 }
 
-/// The memtable chunks (with their masks; empty ones left out) and the segment set a search
-/// covers, taken under the state read lock: only `Arc`s and masks are copied, and every scan
-/// runs after the lock is released, so a writer never waits for a search.
-fn sources(
-    state: &std::sync::RwLock<State>,
-    allow: Option<&RoaringTreemap>,
-) -> Result<(Chunks, Arc<Vec<Arc<SegState>>>)> {
-    let state = state.read().map_err(super::poisoned)?;
-    let mut chunks = state.memtable.chunks(allow);
-    if let Some(f) = &state.frozen {
-        chunks.extend(f.table.chunks(allow));
-    }
-    chunks.retain(|(_, m)| !m.is_empty());
-    Ok((chunks, state.segments.clone()))
+/// What a read may return beyond liveness: an id allow-list and a checked filter.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Restrict<'a> {
+    pub allow: Option<&'a RoaringTreemap>,
+    pub filter: Option<&'a Filter>,
 }
 
-/// Runs `run` on each segment with the rows a search may return (`allow`ed and live),
-/// checking `cancel` first; segments with nothing live are skipped.
+impl Restrict<'_> {
+    /// True when rows beyond the dead ones are left out.
+    pub fn active(&self) -> bool {
+        self.allow.is_some() || self.filter.is_some_and(|f| !f.is_empty())
+    }
+}
+
+/// A segment as a filter reads it: ids, payloads, the field indexes built so far.
+pub(super) struct SegRows<'a> {
+    seg: &'a Segment,
+    ids: &'a [u64],
+    payloads: PayloadSlice<'a>,
+    indexes: Arc<FieldIndexes>,
+}
+
+impl<'a> SegRows<'a> {
+    pub fn new(seg: &'a Segment) -> Self {
+        SegRows {
+            seg,
+            ids: seg.columns().ids,
+            payloads: seg.payloads(),
+            indexes: seg.indexes(),
+        }
+    }
+}
+
+impl RowSource for SegRows<'_> {
+    fn rows(&self) -> u32 {
+        self.ids.len() as u32
+    }
+    fn id(&self, row: u32) -> u64 {
+        self.ids[row as usize]
+    }
+    fn row_of(&self, id: u64) -> Option<u32> {
+        self.seg.find(id).map(|r| r as u32)
+    }
+    fn payload(&self, row: u32) -> &[u8] {
+        self.payloads.get(row as usize)
+    }
+    fn index(&self, field: &str) -> Option<&FieldIndex> {
+        self.indexes.get(field).map(|ix| &**ix)
+    }
+}
+
+impl SegState {
+    /// The rows a read restricted by `restrict` may return (`None`: every live row, the
+    /// segment's own mask).
+    pub fn restricted(&self, restrict: &Restrict<'_>, stats: &mut FilterStats) -> Option<LiveMask> {
+        if !restrict.active() {
+            return None;
+        }
+        let mut mask = match restrict.allow {
+            Some(a) => self.allowed(a),
+            None => self.live.clone(),
+        };
+        if let Some(f) = restrict.filter.filter(|f| !f.is_empty())
+            && !mask.is_empty()
+        {
+            let rows = f.rows(&SegRows::new(&self.seg), stats);
+            let mut passed = LiveMask::none(self.seg.rows());
+            for r in rows {
+                passed.set(r as usize);
+            }
+            mask = mask.and(&passed);
+        }
+        stats.matched_rows += mask.count() as u64;
+        Some(mask)
+    }
+}
+
+/// The memtable chunks (with their masks and payloads; empty ones left out) and the segment
+/// set a read covers, taken under the state read lock: only `Arc`s and masks are copied
+/// there, and the filter runs after the lock is released, so a writer never waits for a read.
+pub(super) fn sources(
+    state: &std::sync::RwLock<State>,
+    restrict: &Restrict<'_>,
+    stats: &mut FilterStats,
+) -> Result<(Chunks, Arc<Vec<Arc<SegState>>>)> {
+    let (mut chunks, segments) = {
+        let state = state.read().map_err(super::poisoned)?;
+        let mut chunks = state.memtable.chunks(restrict.allow);
+        if let Some(f) = &state.frozen {
+            chunks.extend(f.table.chunks(restrict.allow));
+        }
+        (chunks, state.segments.clone())
+    };
+    if let Some(f) = restrict.filter.filter(|f| !f.is_empty()) {
+        // The memtable has no field indexes: each live row's payload is tested.
+        for (chunk, mask, payloads) in chunks.iter_mut() {
+            let view = chunk.view();
+            let rows: Vec<usize> = mask.iter().collect();
+            stats.payloads_scanned += rows.len() as u64;
+            for r in rows {
+                if !f.matches(view.cols.ids[r], payloads.slice().get(r)) {
+                    mask.kill(r);
+                }
+            }
+        }
+    }
+    chunks.retain(|(_, m, _)| !m.is_empty());
+    if restrict.active() {
+        stats.matched_rows += chunks.iter().map(|(_, m, _)| m.count() as u64).sum::<u64>();
+    }
+    Ok((chunks, segments))
+}
+
+/// Runs `run` on each segment with the rows a read may return (restricted and live),
+/// checking `cancel` first; segments with nothing to return are skipped.
 fn each_segment<T>(
     segments: &[Arc<SegState>],
     shape: &Shape,
-    allow: Option<&RoaringTreemap>,
+    restrict: &Restrict<'_>,
     cancel: &Cancel,
+    stats: &mut FilterStats,
     out: &mut Vec<T>,
     mut run: impl FnMut(View<'_>, &[u32]) -> T,
 ) -> Result<()> {
     for s in segments {
         cancel.check()?;
-        out.push(match allow {
-            Some(a) => run(s.view(shape), s.allowed(a).words()),
+        match s.restricted(restrict, stats) {
+            Some(m) if m.is_empty() => continue,
+            Some(m) => out.push(run(s.view(shape), m.words())),
             None if s.live.is_empty() => continue,
-            None => run(s.view(shape), s.live.words()),
-        });
+            None => out.push(run(s.view(shape), s.live.words())),
+        }
     }
     Ok(())
 }
@@ -247,17 +355,18 @@ fn each_segment<T>(
 pub(super) fn walk_sources<T>(
     state: &std::sync::RwLock<State>,
     shape: &Shape,
-    allow: Option<&RoaringTreemap>,
+    restrict: &Restrict<'_>,
     cancel: &Cancel,
+    stats: &mut FilterStats,
     mut run: impl FnMut(View<'_>, &[u32]) -> T,
 ) -> Result<Vec<T>> {
-    let (chunks, segments) = sources(state, allow)?;
+    let (chunks, segments) = sources(state, restrict, stats)?;
     let mut out = Vec::new();
-    for (chunk, mask) in &chunks {
+    for (chunk, mask, _) in &chunks {
         cancel.check()?;
         out.push(run(chunk.view(), mask.words()));
     }
-    each_segment(&segments, shape, allow, cancel, &mut out, run)?;
+    each_segment(&segments, shape, restrict, cancel, stats, &mut out, run)?;
     Ok(out)
 }
 
@@ -266,21 +375,71 @@ pub(super) fn walk_sources<T>(
 pub(super) fn walk_grouped<T>(
     state: &std::sync::RwLock<State>,
     shape: &Shape,
-    allow: Option<&RoaringTreemap>,
+    restrict: &Restrict<'_>,
     cancel: &Cancel,
+    stats: &mut FilterStats,
     group: impl FnOnce(&[(View<'_>, &[u32])]) -> T,
     run: impl FnMut(View<'_>, &[u32]) -> T,
 ) -> Result<Vec<T>> {
-    let (chunks, segments) = sources(state, allow)?;
+    let (chunks, segments) = sources(state, restrict, stats)?;
     let mut out = Vec::new();
     if !chunks.is_empty() {
         cancel.check()?;
-        let views: Vec<(View<'_>, &[u32])> =
-            chunks.iter().map(|(c, m)| (c.view(), m.words())).collect();
+        let views: Vec<(View<'_>, &[u32])> = chunks
+            .iter()
+            .map(|(c, m, _)| (c.view(), m.words()))
+            .collect();
         out.push(group(&views));
     }
-    each_segment(&segments, shape, allow, cancel, &mut out, run)?;
+    each_segment(&segments, shape, restrict, cancel, stats, &mut out, run)?;
     Ok(out)
+}
+
+/// One source's rows that a read may return, for reads that are not searches (count, scroll,
+/// delete by filter): its view, payloads, the rows, and the segment (for its id order).
+pub(super) struct Matched<'a> {
+    pub view: View<'a>,
+    pub payloads: PayloadSlice<'a>,
+    pub mask: &'a LiveMask,
+    pub segment: Option<&'a Segment>,
+}
+
+/// Every source's [`Matched`] rows, one by one to `run`.
+pub(super) fn walk_matched(
+    state: &std::sync::RwLock<State>,
+    shape: &Shape,
+    restrict: &Restrict<'_>,
+    stats: &mut FilterStats,
+    mut run: impl FnMut(Matched<'_>),
+) -> Result<()> {
+    let (chunks, segments) = sources(state, restrict, stats)?;
+    for (chunk, mask, payloads) in &chunks {
+        run(Matched {
+            view: chunk.view(),
+            payloads: payloads.slice(),
+            mask,
+            segment: None,
+        });
+    }
+    for s in segments.iter() {
+        let own;
+        let mask = match s.restricted(restrict, stats) {
+            Some(m) => {
+                own = m;
+                &own
+            }
+            None => &s.live,
+        };
+        if !mask.is_empty() {
+            run(Matched {
+                view: s.view(shape),
+                payloads: s.seg.payloads(),
+                mask,
+                segment: Some(&s.seg),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// New row numbers of rows deleted while their source was being copied (the one remap shared

@@ -3,7 +3,8 @@
 use roaring::RoaringTreemap;
 
 use super::CollectionConfig;
-use crate::search::{Cancel, SearchParams};
+use crate::payload::{Filter, FilterStats, Payload};
+use crate::search::{Cancel, Neighbor, SearchParams};
 
 /// Search options of a collection.
 #[derive(Debug, Clone, Default)]
@@ -14,6 +15,8 @@ pub struct SearchOptions {
     pub exact: bool,
     /// Only these ids may be returned.
     pub allow: Option<RoaringTreemap>,
+    /// Only points whose payload passes this filter may be returned.
+    pub filter: Option<Filter>,
     /// Stops the search early (checked between sources and between the queries of a batch).
     pub cancel: Cancel,
     /// Scan each query on the calling thread instead of splitting it over the thread pool: for
@@ -39,6 +42,41 @@ pub struct Point {
     pub id: u64,
     /// The vector, when the collection keeps full-precision copies (f16 copies are widened).
     pub vector: Option<Vec<f32>>,
+    /// The payload, when it has one.
+    pub payload: Option<Payload>,
+}
+
+/// A search's results and what its filter cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOutput {
+    /// The results, best first.
+    pub hits: Vec<Neighbor>,
+    /// The filter's cost: fields without an index, payloads scanned, rows that passed.
+    pub filter: FilterStats,
+}
+
+/// A page request of [`Collection::scroll`](super::Collection::scroll).
+#[derive(Debug, Clone, Default)]
+pub struct ScrollRequest {
+    /// Start after this id (`None`: from the smallest).
+    pub after: Option<u64>,
+    /// Points per page (at least 1).
+    pub limit: usize,
+    /// Only points that pass it.
+    pub filter: Option<Filter>,
+    /// Return stored vectors.
+    pub with_vectors: bool,
+    /// Return payloads.
+    pub with_payload: bool,
+}
+
+/// One page of [`Collection::scroll`](super::Collection::scroll).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrollPage {
+    /// Points in id order.
+    pub points: Vec<Point>,
+    /// The cursor of the next page (its `after`); `None` when this page is the last.
+    pub next: Option<u64>,
 }
 
 /// Counts and sizes of a collection.

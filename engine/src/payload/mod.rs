@@ -499,6 +499,130 @@ pub fn check_encoded(bytes: &[u8]) -> bool {
     len == bytes.len()
 }
 
+/// Encoded payloads of consecutive rows: row `r`'s bytes are `bytes[offsets[r]..offsets[r +
+/// 1]]` (empty: no payload). The memtable's form, and the segment section's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadRows {
+    offsets: Vec<u64>,
+    bytes: Vec<u8>,
+}
+
+impl Default for PayloadRows {
+    fn default() -> Self {
+        PayloadRows {
+            offsets: vec![0],
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl PayloadRows {
+    /// No rows.
+    pub fn new() -> Self {
+        PayloadRows::default()
+    }
+
+    /// Encodes `payloads` (validated by the caller).
+    pub fn encode(payloads: &[Payload]) -> PayloadRows {
+        let mut out = PayloadRows::new();
+        for p in payloads {
+            if !p.is_empty() {
+                p.encode_into(&mut out.bytes);
+            }
+            out.offsets.push(out.bytes.len() as u64);
+        }
+        out
+    }
+
+    /// Appends one row's encoded payload (empty: none).
+    pub fn push(&mut self, encoded: &[u8]) {
+        self.bytes.extend_from_slice(encoded);
+        self.offsets.push(self.bytes.len() as u64);
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// True when no row has a payload.
+    pub fn is_blank(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The rows as a borrowed slice.
+    pub fn slice(&self) -> PayloadSlice<'_> {
+        PayloadSlice {
+            offsets: &self.offsets,
+            bytes: &self.bytes,
+        }
+    }
+
+    /// From the parts of a WAL record: one length per row, then the bytes.
+    pub(crate) fn from_lengths(lengths: &[u32], bytes: &[u8]) -> Option<PayloadRows> {
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        offsets.push(0u64);
+        let mut at = 0u64;
+        for &l in lengths {
+            let end = at + u64::from(l);
+            if !check_encoded(bytes.get(at as usize..end as usize)?) {
+                return None;
+            }
+            at = end;
+            offsets.push(at);
+        }
+        (at as usize == bytes.len()).then(|| PayloadRows {
+            offsets,
+            bytes: bytes.to_vec(),
+        })
+    }
+}
+
+/// Borrowed encoded payloads of consecutive rows (see [`PayloadRows`]); a source without
+/// payloads (a segment of an older format) is [`PayloadSlice::EMPTY`].
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadSlice<'a> {
+    offsets: &'a [u64],
+    bytes: &'a [u8],
+}
+
+impl<'a> PayloadSlice<'a> {
+    /// No payloads for any row.
+    pub const EMPTY: PayloadSlice<'static> = PayloadSlice {
+        offsets: &[],
+        bytes: &[],
+    };
+
+    /// A slice over checked parts (`offsets` non-decreasing, the last within `bytes`).
+    pub(crate) fn new(offsets: &'a [u64], bytes: &'a [u8]) -> Self {
+        PayloadSlice { offsets, bytes }
+    }
+
+    /// Row `row`'s encoded payload (empty: none or out of range).
+    #[inline]
+    pub fn get(&self, row: usize) -> &'a [u8] {
+        match (self.offsets.get(row), self.offsets.get(row + 1)) {
+            (Some(&a), Some(&b)) => self.bytes.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Row `row`'s payload, decoded (`None`: no payload).
+    pub fn decode(&self, row: usize) -> Option<Payload> {
+        let b = self.get(row);
+        if b.is_empty() {
+            None
+        } else {
+            Payload::decode(b)
+        }
+    }
+
+    /// The offsets (for writing a segment).
+    pub(crate) fn parts(&self) -> (&'a [u64], &'a [u8]) {
+        (self.offsets, self.bytes)
+    }
+}
+
 /// Per field: its type and whether segments index it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldSpec {

@@ -1004,6 +1004,43 @@ impl View<'_> {
         self.finish(query, &luts[0], prep.dot4_query(qi), k, params, top)
     }
 
+    /// The best of `rows` (few rows a filter let through, in increasing order) for query `qi`
+    /// of `prep`: each row is scored directly by the stage-2 estimate, the way a scan's
+    /// candidates are, instead of scanning the blocks they lie in; then rescored as `finish`
+    /// does. Never less accurate than the scan: every allowed row gets the fine estimate.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_rows(
+        &self,
+        query: &[f32],
+        prep: &Prepared,
+        qi: usize,
+        k: usize,
+        params: &SearchParams,
+        rows: &[u32],
+    ) -> Vec<Neighbor> {
+        let keep = k.saturating_mul(params.oversample).max(k);
+        let lut = &prep.luts[qi];
+        let q4 = prep.dot4_query(qi);
+        let metric = self.shape.metric;
+        self.touch(
+            rows.iter().map(|&r| r as usize),
+            self.cols.codes,
+            self.shape.quantizer.code_bytes(),
+        );
+        let mut top = TopK::new(keep);
+        for &r in rows {
+            top.push(
+                u64::from(r),
+                metric.to_key(self.refine_estimate(lut, q4, r as usize)),
+            );
+        }
+        // The keys are the stage-2 estimates already: `finish` keeps them as a staged
+        // search's refined keys are kept.
+        let mut params = *params;
+        params.staged = self.shape.plane.is_some();
+        self.finish(query, lut, q4, k, &params, top)
+    }
+
     /// [`search_masked`](Self::search_masked) for every row of checked `queries`, in parallel
     /// over groups of queries that share each pass over the codes.
     pub fn search_batch_masked(

@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use crate::directory::{Directory, FileBytes, FileWriter};
 use crate::error::{Error, Result};
 use crate::fsio::{u32_at, u64_at};
+use crate::payload::{FieldIndex, PayloadSlice, Schema};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use crate::metric::Metric;
 use crate::quantizer::layout::{BLOCK, BlockedCodes};
 use crate::quantizer::{QuantizerConfig, RotationKind, Variant, VectorScalars};
@@ -33,9 +36,11 @@ use crate::search::view::{Columns, Shape, VectorsRef, View};
 pub const MAGIC: &[u8; 8] = b"GYRESEG1";
 /// Last bytes of a segment file.
 pub const FOOTER_MAGIC: &[u8; 8] = b"GYREEND1";
-/// Current format version (3: 4-bit scalar codes' `Blocked` section in the interleaved
-/// arrangement; 2: the section table at the end, with kind, flags and crc).
-pub const VERSION: u32 = 3;
+/// Current format version (4: a `Payloads` section; 3: 4-bit scalar codes' `Blocked` section
+/// in the interleaved arrangement; 2: the section table at the end, with kind, flags and crc).
+pub const VERSION: u32 = 4;
+/// The first format with a `Payloads` section (older files' rows have no payloads).
+const PAYLOADS_SINCE: u32 = 4;
 /// The oldest format version this build opens.
 pub const OLDEST_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 128;
@@ -64,9 +69,15 @@ enum Kind {
     Vectors = 12,
     SketchBlocked = 13,
     SketchFactor = 14,
+    Payloads = 15,
 }
 
-const KINDS: [Kind; 14] = [
+/// Sections of a format 1 file (the first 14 kinds, positional).
+const KINDS_V1: usize = 14;
+/// Every section kind this build knows.
+const N: usize = 15;
+
+const KINDS: [Kind; N] = [
     Kind::Ids,
     Kind::SortedIds,
     Kind::SortedRows,
@@ -81,6 +92,7 @@ const KINDS: [Kind; 14] = [
     Kind::Vectors,
     Kind::SketchBlocked,
     Kind::SketchFactor,
+    Kind::Payloads,
 ];
 
 /// What a segment's header records about the collection that wrote it.
@@ -126,8 +138,15 @@ fn codebook_id(shape: &Shape) -> u32 {
     })
 }
 
-/// Section lengths in bytes for `rows` rows in format `version`.
-fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize, version: u32) -> [usize; 14] {
+/// Section lengths in bytes for `rows` rows in format `version`; the `Payloads` section's
+/// length is `payload_bytes` plus its offsets (checked apart: it varies with the payloads).
+fn lengths(
+    shape: &Shape,
+    rerank: RerankStorage,
+    rows: usize,
+    version: u32,
+    payload_bytes: usize,
+) -> [usize; N] {
     let q = &shape.quantizer;
     let blocked = if version < 3 && shape.dot4.is_some() {
         // Nibble columns before format 3.
@@ -154,12 +173,17 @@ fn lengths(shape: &Shape, rerank: RerankStorage, rows: usize, version: u32) -> [
         rerank_width(rerank) * q.dim() * rows,
         shape.sketch.map_or(0, |b| b.bytes_for(rows)),
         if shape.sketch.is_some() { 4 * rows } else { 0 },
+        if version >= PAYLOADS_SINCE {
+            8 * (rows + 1) + payload_bytes
+        } else {
+            0
+        },
     ]
 }
 
 /// Section offsets and the end of the last section, starting at `first`.
-fn layout(lengths: &[usize; 14], first: usize) -> ([usize; 14], usize) {
-    let mut offsets = [0; 14];
+fn layout(lengths: &[usize], first: usize) -> ([usize; N], usize) {
+    let mut offsets = [0; N];
     let mut at = first;
     for (o, &len) in offsets.iter_mut().zip(lengths) {
         at = at.next_multiple_of(ALIGN);
@@ -171,7 +195,7 @@ fn layout(lengths: &[usize; 14], first: usize) -> ([usize; 14], usize) {
 
 /// Footer of format 1: section crcs, padding, file length, table crc, footer crc, magic.
 fn footer_v1_bytes() -> usize {
-    (4 * KINDS.len()).next_multiple_of(8) + 24
+    (4 * KINDS_V1).next_multiple_of(8) + 24
 }
 
 fn header(
@@ -251,8 +275,8 @@ impl SectionWriter {
 
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// Rows taken from one source: a view and the rows of it to copy, in order.
-pub(crate) type Source<'a> = (View<'a>, Vec<u32>);
+/// Rows taken from one source: a view, the rows of it to copy (in order), their payloads.
+pub(crate) type Source<'a> = (View<'a>, Vec<u32>, PayloadSlice<'a>);
 
 /// Writes the rows of `sources` (concatenated in order; their ids must be distinct) as
 /// segment `id` in `dir`, durably. Returns the file's size in bytes. On error no file of that
@@ -264,14 +288,18 @@ pub(crate) fn write(
     id: u64,
     sources: &[Source<'_>],
 ) -> Result<u64> {
-    let rows: usize = sources.iter().map(|(_, r)| r.len()).sum();
+    let rows: usize = sources.iter().map(|(_, r, _)| r.len()).sum();
     if rows > u32::MAX as usize {
         return Err(Error::invalid_argument(
             "rows",
             format!("{rows} rows exceed a segment's limit of 2^32 - 1"),
         ));
     }
-    let lens = lengths(shape, meta.rerank, rows, VERSION);
+    let payload_bytes: usize = sources
+        .iter()
+        .map(|(_, rs, p)| rs.iter().map(|&r| p.get(r as usize).len()).sum::<usize>())
+        .sum();
+    let lens = lengths(shape, meta.rerank, rows, VERSION, payload_bytes);
     let (offsets, end) = layout(&lens, HEADER_BYTES);
     let mut w = SectionWriter {
         w: dir.create(&file_name(id))?,
@@ -280,18 +308,18 @@ pub(crate) fn write(
         crc: 0,
     };
     w.put(&header(meta, shape, id, rows, VERSION, KINDS.len()))?;
-    let mut crcs = [0u32; 14];
+    let mut crcs = [0u32; N];
     let rows_of = || {
         sources
             .iter()
-            .flat_map(|(v, rs)| rs.iter().map(move |&r| (v, r as usize)))
+            .flat_map(|(v, rs, _)| rs.iter().map(move |&r| (v, r as usize)))
     };
     // Sealing a memtable with no dead rows copies every array as it is: each source whole and
     // all but the last a whole number of blocks, so even the blocked arrays concatenate.
     let whole: Option<Vec<&View<'_>>> = sources
         .iter()
         .enumerate()
-        .map(|(i, (v, rows))| {
+        .map(|(i, (v, rows, _))| {
             let all = rows.len() == v.cols.rows()
                 && rows.iter().enumerate().all(|(j, &r)| r as usize == j)
                 && (i + 1 == sources.len() || rows.len().is_multiple_of(BLOCK));
@@ -389,6 +417,23 @@ pub(crate) fn write(
                     write_blocked(&mut w, shape, *kind, rows_of())?;
                 }
             }
+            Kind::Payloads => {
+                // Row r's payload is bytes[offsets[r]..offsets[r + 1]], offsets from the
+                // section's payload bytes (just after the offsets).
+                let mut at = 0u64;
+                w.put(&at.to_le_bytes())?;
+                for (_, rs, p) in sources {
+                    for &r in rs {
+                        at += p.get(r as usize).len() as u64;
+                        w.put(&at.to_le_bytes())?;
+                    }
+                }
+                for (_, rs, p) in sources {
+                    for &r in rs {
+                        w.put(p.get(r as usize))?;
+                    }
+                }
+            }
             Kind::Vectors => {
                 let d = q.dim();
                 for (v, r) in rows_of() {
@@ -422,7 +467,7 @@ pub(crate) fn write(
     // The table, then the footer: table offset, file length, table crc, footer crc, magic.
     let table_at = end.next_multiple_of(8);
     w.pad_to(table_at)?;
-    let table = encode_table(&known_entries(&offsets, &lens, |i| crcs[i]));
+    let table = encode_table(&known_entries(&offsets, &lens, N, |i| crcs[i]));
     let total = table_at + table.len() + FOOTER_V2;
     let mut footer = Vec::with_capacity(FOOTER_V2);
     footer.extend_from_slice(&(table_at as u64).to_le_bytes());
@@ -450,11 +495,12 @@ struct Entry {
 
 /// Table entries of the known sections, in kind order (all required).
 fn known_entries(
-    offsets: &[usize; 14],
-    lens: &[usize; 14],
+    offsets: &[usize; N],
+    lens: &[usize; N],
+    count: usize,
     crc: impl Fn(usize) -> u32,
 ) -> Vec<Entry> {
-    KINDS
+    KINDS[..count]
         .iter()
         .enumerate()
         .map(|(i, &kind)| Entry {
@@ -498,7 +544,7 @@ fn whole_section<'a>(kind: Kind, v: &View<'a>, rerank: RerankStorage) -> Option<
     let c = &v.cols;
     Some(match kind {
         Kind::Ids => bytemuck::cast_slice(c.ids),
-        Kind::SortedIds | Kind::SortedRows => return None,
+        Kind::SortedIds | Kind::SortedRows | Kind::Payloads => return None,
         Kind::Scalars => bytemuck::cast_slice(c.scalars),
         Kind::KeyFactor => bytemuck::cast_slice(c.key_factor),
         Kind::KeyOffset => bytemuck::cast_slice(c.key_offset),
@@ -519,9 +565,9 @@ fn whole_section<'a>(kind: Kind, v: &View<'a>, rerank: RerankStorage) -> Option<
 }
 
 /// The positional table of format 1.
-fn table_v1_bytes(offsets: &[usize; 14], lens: &[usize; 14]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(ENTRY_BYTES * KINDS.len());
-    for ((kind, &off), &len) in KINDS.iter().zip(offsets).zip(lens) {
+fn table_v1_bytes(offsets: &[usize; N], lens: &[usize; N]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(ENTRY_BYTES * KINDS_V1);
+    for ((kind, &off), &len) in KINDS[..KINDS_V1].iter().zip(offsets).zip(lens) {
         let mut e = [0u8; ENTRY_BYTES];
         e[0..4].copy_from_slice(&(*kind as u32).to_le_bytes());
         e[8..16].copy_from_slice(&(off as u64).to_le_bytes());
@@ -622,12 +668,18 @@ pub struct Segment {
     version: u32,
     map: FileBytes,
     /// Offset, length and crc32c of each known section, by `kind - 1`.
-    sections: [(usize, usize, u32); 14],
+    sections: [(usize, usize, u32); N],
     rerank: RerankStorage,
     /// 4-bit codes of a file older than format 3, re-arranged in memory for the `dot4`
     /// kernels (the file's `Blocked` section holds them in nibble columns).
     rearranged: Option<Vec<u8>>,
+    /// Indexes of the collection's indexed payload fields, built from the `Payloads` section
+    /// (derived data, never stored); replaced whole when a field is added.
+    indexes: std::sync::RwLock<Arc<FieldIndexes>>,
 }
+
+/// A segment's field indexes by field name.
+pub type FieldIndexes = BTreeMap<String, Arc<FieldIndex>>;
 
 impl Segment {
     /// Maps segment `id` of `dir` and checks it against the collection's `meta`; with
@@ -681,14 +733,14 @@ impl Segment {
                     .into(),
             ));
         }
-        let lens = lengths(shape, meta.rerank, rows, version);
+        let lens = lengths(shape, meta.rerank, rows, version, 0);
         let entries = if version == 1 {
             read_table_v1(&map, count, &lens).map_err(bad)?
         } else {
             read_table_v2(&map, count).map_err(bad)?
         };
-        let mut sections = [(0, 0, 0); 14];
-        let mut seen = [false; 14];
+        let mut sections = [(0, 0, 0); N];
+        let mut seen = [false; N];
         let mut prev_end = HEADER_BYTES;
         for e in &entries {
             let (off, n) = (e.offset as usize, e.len as usize);
@@ -707,7 +759,8 @@ impl Segment {
                     if seen[i] {
                         return Err(bad(format!("section {:?} appears twice", KINDS[i])));
                     }
-                    if n != lens[i] {
+                    let payloads = KINDS[i] == Kind::Payloads;
+                    if (payloads && n < lens[i]) || (!payloads && n != lens[i]) {
                         return Err(bad(format!(
                             "section {:?} is {n} bytes, {rows} rows need {}",
                             KINDS[i], lens[i]
@@ -725,6 +778,9 @@ impl Segment {
                 }
             }
         }
+        if version < PAYLOADS_SINCE {
+            seen[Kind::Payloads as usize - 1] = true;
+        }
         if let Some(i) = seen.iter().position(|s| !s) {
             return Err(bad(format!("required section {:?} is missing", KINDS[i])));
         }
@@ -738,10 +794,12 @@ impl Segment {
             sections,
             rerank: meta.rerank,
             rearranged: None,
+            indexes: std::sync::RwLock::new(Arc::new(BTreeMap::new())),
         };
         if verify {
             seg.verify()?;
         }
+        seg.check_payloads()?;
         let mut seg = seg;
         if version < 3 && shape.dot4.is_some() {
             seg.rearranged = Some(rearrange_v2(seg.bytes(Kind::Blocked), rows, shape));
@@ -843,6 +901,79 @@ impl Segment {
         }
     }
 
+    /// The rows' encoded payloads (empty for every row of a file older than format 4).
+    pub fn payloads(&self) -> PayloadSlice<'_> {
+        let b = self.bytes(Kind::Payloads);
+        if b.is_empty() {
+            return PayloadSlice::EMPTY;
+        }
+        let (offsets, bytes) = b.split_at(8 * (self.rows + 1));
+        PayloadSlice::new(bytemuck::cast_slice(offsets), bytes)
+    }
+
+    /// Checks the `Payloads` section's structure (offsets increasing, ending at the section's
+    /// end, every payload well formed): after it, reads of payloads cannot go wrong.
+    fn check_payloads(&self) -> Result<()> {
+        let b = self.bytes(Kind::Payloads);
+        if b.is_empty() {
+            return Ok(());
+        }
+        let (offsets, bytes) = b.split_at(8 * (self.rows + 1));
+        let offsets: &[u64] = bytemuck::cast_slice(offsets);
+        let bad = |r: &str| Err(Error::corrupt(&self.path, format!("payload section: {r}")));
+        if offsets[0] != 0 || offsets[self.rows] != bytes.len() as u64 {
+            return bad("offsets do not span the section");
+        }
+        if offsets.windows(2).any(|w| w[0] > w[1]) {
+            return bad("offsets decrease");
+        }
+        for w in offsets.windows(2) {
+            if !crate::payload::check_encoded(&bytes[w[0] as usize..w[1] as usize]) {
+                return bad("a payload is malformed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the indexes of `schema`'s indexed fields this segment lacks.
+    pub(crate) fn ensure_indexes(&self, schema: &Schema) {
+        let have = self.indexes();
+        let missing: Vec<_> = schema
+            .indexed()
+            .filter(|(f, _)| !have.contains_key(*f))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let payloads = self.payloads();
+        let mut next = (*have).clone();
+        for (field, kind) in missing {
+            let ix = FieldIndex::build(kind, field, self.rows as u32, |r| payloads.get(r as usize));
+            next.insert(field.to_string(), Arc::new(ix));
+        }
+        if let Ok(mut slot) = self.indexes.write() {
+            *slot = Arc::new(next);
+        }
+    }
+
+    /// The field indexes built so far.
+    pub fn indexes(&self) -> Arc<FieldIndexes> {
+        self.indexes
+            .read()
+            .map_or_else(|_| Arc::new(BTreeMap::new()), |g| g.clone())
+    }
+
+    /// `(id, row)` in id order, from the first id greater than `after` (every id when `None`).
+    pub(crate) fn ids_after(&self, after: Option<u64>) -> impl Iterator<Item = (u64, usize)> + '_ {
+        let sorted: &[u64] = bytemuck::cast_slice(self.bytes(Kind::SortedIds));
+        let rows: &[u32] = bytemuck::cast_slice(self.bytes(Kind::SortedRows));
+        let start = after.map_or(0, |a| sorted.partition_point(|&id| id <= a));
+        sorted[start..]
+            .iter()
+            .zip(&rows[start..])
+            .map(|(&id, &r)| (id, r as usize))
+    }
+
     /// The row holding `id`, by binary search in the sorted id index. The row is checked
     /// against the ids section, so a damaged index yields "not found", never a wrong row.
     pub(crate) fn find(&self, id: u64) -> Option<usize> {
@@ -891,13 +1022,13 @@ fn read_table_v2(map: &[u8], count: usize) -> std::result::Result<Vec<Entry>, St
 fn read_table_v1(
     map: &[u8],
     count: usize,
-    lens: &[usize; 14],
+    lens: &[usize; N],
 ) -> std::result::Result<Vec<Entry>, String> {
     let len = map.len();
-    if count != KINDS.len() {
-        return Err(format!("{count} sections, format 1 has {}", KINDS.len()));
+    if count != KINDS_V1 {
+        return Err(format!("{count} sections, format 1 has {KINDS_V1}"));
     }
-    if len < HEADER_BYTES + ENTRY_BYTES * KINDS.len() + footer_v1_bytes() {
+    if len < HEADER_BYTES + ENTRY_BYTES * KINDS_V1 + footer_v1_bytes() {
         return Err(format!("{len} bytes is too short for a segment"));
     }
     let f = &map[len - footer_v1_bytes()..];
@@ -908,22 +1039,22 @@ fn read_table_v1(
     if crc32c::crc32c(&f[..fc]) != u32_at(f, fc) {
         return Err("footer checksum mismatch".into());
     }
-    let pad = (4 * KINDS.len()).next_multiple_of(8);
+    let pad = (4 * KINDS_V1).next_multiple_of(8);
     if u64_at(f, pad) as usize != len {
         return Err(format!(
             "file is {len} bytes, footer says {}",
             u64_at(f, pad)
         ));
     }
-    let (offsets, end) = layout(lens, HEADER_BYTES + ENTRY_BYTES * KINDS.len());
-    let table = &map[HEADER_BYTES..HEADER_BYTES + ENTRY_BYTES * KINDS.len()];
+    let (offsets, end) = layout(&lens[..KINDS_V1], HEADER_BYTES + ENTRY_BYTES * KINDS_V1);
+    let table = &map[HEADER_BYTES..HEADER_BYTES + ENTRY_BYTES * KINDS_V1];
     if crc32c::crc32c(table) != u32_at(f, pad + 8) || table != table_v1_bytes(&offsets, lens) {
         return Err("section table checksum or layout mismatch".into());
     }
     if end + footer_v1_bytes() != len {
         return Err("sections do not fill the file".into());
     }
-    Ok(known_entries(&offsets, lens, |i| u32_at(f, 4 * i)))
+    Ok(known_entries(&offsets, lens, KINDS_V1, |i| u32_at(f, 4 * i)))
 }
 
 /// The file name of segment `id`.
@@ -971,12 +1102,12 @@ mod tests {
             }
             assert_eq!(
                 old.as_bytes().len(),
-                lengths(&shape, RerankStorage::None, rows, 2)[Kind::Blocked as usize - 1],
+                lengths(&shape, RerankStorage::None, rows, 2, 0)[Kind::Blocked as usize - 1],
                 "dim={dim}"
             );
             assert_eq!(
                 new.as_bytes().len(),
-                lengths(&shape, RerankStorage::None, rows, VERSION)[Kind::Blocked as usize - 1]
+                lengths(&shape, RerankStorage::None, rows, VERSION, 0)[Kind::Blocked as usize - 1]
             );
             let got = rearrange_v2(old.as_bytes(), rows, &shape);
             assert_eq!(got, new.as_bytes(), "dim={dim}");

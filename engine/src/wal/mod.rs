@@ -14,15 +14,20 @@
 use crate::directory::{AppendFile, Directory};
 use crate::error::{Error, Result};
 use crate::fsio::{u32_at, u64_at};
+use crate::payload::PayloadRows;
 
 /// First bytes of a WAL file.
 pub const MAGIC: &[u8; 8] = b"GYREWAL1";
-/// Current format version.
-pub const VERSION: u32 = 1;
+/// Current format version (2: upsert records may carry payloads).
+pub const VERSION: u32 = 2;
+/// The oldest format version this build replays.
+pub const OLDEST_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 32;
 const RECORD_HEADER: usize = 16;
 const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
+/// Upsert flag (body byte 1): per-row payloads follow the vectors.
+const FLAG_PAYLOADS: u8 = 1;
 
 /// One logged operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +38,8 @@ pub enum Record {
         ids: Vec<u64>,
         /// The vectors, row-major.
         rows: Vec<f32>,
+        /// The rows' encoded payloads (`None`: no row has one).
+        payloads: Option<PayloadRows>,
     },
     /// Ids to delete.
     Delete {
@@ -52,15 +59,25 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Encodes an upsert record's body.
-pub(crate) fn upsert_body(ids: &[u64], rows: &[f32]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(8 + 8 * ids.len() + 4 * rows.len());
-    b.extend_from_slice(&[OP_UPSERT, 0, 0, 0]);
+/// Encodes an upsert record's body; with payloads, one `u32` length per row and the encoded
+/// payloads follow the vectors.
+pub(crate) fn upsert_body(ids: &[u64], rows: &[f32], payloads: Option<&PayloadRows>) -> Vec<u8> {
+    let extra = payloads.map_or(0, |p| 4 * ids.len() + p.slice().parts().1.len());
+    let mut b = Vec::with_capacity(8 + 8 * ids.len() + 4 * rows.len() + extra);
+    let flags = if payloads.is_some() { FLAG_PAYLOADS } else { 0 };
+    b.extend_from_slice(&[OP_UPSERT, flags, 0, 0]);
     b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
     for id in ids {
         b.extend_from_slice(&id.to_le_bytes());
     }
     b.extend_from_slice(bytemuck::cast_slice(rows));
+    if let Some(p) = payloads {
+        let (offsets, bytes) = p.slice().parts();
+        for w in offsets.windows(2) {
+            b.extend_from_slice(&((w[1] - w[0]) as u32).to_le_bytes());
+        }
+        b.extend_from_slice(bytes);
+    }
     b
 }
 
@@ -88,14 +105,35 @@ fn decode(body: &[u8], dim: usize) -> Option<Record> {
     match body[0] {
         OP_UPSERT => {
             let rest = &body[ids_end..];
-            if rest.len() != n.checked_mul(dim)?.checked_mul(4)? {
+            let row_bytes = n.checked_mul(dim)?.checked_mul(4)?;
+            let with_payloads = body[1] & FLAG_PAYLOADS != 0;
+            if body[1] & !FLAG_PAYLOADS != 0
+                || (!with_payloads && rest.len() != row_bytes)
+                || rest.len() < row_bytes
+            {
                 return None;
             }
-            let rows = rest
+            let rows = rest[..row_bytes]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect();
-            Some(Record::Upsert { ids, rows })
+            let payloads = if with_payloads {
+                let tail = &rest[row_bytes..];
+                let lens_end = n.checked_mul(4)?;
+                let lengths: Vec<u32> = tail
+                    .get(..lens_end)?
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                Some(PayloadRows::from_lengths(&lengths, &tail[lens_end..])?)
+            } else {
+                None
+            };
+            Some(Record::Upsert {
+                ids,
+                rows,
+                payloads,
+            })
         }
         OP_DELETE if body.len() == ids_end => Some(Record::Delete { ids }),
         _ => None,
@@ -304,9 +342,9 @@ pub(crate) fn replay(
     if crc32c::crc32c(&h[..28]) != u32_at(h, 28) {
         return Err(bad("WAL header checksum mismatch".into()));
     }
-    if u32_at(h, 8) != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&u32_at(h, 8)) {
         return Err(bad(format!(
-            "WAL version {}, this build reads {VERSION}",
+            "WAL version {}, this build reads {OLDEST_VERSION} to {VERSION}",
             u32_at(h, 8)
         )));
     }
@@ -394,7 +432,13 @@ mod tests {
         for i in 0..n {
             let ids = [i as u64, 100 + i as u64];
             let rows = [i as f32, 1.0, 2.0, 3.0, 4.0, 5.0];
-            w.stage(&upsert_body(&ids, &rows));
+            let payloads = (i % 2 == 1).then(|| {
+                PayloadRows::encode(&[
+                    crate::payload::Payload::new().with("i", i as i64),
+                    crate::payload::Payload::new(),
+                ])
+            });
+            w.stage(&upsert_body(&ids, &rows, payloads.as_ref()));
             if i % 3 == 2 {
                 w.stage(&delete_body(&[i as u64]));
             }
@@ -424,9 +468,21 @@ mod tests {
             got[0],
             Record::Upsert {
                 ids: vec![0, 100],
-                rows: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+                rows: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+                payloads: None,
             }
         );
+        let Record::Upsert {
+            payloads: Some(p), ..
+        } = &got[1]
+        else {
+            panic!("{:?}", got[1]);
+        };
+        assert_eq!(
+            p.slice().decode(0),
+            Some(crate::payload::Payload::new().with("i", 1i64))
+        );
+        assert_eq!(p.slice().decode(1), None);
         assert_eq!(got[3], Record::Delete { ids: vec![2] });
     }
 
