@@ -62,7 +62,7 @@ pub mod wal;
 
 pub use collection::{
     Collection, CollectionConfig, CollectionInfo, Database, Durability, Point, Recovery,
-    SearchOptions, SegmentInfo,
+    ScrollPage, ScrollRequest, SearchOptions, SearchOutput, SegmentInfo,
 };
 pub use directory::{Directory, FaultDirectory, LocalDirectory};
 pub use error::{Error, ErrorKind, MAX_NORM, MIN_NORM, Result};

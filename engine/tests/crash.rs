@@ -1,7 +1,8 @@
-//! kill -9 at random moments: a child process writes (upserts, deletes, flushes that seal
-//! segments, compactions), the parent kills it, reopens the data directory and checks that
-//! every acknowledged write is there with its exact vector, that the one write in flight is
-//! either wholly applied or wholly absent, and that exact searches match an oracle.
+//! kill -9 at random moments: a child process writes (upserts, some with payloads, deletes,
+//! flushes that seal segments, compactions), the parent kills it, reopens the data directory
+//! and checks that every acknowledged write is there with its exact vector and payload, that
+//! the one write in flight is either wholly applied or wholly absent, and that exact searches
+//! and filtered counts match an oracle.
 //!
 //! The child is this same test binary, re-run with `GYRE_CRASH_CHILD` set so that only
 //! [`child_process_entry`] does work. `GYRE_CRASH_ROUNDS` sets the number of kills (50 by
@@ -16,8 +17,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gyre::random::SeededRng;
+use gyre::payload::{FieldSpec, FieldType};
 use gyre::{
-    CollectionConfig, Database, Durability, ExactIndex, Metric, RerankStorage, SearchOptions,
+    CollectionConfig, Condition, Database, Durability, ExactIndex, Filter, Metric, Payload,
+    RerankStorage, Schema, SearchOptions,
 };
 
 const DIM: usize = 16;
@@ -26,7 +29,7 @@ const CHILD_ENV: &str = "GYRE_CRASH_CHILD";
 
 #[derive(Debug)]
 enum Op {
-    Upsert(Vec<u64>, Vec<f32>),
+    Upsert(Vec<u64>, Vec<f32>, Vec<Payload>),
     Delete(Vec<u64>),
     Flush,
     Compact,
@@ -40,7 +43,19 @@ fn op(round: u64, step: u64) -> Op {
             let n = 1 + rng.below(40) as usize;
             let ids: Vec<u64> = (0..n).map(|_| rng.below(ID_SPACE)).collect();
             let rows = (0..n * DIM).map(|_| rng.gaussian() as f32).collect();
-            Op::Upsert(ids, rows)
+            // Half the upserts carry payloads (an indexed keyword, an integer).
+            let payloads = if rng.below(2) == 0 {
+                ids.iter()
+                    .map(|&id| {
+                        Payload::new()
+                            .with("tag", ["a", "b", "c"][(id % 3) as usize])
+                            .with("step", step as i64)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Op::Upsert(ids, rows, payloads)
         }
         70..=89 => Op::Delete(
             (0..1 + rng.below(20))
@@ -52,11 +67,13 @@ fn op(round: u64, step: u64) -> Op {
     }
 }
 
-fn apply(model: &mut BTreeMap<u64, Vec<f32>>, op: &Op) {
+type Model = BTreeMap<u64, (Vec<f32>, Option<Payload>)>;
+
+fn apply(model: &mut Model, op: &Op) {
     match op {
-        Op::Upsert(ids, rows) => {
-            for (id, row) in ids.iter().zip(rows.chunks_exact(DIM)) {
-                model.insert(*id, row.to_vec());
+        Op::Upsert(ids, rows, payloads) => {
+            for (i, (id, row)) in ids.iter().zip(rows.chunks_exact(DIM)).enumerate() {
+                model.insert(*id, (row.to_vec(), payloads.get(i).cloned()));
             }
         }
         Op::Delete(ids) => {
@@ -94,7 +111,9 @@ fn child_process_entry() {
     println!("ready");
     for step in 0.. {
         match op(round, step) {
-            Op::Upsert(ids, rows) => c.upsert(&ids, &rows).expect("upsert"),
+            Op::Upsert(ids, rows, payloads) => c
+                .upsert_with_payloads(&ids, &rows, &payloads)
+                .expect("upsert"),
             Op::Delete(ids) => {
                 c.delete(&ids).expect("delete");
             }
@@ -107,13 +126,13 @@ fn child_process_entry() {
     }
 }
 
-fn state_of(c: &gyre::Collection) -> BTreeMap<u64, Vec<f32>> {
+fn state_of(c: &gyre::Collection) -> Model {
     let ids: Vec<u64> = (0..ID_SPACE).collect();
     c.get(&ids)
         .unwrap()
         .into_iter()
         .flatten()
-        .map(|p| (p.id, p.vector.expect("f32 copies")))
+        .map(|p| (p.id, (p.vector.expect("f32 copies"), p.payload)))
         .collect()
 }
 
@@ -121,10 +140,19 @@ fn run_rounds(rounds: u64, durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Database::open(dir.path()).unwrap();
-        db.create_collection("crash", config(durability)).unwrap();
+        let mut schema = Schema::default();
+        schema.fields.insert(
+            "tag".into(),
+            FieldSpec {
+                kind: FieldType::Keyword,
+                indexed: true,
+            },
+        );
+        db.create_collection_with_schema("crash", config(durability), &schema)
+            .unwrap();
     }
     let exe = std::env::current_exe().unwrap();
-    let mut model: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+    let mut model: Model = BTreeMap::new();
     let mut timing = SeededRng::new(12345, 1);
     let (mut in_flight_applied, mut in_flight_absent, mut total_acks) = (0, 0, 0);
     // Kills that left a half-written segment, deletion file or manifest behind.
@@ -188,10 +216,23 @@ fn run_rounds(rounds: u64, durability: Durability) {
             in_flight_absent += 1;
         }
         assert_eq!(c.len(), model.len(), "round {round}");
+        // Filtered counts (through segment indexes and the memtable scan) match the model.
+        for tag in ["a", "b"] {
+            let want = model
+                .values()
+                .filter(|(_, p)| {
+                    p.as_ref()
+                        .and_then(|p| p.get("tag"))
+                        .is_some_and(|v| *v == gyre::Value::Keyword(tag.into()))
+                })
+                .count() as u64;
+            let f = Filter::new().must(Condition::keyword("tag", tag));
+            assert_eq!(c.count(Some(&f)).unwrap(), want, "round {round} tag {tag}");
+        }
         // Exact search matches the oracle over the model.
         if !model.is_empty() {
             let ids: Vec<u64> = model.keys().copied().collect();
-            let rows: Vec<f32> = model.values().flatten().copied().collect();
+            let rows: Vec<f32> = model.values().flat_map(|(v, _)| v).copied().collect();
             let oracle = ExactIndex::new(DIM, Metric::L2, &rows).unwrap();
             let q = &rows[..DIM];
             let k = 5.min(ids.len());
