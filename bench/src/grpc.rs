@@ -109,6 +109,7 @@ impl Remote {
                 .chunks(batch * dim)
                 .enumerate()
                 .map(|(i, rows)| pb::UpsertRequest {
+                    payloads: Vec::new(),
                     collection: name.into(),
                     ids: ((i * batch) as u64..(i * batch + rows.len() / dim) as u64).collect(),
                     vectors: rows.to_vec(),
@@ -572,6 +573,7 @@ fn grpc_phases(a: &LatencyArgs, ds: &gyre_datasets::annb::AnnDataset) -> Result<
             let t = Instant::now();
             match points
                 .upsert(pb::UpsertRequest {
+                    payloads: Vec::new(),
                     collection: a.collection.clone(),
                     ids,
                     vectors,

@@ -16,8 +16,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gyre::random::SeededRng;
 use gyre::payload::{FieldSpec, FieldType};
+use gyre::random::SeededRng;
 use gyre::{
     CollectionConfig, Condition, Database, Durability, ExactIndex, Filter, Metric, Payload,
     RerankStorage, Schema, SearchOptions,

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use gyre::collection::ScrollRequest;
 use gyre::payload::{FieldSpec, FieldType};
 use gyre::random::SeededRng;
 use gyre::{
     Collection, CollectionConfig, Condition, Database, Filter, Payload, Range, Schema,
     SearchOptions, Value,
 };
-use gyre::collection::ScrollRequest;
 
 const D: usize = 32;
 
@@ -85,10 +85,9 @@ fn cases() -> Vec<(Filter, Oracle)> {
             Filter::new().must(Condition::has_id([3, 5, 7, 100_000])),
             |id, _| [3, 5, 7].contains(&id),
         ),
-        (
-            Filter::new().must(Condition::is_empty("lang")),
-            |_, p| p.get("lang").is_none(),
-        ),
+        (Filter::new().must(Condition::is_empty("lang")), |_, p| {
+            p.get("lang").is_none()
+        }),
         (
             Filter::new()
                 .should(Condition::keyword("lang", "fr"))
@@ -147,7 +146,11 @@ fn check_all(c: &Collection, model: &BTreeMap<u64, Payload>, all_rows: &BTreeMap
     let queries = rows(8, 99);
     for (i, (f, oracle)) in cases().into_iter().enumerate() {
         let want = expected(model, oracle);
-        assert_eq!(c.count(Some(&f)).unwrap(), want.len() as u64, "case {i} count");
+        assert_eq!(
+            c.count(Some(&f)).unwrap(),
+            want.len() as u64,
+            "case {i} count"
+        );
         // Scroll pages of 37 cover exactly the matching ids, in order.
         let mut got = Vec::new();
         let mut after = None;
@@ -163,7 +166,11 @@ fn check_all(c: &Collection, model: &BTreeMap<u64, Payload>, all_rows: &BTreeMap
                 .unwrap();
             for p in &page.points {
                 // No payload reads back as none; the model keeps it as an empty one.
-                assert_eq!(p.payload.clone().unwrap_or_default(), model[&p.id], "case {i}");
+                assert_eq!(
+                    p.payload.clone().unwrap_or_default(),
+                    model[&p.id],
+                    "case {i}"
+                );
             }
             got.extend(page.points.iter().map(|p| p.id));
             match page.next {
@@ -293,7 +300,11 @@ fn filters_agree_with_an_oracle_across_memtable_segments_restart_and_compaction(
     // Only the memtable (no index there) may still scan.
     let info = c.info().unwrap();
     if info.memtable_rows == 0 {
-        assert!(after.filter.unindexed_fields.is_empty(), "{:?}", after.filter);
+        assert!(
+            after.filter.unindexed_fields.is_empty(),
+            "{:?}",
+            after.filter
+        );
     }
     assert!(
         c.create_field_index("year", FieldType::Keyword).is_err(),
@@ -327,7 +338,8 @@ fn per_query_filters_in_a_batch_equal_single_searches() {
     let c = db.create_collection("p", config()).unwrap();
     let ids: Vec<u64> = (0..1500).collect();
     let payloads: Vec<Payload> = ids.iter().map(|&id| payload(id)).collect();
-    c.upsert_with_payloads(&ids, &rows(1500, 3), &payloads).unwrap();
+    c.upsert_with_payloads(&ids, &rows(1500, 3), &payloads)
+        .unwrap();
     let queries = rows(6, 4);
     let filters: Vec<Option<Filter>> = (0..6)
         .map(|i| match i % 3 {
@@ -337,13 +349,18 @@ fn per_query_filters_in_a_batch_equal_single_searches() {
         })
         .collect();
     let opts = SearchOptions::recommended(c.config());
-    let batch = c.search_batch_filtered(&queries, 10, &opts, &filters).unwrap();
+    let batch = c
+        .search_batch_filtered(&queries, 10, &opts, &filters)
+        .unwrap();
     for (i, q) in queries.chunks_exact(D).enumerate() {
         let mut o = opts.clone();
         o.filter = filters[i].clone();
         assert_eq!(batch[i].hits, c.search(q, 10, &o).unwrap(), "query {i}");
     }
-    assert!(c.search_batch_filtered(&queries, 10, &opts, &filters[..2]).is_err());
+    assert!(
+        c.search_batch_filtered(&queries, 10, &opts, &filters[..2])
+            .is_err()
+    );
 }
 
 #[test]
@@ -370,8 +387,14 @@ fn bad_payloads_and_filters_are_refused_naming_the_field() {
     assert!(e.to_string().contains("\"f\""), "{e}");
     let mut o = SearchOptions::recommended(c.config());
     for (f, want) in [
-        (Filter::new().must(Condition::keyword("nope", "x")), "\"nope\""),
-        (Filter::new().must(Condition::keyword("year", "x")), "\"year\""),
+        (
+            Filter::new().must(Condition::keyword("nope", "x")),
+            "\"nope\"",
+        ),
+        (
+            Filter::new().must(Condition::keyword("year", "x")),
+            "\"year\"",
+        ),
         (
             Filter::new().must(Condition::range("lang", Range::new().gt(0.0))),
             "\"lang\"",
@@ -387,7 +410,10 @@ fn bad_payloads_and_filters_are_refused_naming_the_field() {
     drop((c, db));
     let db = Database::open(dir.path()).unwrap();
     let c = db.collection("p").unwrap();
-    assert_eq!(c.schema().unwrap().get("year").unwrap().kind, FieldType::Integer);
+    assert_eq!(
+        c.schema().unwrap().get("year").unwrap().kind,
+        FieldType::Integer
+    );
     assert!(
         c.upsert_with_payloads(&[3], &v[..D], &[Payload::new().with("year", "x")])
             .is_err()

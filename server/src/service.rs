@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gyre::{Cancel, Collection, CollectionConfig, Database};
+use gyre::{Cancel, Collection, CollectionConfig, Database, Filter, Payload, ScrollRequest};
 use gyre_proto::v1::{
     self as pb, admin_server::Admin, collections_server::Collections, points_server::Points,
     search_server::Search,
@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Access, Keys};
 use crate::convert::{
-    info_to, metric_from, rerank_from, result_bytes, scored, search_options, variant_from,
+    field_type_from, filter_from, info_to, metric_from, payload_from, payload_to, rerank_from,
+    result_bytes, schema_from, scored, search_options, stats_to, variant_from,
 };
 use crate::errors::{invalid, to_status};
 use crate::metrics::Metrics;
@@ -264,6 +265,8 @@ impl Slots {
 /// given its API name, and an error about the vectors themselves names `field`.
 fn field_error(field: &'static str) -> impl Fn(gyre::Error) -> Status {
     move |e| match e {
+        // The message names the payload field.
+        e @ gyre::Error::PayloadField { .. } => Status::invalid_argument(e.to_string()),
         gyre::Error::InvalidArgument { name, reason } => {
             let api = match name {
                 "rows" | "queries" | "data" | "query" => field,
@@ -362,7 +365,10 @@ impl Collections for Service {
                 if r.segment_rows != 0 {
                     config.segment_rows = r.segment_rows as usize;
                 }
-                let c = db.create_collection(&r.name, config).map_err(to_status)?;
+                let schema = schema_from(&r.payload_schema)?;
+                let c = db
+                    .create_collection_with_schema(&r.name, config, &schema)
+                    .map_err(to_status)?;
                 Ok(info_to(&c.info().map_err(to_status)?))
             },
         )
@@ -440,6 +446,8 @@ struct StreamWriter {
     collection: Option<Collection>,
     ids: Vec<u64>,
     vectors: Vec<f32>,
+    /// One per buffered id once any message carried payloads (empty before).
+    payloads: Vec<Payload>,
     /// Messages received, and how many of them are in the buffer.
     received: u64,
     buffered: u64,
@@ -480,8 +488,21 @@ impl StreamWriter {
             return Err(invalid("ids", "the batch is empty"));
         }
         check_lengths(c, &r)?;
-        c.check_upsert(&r.ids, &r.vectors)
+        let payloads = payloads_of(&r)?;
+        c.check_upsert_with_payloads(&r.ids, &r.vectors, &payloads)
             .map_err(field_error("vectors"))?;
+        if !payloads.is_empty() && self.payloads.is_empty() {
+            // Earlier buffered points have none.
+            self.payloads = vec![Payload::new(); self.ids.len()];
+        }
+        if !self.payloads.is_empty() {
+            if payloads.is_empty() {
+                self.payloads
+                    .extend(std::iter::repeat_n(Payload::new(), r.ids.len()));
+            } else {
+                self.payloads.extend(payloads);
+            }
+        }
         self.ids.extend_from_slice(&r.ids);
         self.vectors.extend_from_slice(&r.vectors);
         self.buffered += 1;
@@ -517,13 +538,15 @@ impl StreamWriter {
         if self.ids.is_empty() {
             return Ok(());
         }
-        let (ids, vectors) = (
+        let (ids, vectors, payloads) = (
             std::mem::take(&mut self.ids),
             std::mem::take(&mut self.vectors),
+            std::mem::take(&mut self.payloads),
         );
         let (batches, points) = (std::mem::take(&mut self.buffered), ids.len() as u64);
         let handle = tokio::task::spawn_blocking(move || {
-            c.upsert(&ids, &vectors).map_err(field_error("vectors"))
+            c.upsert_with_payloads(&ids, &vectors, &payloads)
+                .map_err(field_error("vectors"))
         });
         self.in_flight = Some(InFlight {
             handle,
@@ -586,15 +609,42 @@ fn check_lengths(c: &Collection, r: &pb::UpsertRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// A message's payloads: none, or one per id.
+fn payloads_of(r: &pb::UpsertRequest) -> Result<Vec<Payload>, Status> {
+    if !r.payloads.is_empty() && r.payloads.len() != r.ids.len() {
+        return Err(invalid(
+            "payloads",
+            format!(
+                "{} payloads for {} ids: send none or one per id",
+                r.payloads.len(),
+                r.ids.len()
+            ),
+        ));
+    }
+    r.payloads.iter().map(payload_from).collect()
+}
+
 fn upsert_batch(db: &Database, r: &pb::UpsertRequest, name: &str) -> Result<u64, Status> {
     let c = open_collection(db, "collection", name)?;
     if r.ids.is_empty() {
         return Err(invalid("ids", "the batch is empty"));
     }
     check_lengths(&c, r)?;
-    c.upsert(&r.ids, &r.vectors)
+    let payloads = payloads_of(r)?;
+    c.upsert_with_payloads(&r.ids, &r.vectors, &payloads)
         .map_err(field_error("vectors"))?;
     Ok(r.ids.len() as u64)
+}
+
+/// A request's optional filter as the engine's (`None` when unset or empty).
+fn filter_of(f: Option<&pb::Filter>, field: &str) -> Result<Option<Filter>, Status> {
+    match f {
+        Some(f) => {
+            let f = filter_from(f, field)?;
+            Ok((!f.is_empty()).then_some(f))
+        }
+        None => Ok(None),
+    }
 }
 
 #[tonic::async_trait]
@@ -734,14 +784,7 @@ impl Points for Service {
                     .map_err(to_status)?
                     .into_iter()
                     .flatten()
-                    .map(|p| pb::Point {
-                        id: p.id,
-                        vector: if r.with_vectors {
-                            p.vector.unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        },
-                    })
+                    .map(|p| point_to(p, r.with_vectors, r.with_payload))
                     .collect();
                 Ok(pb::GetPointsResponse { points })
             },
@@ -761,12 +804,98 @@ impl Points for Service {
             Kind::Plain,
             move |db, _ctx| {
                 let c = open_collection(&db, "collection", &r.collection)?;
+                let filter = filter_of(r.filter.as_ref(), "filter")?;
                 Ok(pb::CountResponse {
-                    count: c.len() as u64,
+                    count: c.count(filter.as_ref()).map_err(field_error("filter"))?,
                 })
             },
         )
         .await
+    }
+
+    async fn delete_by_filter(
+        &self,
+        req: Request<pb::DeleteByFilterRequest>,
+    ) -> Result<Response<pb::DeletePointsResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run(
+            "Points/DeleteByFilter",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _ctx| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                let Some(filter) = filter_of(r.filter.as_ref(), "filter")? else {
+                    return Err(invalid(
+                        "filter",
+                        "an empty filter matches every point: pass at least one condition",
+                    ));
+                };
+                let deleted = c.delete_by_filter(&filter).map_err(field_error("filter"))?;
+                Ok(pb::DeletePointsResponse {
+                    deleted: deleted as u64,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn scroll(
+        &self,
+        req: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        let limits = self.limits;
+        self.run(
+            "Points/Scroll",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _ctx| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+                limits.check_results(
+                    "this Scroll page",
+                    limit,
+                    result_bytes(c.config().dim, r.with_vectors),
+                )?;
+                let page = c
+                    .scroll(&ScrollRequest {
+                        after: r.after,
+                        limit,
+                        filter: filter_of(r.filter.as_ref(), "filter")?,
+                        with_vectors: r.with_vectors,
+                        with_payload: r.with_payload,
+                    })
+                    .map_err(field_error("filter"))?;
+                Ok(pb::ScrollResponse {
+                    points: page
+                        .points
+                        .into_iter()
+                        .map(|p| point_to(p, r.with_vectors, r.with_payload))
+                        .collect(),
+                    next_after: page.next,
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// An engine point as the API's.
+fn point_to(p: gyre::Point, with_vectors: bool, with_payload: bool) -> pb::Point {
+    pb::Point {
+        id: p.id,
+        vector: if with_vectors {
+            p.vector.unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        payload: if with_payload {
+            payload_to(p.payload.as_ref())
+        } else {
+            Default::default()
+        },
     }
 }
 
@@ -792,12 +921,15 @@ impl Search for Service {
                     k,
                     result_bytes(c.config().dim, r.with_vectors),
                 )?;
-                let opts = ctx.options(c.config(), r.params.as_ref(), &r.allow_ids)?;
+                let mut opts = ctx.options(c.config(), r.params.as_ref(), &r.allow_ids)?;
+                opts.filter = filter_of(r.filter.as_ref(), "filter")?;
+                let filtered = opts.filter.is_some();
                 let found = c
-                    .search(&r.vector, k, &opts)
+                    .search_with_stats(&r.vector, k, &opts)
                     .map_err(field_error("vector"))?;
                 Ok(pb::SearchResponse {
-                    results: scored(&c, found, r.with_vectors)?,
+                    results: scored(&c, found.hits, r.with_vectors, r.with_payload)?,
+                    filter_stats: filtered.then(|| stats_to(&found.filter)),
                 })
             },
         )
@@ -838,15 +970,36 @@ impl Search for Service {
                     queries.saturating_mul(k),
                     result_bytes(d, r.with_vectors),
                 )?;
-                let opts = ctx.options(c.config(), r.params.as_ref(), &r.allow_ids)?;
+                let mut opts = ctx.options(c.config(), r.params.as_ref(), &r.allow_ids)?;
+                opts.filter = filter_of(r.filter.as_ref(), "filter")?;
+                if !r.filters.is_empty() && r.filters.len() != queries {
+                    return Err(invalid(
+                        "filters",
+                        format!(
+                            "{} filters for {queries} queries: send none or one per query",
+                            r.filters.len()
+                        ),
+                    ));
+                }
+                if !r.filters.is_empty() && r.filter.is_some() {
+                    return Err(invalid("filters", "set filter or filters, not both"));
+                }
+                let filters = r
+                    .filters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| filter_of(Some(f), &format!("filters[{i}]")))
+                    .collect::<Result<Vec<_>, Status>>()?;
+                let filtered = opts.filter.is_some() || filters.iter().any(Option::is_some);
                 let found = c
-                    .search_batch(&r.vectors, k, &opts)
+                    .search_batch_filtered(&r.vectors, k, &opts, &filters)
                     .map_err(field_error("vectors"))?;
                 let results = found
                     .into_iter()
                     .map(|f| {
                         Ok(pb::SearchResponse {
-                            results: scored(&c, f, r.with_vectors)?,
+                            results: scored(&c, f.hits, r.with_vectors, r.with_payload)?,
+                            filter_stats: filtered.then(|| stats_to(&f.filter)),
                         })
                     })
                     .collect::<Result<_, Status>>()?;
@@ -893,6 +1046,27 @@ impl Admin for Service {
                 Ok(pb::CompactResponse {
                     compacted: c.compact().map_err(to_status)?,
                 })
+            },
+        )
+        .await
+    }
+
+    async fn create_field_index(
+        &self,
+        req: Request<pb::CreateFieldIndexRequest>,
+    ) -> Result<Response<pb::CreateFieldIndexResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run(
+            "Admin/CreateFieldIndex",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _ctx| {
+                let c = open_collection(&db, "collection", &r.collection)?;
+                let kind = field_type_from(r.r#type, "type")?;
+                c.create_field_index(&r.field, kind)
+                    .map_err(field_error("field"))?;
+                Ok(pb::CreateFieldIndexResponse {})
             },
         )
         .await

@@ -40,6 +40,7 @@ async fn create_load_search_delete_restart() {
     let data = rows(300, d, 1);
     let batches: Vec<pb::UpsertRequest> = (0..3)
         .map(|b| pb::UpsertRequest {
+            payloads: Vec::new(),
             collection: if b == 0 { "docs".into() } else { String::new() },
             ids: (b * 100..(b + 1) * 100).collect(),
             vectors: data[b as usize * 100 * d..(b as usize + 1) * 100 * d].to_vec(),
@@ -52,7 +53,10 @@ async fn create_load_search_delete_restart() {
         .unwrap()
         .into_inner();
     assert_eq!((sent.upserted, sent.batches), (300, 3));
-    let count = |n| pb::CountRequest { collection: n };
+    let count = |n| pb::CountRequest {
+        filter: None,
+        collection: n,
+    };
     assert_eq!(
         points
             .count(count("docs".into()))
@@ -114,6 +118,7 @@ async fn create_load_search_delete_restart() {
     // Get and delete.
     let g = points
         .get(pb::GetPointsRequest {
+            with_payload: false,
             collection: "docs".into(),
             ids: vec![5, 999],
             with_vectors: true,
@@ -181,6 +186,7 @@ async fn create_load_search_delete_restart() {
     );
     let g = points
         .get(pb::GetPointsRequest {
+            with_payload: false,
             collection: "docs".into(),
             ids: vec![5, 7],
             with_vectors: true,
@@ -227,6 +233,7 @@ async fn every_error_has_its_status_code() {
         (s.code(), s.message().to_string())
     };
     let up = |ids: Vec<u64>, vectors: Vec<f32>| pb::UpsertRequest {
+        payloads: Vec::new(),
         collection: "c".into(),
         ids,
         vectors,
@@ -247,6 +254,7 @@ async fn every_error_has_its_status_code() {
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = points
         .count(pb::CountRequest {
+            filter: None,
             collection: "nope".into(),
         })
         .await
@@ -370,6 +378,7 @@ async fn api_keys_guard_every_rpc_but_health() {
         .await
         .unwrap();
     let up = pb::UpsertRequest {
+        payloads: Vec::new(),
         collection: "k".into(),
         ids: vec![1, 2],
         vectors: rows(2, 8, 1),
@@ -413,6 +422,7 @@ async fn api_keys_guard_every_rpc_but_health() {
     let e = points
         .count(with_key(
             pb::CountRequest {
+                filter: None,
                 collection: "k".into(),
             },
             None,
@@ -447,6 +457,7 @@ async fn deadlines_are_honoured() {
     cols.create(create("slow", d as u32)).await.unwrap();
     points
         .upsert(pb::UpsertRequest {
+            payloads: Vec::new(),
             collection: "slow".into(),
             ids: (0..40_000).collect(),
             vectors: rows(40_000, d, 8),
@@ -472,6 +483,7 @@ async fn deadlines_are_honoured() {
     assert!(t.elapsed() < Duration::from_secs(3));
     let n = points
         .count(pb::CountRequest {
+            filter: None,
             collection: "slow".into(),
         })
         .await

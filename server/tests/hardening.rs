@@ -21,6 +21,7 @@ use common::{
 fn up(name: &str, ids: std::ops::Range<u64>, d: usize, seed: u32) -> pb::UpsertRequest {
     let n = (ids.end - ids.start) as usize;
     pb::UpsertRequest {
+        payloads: Vec::new(),
         collection: name.into(),
         ids: ids.collect(),
         vectors: rows(n, d, seed),
@@ -31,6 +32,7 @@ fn up(name: &str, ids: std::ops::Range<u64>, d: usize, seed: u32) -> pb::UpsertR
 async fn count(points: &mut PointsClient<tonic::transport::Channel>, name: &str) -> u64 {
     points
         .count(pb::CountRequest {
+            filter: None,
             collection: name.into(),
         })
         .await
@@ -411,6 +413,7 @@ async fn responses_are_bounded() {
     // Get: one id repeated 100,000 times is one point; 6,000 distinct ids are refused.
     let g = points
         .get(pb::GetPointsRequest {
+            with_payload: false,
             collection: "r".into(),
             ids: vec![7; 100_000],
             with_vectors: true,
@@ -422,6 +425,7 @@ async fn responses_are_bounded() {
     assert_eq!(g.points[0].id, 7);
     let e = points
         .get(pb::GetPointsRequest {
+            with_payload: false,
             collection: "r".into(),
             ids: (0..6000).collect(),
             with_vectors: false,
@@ -585,6 +589,7 @@ async fn errors_do_not_echo_unbounded_input() {
     let huge = "n".repeat(1 << 20);
     let e = points
         .count(pb::CountRequest {
+            filter: None,
             collection: huge.clone(),
         })
         .await
@@ -626,6 +631,7 @@ async fn extreme_magnitudes_are_refused_or_exact() {
     let data = rows(500, d, 5);
     points
         .upsert(pb::UpsertRequest {
+            payloads: Vec::new(),
             collection: "tiny".into(),
             ids: (0..500).collect(),
             vectors: data.clone(),
@@ -666,6 +672,7 @@ async fn extreme_magnitudes_are_refused_or_exact() {
     }
     let e = points
         .upsert(pb::UpsertRequest {
+            payloads: Vec::new(),
             collection: "tiny".into(),
             ids: vec![9999],
             vectors: vec![1e-45; d],

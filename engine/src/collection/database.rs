@@ -14,8 +14,8 @@ use std::sync::{Arc, RwLock};
 
 use super::{Collection, CollectionConfig, CollectionInfo};
 use crate::directory::{Directory, LocalDirectory, LockGuard};
-use crate::payload::Schema;
 use crate::error::{Error, Result};
+use crate::payload::Schema;
 
 const CREATING: &str = ".creating-";
 const DROPPING: &str = ".dropping-";

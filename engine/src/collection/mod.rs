@@ -475,7 +475,10 @@ impl Collection {
             }
             let mut o = opts.clone();
             o.filter = f.clone();
-            for (q, r) in members.into_iter().zip(self.search_batch_with_stats(&sub, k, &o)?) {
+            for (q, r) in members
+                .into_iter()
+                .zip(self.search_batch_with_stats(&sub, k, &o)?)
+            {
                 out[q] = Some(r);
             }
         }
@@ -666,7 +669,11 @@ impl Collection {
         picked.sort_unstable_by_key(|p| p.id);
         let more = picked.len() > limit;
         picked.truncate(limit);
-        let next = if more { picked.last().map(|p| p.id) } else { None };
+        let next = if more {
+            picked.last().map(|p| p.id)
+        } else {
+            None
+        };
         Ok(ScrollPage {
             points: picked,
             next,
@@ -767,6 +774,7 @@ impl Collection {
             segments: seg_infos,
             disk_bytes,
             resident_bytes: self.inner.dir.resident_bytes(&names),
+            schema: self.inner.schema()?,
         })
     }
 }

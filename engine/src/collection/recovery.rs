@@ -13,14 +13,14 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use super::commit::Writer;
-use super::schema as schema_file;
-use crate::payload::Schema;
 use super::manifest::{self, Manifest};
 use super::memtable::MemTable;
+use super::schema as schema_file;
 use super::snapshot::{Op, SegState, State, apply_op};
 use super::{Collection, CollectionConfig, Durability, Inner, Recovery};
 use crate::directory::{Directory, LockGuard};
 use crate::error::{Error, Result};
+use crate::payload::Schema;
 use crate::search::flat::encode_rows;
 use crate::search::view::Shape;
 use crate::segment::{self, Segment};

@@ -15,10 +15,10 @@ use roaring::RoaringBitmap;
 
 use super::commit::Writer;
 use super::publish::{Edit, publish};
-use crate::payload::PayloadRows;
 use super::snapshot::{Frozen, SegState, remap_late};
 use super::{Collection, poisoned};
 use crate::error::{Error, Result};
+use crate::payload::PayloadRows;
 use crate::search::FlatIndex;
 use crate::segment::{self, Segment};
 use crate::wal::WalWriter;

@@ -16,10 +16,10 @@ use super::memtable::{Chunks, MemTable};
 use crate::error::Result;
 use crate::payload::filter::RowSource;
 use crate::payload::{FieldIndex, Filter, FilterStats, PayloadRows, PayloadSlice};
-use crate::segment::FieldIndexes;
 use crate::search::flat::Encoded;
 use crate::search::view::{Shape, View};
 use crate::search::{Cancel, LiveMask};
+use crate::segment::FieldIndexes;
 use crate::segment::Segment;
 
 /// A segment as the current state sees it: the file and which of its rows are deleted.

@@ -3,7 +3,7 @@
 use roaring::RoaringTreemap;
 
 use super::CollectionConfig;
-use crate::payload::{Filter, FilterStats, Payload};
+use crate::payload::{Filter, FilterStats, Payload, Schema};
 use crate::search::{Cancel, Neighbor, SearchParams};
 
 /// Search options of a collection.
@@ -98,6 +98,8 @@ pub struct CollectionInfo {
     pub disk_bytes: u64,
     /// Bytes of the segment files resident in memory (Linux only; `None` elsewhere).
     pub resident_bytes: Option<u64>,
+    /// The payload fields: types and indexes.
+    pub schema: Schema,
 }
 
 impl CollectionInfo {

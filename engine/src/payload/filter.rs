@@ -272,11 +272,8 @@ impl Condition {
                 matches!(raw(field), Some(Raw::Bool(b)) if b == *value)
             }
             Condition::AnyKeyword { field, values } => raw(field).is_some_and(|r| {
-                r.keywords().any(|k| {
-                    values
-                        .binary_search_by(|v| v.as_bytes().cmp(k))
-                        .is_ok()
-                })
+                r.keywords()
+                    .any(|k| values.binary_search_by(|v| v.as_bytes().cmp(k)).is_ok())
             }),
             Condition::AnyInteger { field, values } => {
                 raw(field).is_some_and(|r| r.integers().any(|x| values.binary_search(&x).is_ok()))
@@ -527,7 +524,10 @@ mod tests {
             &self.payloads[row as usize]
         }
         fn index(&self, field: &str) -> Option<&FieldIndex> {
-            self.indexes.iter().find(|(f, _)| f == field).map(|(_, i)| i)
+            self.indexes
+                .iter()
+                .find(|(f, _)| f == field)
+                .map(|(_, i)| i)
         }
     }
 
@@ -567,7 +567,9 @@ mod tests {
             Filter::new().must(Condition::has_id([1000, 1005, 1299, 5])),
             Filter::new().must(Condition::is_empty("lang")),
             Filter::new().must(Condition::is_empty("tags")),
-            Filter::new().should(c("lang", "de")).should(c("lang", "fr")),
+            Filter::new()
+                .should(c("lang", "de"))
+                .should(c("lang", "fr")),
             Filter::new()
                 .must(Condition::boolean("public", true))
                 .must_not(c("lang", "en"))
@@ -659,14 +661,26 @@ mod tests {
     fn bad_filters_name_the_field() {
         let (_, schema) = data();
         let bad = [
-            (Filter::new().must(Condition::keyword("nope", "x")), "unknown field"),
-            (Filter::new().must(Condition::keyword("year", "x")), "integer values"),
-            (Filter::new().must(Condition::integer("lang", 1)), "keyword values"),
+            (
+                Filter::new().must(Condition::keyword("nope", "x")),
+                "unknown field",
+            ),
+            (
+                Filter::new().must(Condition::keyword("year", "x")),
+                "integer values",
+            ),
+            (
+                Filter::new().must(Condition::integer("lang", 1)),
+                "keyword values",
+            ),
             (
                 Filter::new().must(Condition::range("lang", Range::new().gt(1.0))),
                 "a range does not apply",
             ),
-            (Filter::new().must(Condition::boolean("score", true)), "float values"),
+            (
+                Filter::new().must(Condition::boolean("score", true)),
+                "float values",
+            ),
             (
                 Filter::new().must(Condition::range("score", Range::new().gt(f64::NAN))),
                 "NaN",
@@ -697,6 +711,9 @@ mod tests {
                 indexed: true,
             },
         );
-        Filter::new().must(Condition::keyword("lang", "en")).check(&s).unwrap();
+        Filter::new()
+            .must(Condition::keyword("lang", "en"))
+            .check(&s)
+            .unwrap();
     }
 }

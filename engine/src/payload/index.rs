@@ -139,10 +139,9 @@ impl FieldIndex {
     /// does not answer it.
     pub fn rows(&self, c: &Condition, n: u32) -> Option<RoaringBitmap> {
         Some(match (self, c) {
-            (FieldIndex::Keyword { values, .. }, Condition::MatchKeyword { value, .. }) => values
-                .get(value.as_bytes())
-                .cloned()
-                .unwrap_or_default(),
+            (FieldIndex::Keyword { values, .. }, Condition::MatchKeyword { value, .. }) => {
+                values.get(value.as_bytes()).cloned().unwrap_or_default()
+            }
             (FieldIndex::Keyword { values, .. }, Condition::AnyKeyword { values: any, .. }) => {
                 let mut out = RoaringBitmap::new();
                 for v in any {
@@ -160,7 +159,10 @@ impl FieldIndex {
                 let hi = values.partition_point(|x| x <= value);
                 sorted_rows(&rows[lo..hi])
             }
-            (FieldIndex::Integer { values, rows, .. }, Condition::AnyInteger { values: any, .. }) => {
+            (
+                FieldIndex::Integer { values, rows, .. },
+                Condition::AnyInteger { values: any, .. },
+            ) => {
                 let mut picked = Vec::new();
                 for v in any {
                     let lo = values.partition_point(|x| x < v);

@@ -363,9 +363,7 @@ impl<'a> Raw<'a> {
             Raw::Float(x) => Some(x),
             _ => None,
         };
-        float
-            .into_iter()
-            .chain(self.integers().map(|x| x as f64))
+        float.into_iter().chain(self.integers().map(|x| x as f64))
     }
 
     /// True for an empty list.
@@ -712,7 +710,10 @@ mod tests {
         assert_eq!(b.len(), p.encoded_len());
         assert!(check_encoded(&b));
         assert_eq!(Payload::decode(&b).unwrap(), p);
-        assert_eq!(field(&b, "year").unwrap().integers().collect::<Vec<_>>(), [2024]);
+        assert_eq!(
+            field(&b, "year").unwrap().integers().collect::<Vec<_>>(),
+            [2024]
+        );
         assert_eq!(
             field(&b, "tags").unwrap().keywords().collect::<Vec<_>>(),
             [b"a".as_slice(), "bé".as_bytes()]

@@ -23,14 +23,14 @@ use std::path::{Path, PathBuf};
 use crate::directory::{Directory, FileBytes, FileWriter};
 use crate::error::{Error, Result};
 use crate::fsio::{u32_at, u64_at};
-use crate::payload::{FieldIndex, PayloadSlice, Schema};
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use crate::metric::Metric;
+use crate::payload::{FieldIndex, PayloadSlice, Schema};
 use crate::quantizer::layout::{BLOCK, BlockedCodes};
 use crate::quantizer::{QuantizerConfig, RotationKind, Variant, VectorScalars};
 use crate::search::RerankStorage;
 use crate::search::view::{Columns, Shape, VectorsRef, View};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// First bytes of a segment file.
 pub const MAGIC: &[u8; 8] = b"GYRESEG1";
@@ -1054,7 +1054,9 @@ fn read_table_v1(
     if end + footer_v1_bytes() != len {
         return Err("sections do not fill the file".into());
     }
-    Ok(known_entries(&offsets, lens, KINDS_V1, |i| u32_at(f, 4 * i)))
+    Ok(known_entries(&offsets, lens, KINDS_V1, |i| {
+        u32_at(f, 4 * i)
+    }))
 }
 
 /// The file name of segment `id`.
