@@ -12,6 +12,7 @@
 mod churn;
 mod common;
 mod distortion;
+mod filtered;
 mod grpc;
 mod ingest;
 mod recall;

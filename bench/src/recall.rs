@@ -55,27 +55,27 @@ pub struct Args {
     metric: Option<String>,
     /// Neighbours per query.
     #[arg(long, default_value_t = 10)]
-    k: usize,
+    pub k: usize,
     /// Algorithms to run.
     #[arg(long, value_delimiter = ',', default_value = "gyre,exact")]
     algorithm: Vec<Algorithm>,
     /// Bits per coordinate (gyre).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    bits: Vec<u8>,
+    pub bits: Vec<u8>,
     /// Candidates kept by the first (integer) stage, as multiples of k (gyre).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
-    oversample: Vec<usize>,
+    pub oversample: Vec<usize>,
     /// Staged search for 4-bit indexes: sign-plane shortlist factors to try (0 = a plain scan
     /// of the full codes), e.g. 0,8,16.
     #[arg(long, value_delimiter = ',', default_value = "16")]
-    staged: Vec<usize>,
+    pub staged: Vec<usize>,
     /// With rerank: target recalls for the bound-based candidate count (0 = rerank every
     /// candidate of k × oversample), e.g. 0,0.99.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     target_recall: Vec<f32>,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
-    rerank: Vec<RerankStorage>,
+    pub rerank: Vec<RerankStorage>,
     /// Where gyre's index lives: memory (FlatIndex) or disk (a collection; see --data-dir).
     #[arg(long, default_value = "memory")]
     storage: Storage,
@@ -87,37 +87,43 @@ pub struct Args {
     target: Option<String>,
     /// Data directory for --storage disk (its `recall-*` collections are replaced).
     #[arg(long, default_value = "gyre-bench-data")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Quantizer variant (gyre).
     #[arg(long, default_value = "mse")]
-    variant: Variant,
+    pub variant: Variant,
     /// Rotation (gyre).
     #[arg(long, default_value = "hadamard")]
-    rotation: RotationKind,
+    pub rotation: RotationKind,
     /// Quantizer seed (gyre).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// Thread counts to run with.
     #[arg(long, value_delimiter = ',', default_value = "1")]
-    threads: Vec<usize>,
+    pub threads: Vec<usize>,
     /// batch, single, or both.
     #[arg(long, value_delimiter = ',', default_value = "batch")]
-    mode: Vec<Mode>,
+    pub mode: Vec<Mode>,
     /// Timed runs per configuration (the best is reported).
     #[arg(long, default_value_t = 3)]
-    runs: usize,
+    pub runs: usize,
     /// Use only the first N queries.
     #[arg(long)]
     queries: Option<usize>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Directory for CSV, JSON Lines, Markdown and charts.
     #[arg(long, default_value = "results")]
     out: PathBuf,
     /// File stem of the outputs (default: `<dataset>-gyre`).
     #[arg(long)]
     name: Option<String>,
+    /// Filtered search instead (on-disk collections): synthetic keyword and integer payloads
+    /// from fixed seeds, filters passing these fractions of the points (e.g.
+    /// 0.5,0.1,0.01,0.001), recall against the exact filtered neighbours; rows carry
+    /// `filter_selectivity` and `filter_kind`. An unfiltered run comes first for reference.
+    #[arg(long, value_delimiter = ',')]
+    pub filter_selectivity: Vec<f64>,
 }
 
 /// Resident set size in bytes, when the platform tells.
@@ -201,13 +207,13 @@ pub fn recall(
 use crate::common::percentile;
 
 /// Runs one configuration `runs` times and keeps the best timing.
-struct Timing {
-    qps: f64,
-    latencies_ms: Option<Vec<f64>>,
-    results: Vec<Vec<Neighbor>>,
+pub(crate) struct Timing {
+    pub qps: f64,
+    pub latencies_ms: Option<Vec<f64>>,
+    pub results: Vec<Vec<Neighbor>>,
 }
 
-fn time_queries(
+pub(crate) fn time_queries(
     pool: &rayon::ThreadPool,
     mode: Mode,
     runs: usize,
@@ -358,6 +364,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         distance.name(),
         args.k
     );
+    if !args.filter_selectivity.is_empty() {
+        let rows = crate::filtered::run(args, &ds, distance, &dataset_name)?;
+        return write_outputs(args, &dataset_name, &rows, "filtered");
+    }
     let cpu = cpu_name();
     let metric = distance.metric();
     let max_threads = args.threads.iter().copied().max().unwrap_or(1);
@@ -635,6 +645,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                         isa: built.isa.into(),
                         queries: nq,
                         runs: args.runs,
+                        filter_selectivity: None,
+                        filter_kind: None,
                     };
                     if args.json {
                         bar.suspend(|| {
@@ -664,12 +676,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
     bar.finish_and_clear();
+    write_outputs(args, &dataset_name, &rows, "gyre")
+}
 
+/// CSV, JSON Lines, Markdown and charts of `rows` under `--out`, named `--name` or
+/// `<dataset>-<what>`.
+fn write_outputs(args: &Args, dataset_name: &str, rows: &[Row], what: &str) -> Result<(), String> {
+    let rows = rows.to_vec();
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let stem = args.out.join(
         args.name
             .clone()
-            .unwrap_or_else(|| format!("{dataset_name}-gyre")),
+            .unwrap_or_else(|| format!("{dataset_name}-{what}")),
     );
     let csv = stem.with_extension("csv");
     report::write_csv(&csv, &rows)?;

@@ -31,6 +31,13 @@ pub struct Row {
     pub isa: String,
     pub queries: usize,
     pub runs: usize,
+    /// Filtered runs (`recall --filter-selectivity`): the fraction of points the filter passes
+    /// (1 for the unfiltered reference run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_selectivity: Option<f64>,
+    /// Filtered runs: `keyword`, `range`, or `none` for the unfiltered reference run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_kind: Option<String>,
 }
 
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), String> {

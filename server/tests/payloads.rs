@@ -181,7 +181,10 @@ async fn payloads_and_filters_end_to_end() {
         .unwrap()
         .into_inner();
     assert!(b.results[0].results.iter().all(|p| p.id % 4 == 1));
-    assert_eq!(b.results[1].results[0].id, 1, "query 1 is point 1's own vector");
+    assert_eq!(
+        b.results[1].results[0].id, 1,
+        "query 1 is point 1's own vector"
+    );
     assert!(
         b.results[2]
             .results

@@ -104,20 +104,23 @@ impl Inner {
     }
 }
 
-/// Rows scored one by one instead of scanning their blocks, when a restricted source's
-/// allowed rows are at most this fraction (1 / DIRECT_RATIO) of the rows in the blocks a scan
-/// would read: scoring a row directly costs about this many rows of block scan. Measured with
-/// `gyre-bench recall --filter-selectivity` (docs-minilm, 4 bits).
-const DIRECT_RATIO: usize = 16;
+/// Rows are scored one by one instead of scanning their blocks when a restricted source's
+/// allowed rows are at most 1 / ratio of the rows in the blocks a scan would read: scoring a
+/// row directly costs about `ratio` rows of block scan. A batch shares each block load among
+/// its queries, so its scan is cheaper per row and its ratio higher. Measured with
+/// `gyre-bench recall --filter-selectivity 0.1,0.05,0.02 --staged 0 --mode batch,single`
+/// (docs-minilm, 4 bits, ratios 1, 4, 16, 64 tried): 16 for batches, 4 for single queries.
+const DIRECT_RATIO_BATCH: usize = 16;
+const DIRECT_RATIO_SINGLE: usize = 4;
 
 /// The allowed rows of `masks` when scoring them directly beats scanning their blocks.
-fn direct_rows(masks: &[u32]) -> Option<Vec<u32>> {
+fn direct_rows(masks: &[u32], ratio: usize) -> Option<Vec<u32>> {
     let (mut allowed, mut blocks) = (0usize, 0usize);
     for &w in masks {
         allowed += w.count_ones() as usize;
         blocks += usize::from(w != 0);
     }
-    if allowed.saturating_mul(DIRECT_RATIO) > blocks * crate::quantizer::layout::BLOCK {
+    if allowed.saturating_mul(ratio) > blocks * crate::quantizer::layout::BLOCK {
         return None;
     }
     let mut rows = Vec::with_capacity(allowed);
@@ -404,7 +407,7 @@ impl Collection {
                     None => view.exact_search(query, k, masks, &opts.cancel, split),
                     Some(p) => {
                         let params = view.params_for(&opts.params, k);
-                        if restricted && let Some(rows) = direct_rows(masks) {
+                        if restricted && let Some(rows) = direct_rows(masks, DIRECT_RATIO_SINGLE) {
                             return view.search_rows(query, p, 0, k, &params, &rows);
                         }
                         view.search_prepared(query, p, 0, k, &params, masks, split)
@@ -524,7 +527,7 @@ impl Collection {
                     }
                     Some(p) => {
                         let params = view.params_for(&opts.params, k);
-                        if restricted && let Some(rows) = direct_rows(masks) {
+                        if restricted && let Some(rows) = direct_rows(masks, DIRECT_RATIO_BATCH) {
                             use rayon::prelude::*;
                             return queries
                                 .par_chunks(d)

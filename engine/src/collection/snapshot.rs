@@ -279,12 +279,7 @@ impl SegState {
         if let Some(f) = restrict.filter.filter(|f| !f.is_empty())
             && !mask.is_empty()
         {
-            let rows = f.rows(&SegRows::new(&self.seg), stats);
-            let mut passed = LiveMask::none(self.seg.rows());
-            for r in rows {
-                passed.set(r as usize);
-            }
-            mask = mask.and(&passed);
+            mask = f.rows_within(&SegRows::new(&self.seg), Some(&mask), stats);
         }
         stats.matched_rows += mask.count() as u64;
         Some(mask)

@@ -14,10 +14,9 @@
 
 use std::collections::BTreeSet;
 
-use roaring::RoaringBitmap;
-
 use super::{FieldIndex, FieldType, Raw, Schema};
 use crate::error::{Error, Result};
+use crate::search::LiveMask;
 
 /// Deepest nesting a filter may have.
 pub const MAX_DEPTH: usize = 16;
@@ -393,60 +392,52 @@ impl Filter {
     }
 
     /// The rows of `src` that pass (a checked filter), through its indexes where it has them.
-    pub fn rows(&self, src: &dyn RowSource, stats: &mut FilterStats) -> RoaringBitmap {
+    pub fn rows(&self, src: &dyn RowSource, stats: &mut FilterStats) -> LiveMask {
         self.rows_within(src, None, stats)
     }
 
     /// [`rows`](Self::rows) restricted to `within` (all rows when `None`): conditions without
     /// an index then test only those rows.
-    fn rows_within(
+    pub fn rows_within(
         &self,
         src: &dyn RowSource,
-        within: Option<&RoaringBitmap>,
+        within: Option<&LiveMask>,
         stats: &mut FilterStats,
-    ) -> RoaringBitmap {
+    ) -> LiveMask {
         // Indexed conditions first: they narrow the rows the scans must test.
         let mut must: Vec<&Condition> = self.must.iter().collect();
         must.sort_by_key(|c| !cheap(c, src));
-        let mut acc: Option<RoaringBitmap> = within.cloned();
+        let mut acc: Option<LiveMask> = within.cloned();
         for c in must {
             let rows = condition_rows(c, src, acc.as_ref(), stats);
-            acc = Some(match acc {
-                Some(a) => a & rows,
-                None => rows,
-            });
+            match &mut acc {
+                Some(a) => a.and_assign(&rows),
+                None => acc = Some(rows),
+            }
             if acc.as_ref().is_some_and(|a| a.is_empty()) {
-                return RoaringBitmap::new();
+                return LiveMask::none(src.rows() as usize);
             }
         }
         if !self.should.is_empty() {
-            let mut any = RoaringBitmap::new();
+            let mut any = LiveMask::none(src.rows() as usize);
             for c in &self.should {
-                any |= condition_rows(c, src, acc.as_ref(), stats);
+                any.or_assign(&condition_rows(c, src, acc.as_ref(), stats));
             }
-            acc = Some(match acc {
-                Some(a) => a & any,
-                None => any,
-            });
+            match &mut acc {
+                Some(a) => a.and_assign(&any),
+                None => acc = Some(any),
+            }
         }
-        let mut out = acc.unwrap_or_else(|| all_rows(src.rows()));
+        let mut out = acc.unwrap_or_else(|| LiveMask::all(src.rows() as usize));
         for c in &self.must_not {
             if out.is_empty() {
                 break;
             }
             let hit = condition_rows(c, src, Some(&out), stats);
-            out -= hit;
+            out.and_not_assign(&hit);
         }
         out
     }
-}
-
-fn all_rows(n: u32) -> RoaringBitmap {
-    let mut b = RoaringBitmap::new();
-    if n > 0 {
-        b.insert_range(0..n);
-    }
-    b
 }
 
 /// True when `c` is answered without reading payloads.
@@ -462,16 +453,24 @@ fn cheap(c: &Condition, src: &dyn RowSource) -> bool {
 fn condition_rows(
     c: &Condition,
     src: &dyn RowSource,
-    within: Option<&RoaringBitmap>,
+    within: Option<&LiveMask>,
     stats: &mut FilterStats,
-) -> RoaringBitmap {
-    let restrict = |b: RoaringBitmap| match within {
-        Some(w) => b & w,
-        None => b,
+) -> LiveMask {
+    let n = src.rows() as usize;
+    let restrict = |mut b: LiveMask| {
+        if let Some(w) = within {
+            b.and_assign(w);
+        }
+        b
     };
     match c {
         Condition::HasId(ids) => {
-            let rows: RoaringBitmap = ids.iter().filter_map(|&id| src.row_of(id)).collect();
+            let mut rows = LiveMask::none(n);
+            for &id in ids {
+                if let Some(r) = src.row_of(id) {
+                    rows.set(r as usize);
+                }
+            }
             return restrict(rows);
         }
         Condition::Filter(f) => return f.rows_within(src, within, stats),
@@ -479,23 +478,29 @@ fn condition_rows(
     }
     let field = c.field().expect("a field condition");
     if let Some(ix) = src.index(field)
-        && let Some(rows) = ix.rows(c, src.rows())
+        && let Some(rows) = ix.rows(c, n)
     {
         return restrict(rows);
     }
     // No index: test the stored values of the rows in question.
     stats.unindexed_fields.insert(field.to_string());
-    let test = |row: u32| c.holds(src.id(row), src.payload(row));
+    let mut out = LiveMask::none(n);
+    let mut test = |row: usize| {
+        if c.holds(src.id(row as u32), src.payload(row as u32)) {
+            out.set(row);
+        }
+    };
     match within {
         Some(w) => {
-            stats.payloads_scanned += w.len();
-            w.iter().filter(|&r| test(r)).collect()
+            stats.payloads_scanned += w.count() as u64;
+            w.iter().for_each(&mut test);
         }
         None => {
-            stats.payloads_scanned += u64::from(src.rows());
-            (0..src.rows()).filter(|&r| test(r)).collect()
+            stats.payloads_scanned += n as u64;
+            (0..n).for_each(&mut test);
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -619,9 +624,10 @@ mod tests {
         };
         for (fi, f) in filters().iter().enumerate() {
             let f = f.check(&schema).unwrap();
-            let by_rows: RoaringBitmap = (0..300u32)
-                .filter(|&r| f.matches(plain.id(r), plain.payload(r)))
-                .collect();
+            let mut by_rows = LiveMask::none(300);
+            for r in (0..300u32).filter(|&r| f.matches(plain.id(r), plain.payload(r))) {
+                by_rows.set(r as usize);
+            }
             let mut s1 = FilterStats::default();
             let mut s2 = FilterStats::default();
             assert_eq!(f.rows(&plain, &mut s1), by_rows, "filter {fi} (scan)");
@@ -646,7 +652,8 @@ mod tests {
                 _ => None,
             };
             if let Some(e) = expected {
-                assert_eq!(by_rows.iter().collect::<Vec<_>>(), e, "filter {fi}");
+                let got: Vec<u32> = by_rows.iter().map(|r| r as u32).collect();
+                assert_eq!(got, e, "filter {fi}");
             }
             if fi != 0 && fi != 15 && fi != 16 && fi != 9 {
                 assert!(

@@ -1,29 +1,29 @@
-//! Per-segment field indexes: a roaring bitmap of rows per keyword or bool value; for numbers,
-//! every (value, row) pair sorted by value, so a range is two binary searches and a slice.
+//! Per-segment field indexes: the rows of each keyword (increasing) and a row mask per bool
+//! value; for numbers, every (value, row) pair sorted by value, so a range is two binary
+//! searches and a slice. Answers are row masks ([`LiveMask`]), the form the scan reads.
 //!
 //! An index is derived data: built from a segment's payload section when the segment is opened
 //! (or when an index is declared), never stored, so it cannot disagree with the payloads.
 
 use std::collections::HashMap;
 
-use roaring::RoaringBitmap;
-
 use super::{Condition, FieldType, Raw};
+use crate::search::LiveMask;
 
 /// The index of one field over one segment's rows.
 #[derive(Debug, Clone)]
 pub enum FieldIndex {
     /// Rows per keyword.
     Keyword {
-        /// Keyword bytes → rows holding it.
-        values: HashMap<Box<[u8]>, RoaringBitmap>,
+        /// Keyword bytes → the rows holding it, increasing.
+        values: HashMap<Box<[u8]>, Vec<u32>>,
         /// Rows with at least one keyword.
-        present: RoaringBitmap,
+        present: LiveMask,
     },
     /// Rows per bool value.
     Bool {
         /// Rows holding `false`, `true`.
-        by_value: [RoaringBitmap; 2],
+        by_value: [LiveMask; 2],
     },
     /// Integers, sorted.
     Integer {
@@ -32,7 +32,7 @@ pub enum FieldIndex {
         /// The row of each value.
         rows: Vec<u32>,
         /// Rows with at least one value.
-        present: RoaringBitmap,
+        present: LiveMask,
     },
     /// Floats, sorted.
     Float {
@@ -41,7 +41,7 @@ pub enum FieldIndex {
         /// The row of each value.
         rows: Vec<u32>,
         /// Rows with a value.
-        present: RoaringBitmap,
+        present: LiveMask,
     },
 }
 
@@ -55,20 +55,21 @@ impl FieldIndex {
         rows: u32,
         payload: impl Fn(u32) -> &'a [u8],
     ) -> FieldIndex {
+        let n = rows as usize;
         let values = (0..rows).filter_map(|r| Some((r, super::field(payload(r), field)?)));
         match kind {
             FieldType::Keyword => {
-                let mut map: HashMap<Box<[u8]>, RoaringBitmap> = HashMap::new();
-                let mut present = RoaringBitmap::new();
+                let mut map: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+                let mut present = LiveMask::none(n);
                 for (r, raw) in values {
                     for k in raw.keywords() {
-                        present.insert(r);
+                        present.set(r as usize);
                         match map.get_mut(k) {
-                            Some(b) => {
-                                b.insert(r);
-                            }
+                            // A list may repeat a keyword: rows stay distinct.
+                            Some(v) if v.last() == Some(&r) => {}
+                            Some(v) => v.push(r),
                             None => {
-                                map.insert(k.into(), std::iter::once(r).collect());
+                                map.insert(k.into(), vec![r]);
                             }
                         }
                     }
@@ -79,10 +80,10 @@ impl FieldIndex {
                 }
             }
             FieldType::Bool => {
-                let mut by_value = [RoaringBitmap::new(), RoaringBitmap::new()];
+                let mut by_value = [LiveMask::none(n), LiveMask::none(n)];
                 for (r, raw) in values {
                     if let Raw::Bool(b) = raw {
-                        by_value[usize::from(b)].insert(r);
+                        by_value[usize::from(b)].set(r as usize);
                     }
                 }
                 FieldIndex::Bool { by_value }
@@ -92,7 +93,10 @@ impl FieldIndex {
                     .flat_map(|(r, raw)| raw.integers().map(move |x| (x, r)))
                     .collect();
                 pairs.sort_unstable();
-                let present = pairs.iter().map(|p| p.1).collect();
+                let mut present = LiveMask::none(n);
+                for p in &pairs {
+                    present.set(p.1 as usize);
+                }
                 let (values, rows) = pairs.into_iter().unzip();
                 FieldIndex::Integer {
                     values,
@@ -108,7 +112,10 @@ impl FieldIndex {
                     })
                     .collect();
                 pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                let present = pairs.iter().map(|p| p.1).collect();
+                let mut present = LiveMask::none(n);
+                for p in &pairs {
+                    present.set(p.1 as usize);
+                }
                 let (values, rows) = pairs.into_iter().unzip();
                 FieldIndex::Float {
                     values,
@@ -121,32 +128,49 @@ impl FieldIndex {
 
     /// Bytes the index holds in memory (roughly).
     pub fn heap_bytes(&self) -> usize {
+        let mask = |m: &LiveMask| m.words().len() * 4;
         match self {
             FieldIndex::Keyword { values, present } => {
-                present.serialized_size()
+                mask(present)
                     + values
                         .iter()
-                        .map(|(k, b)| k.len() + b.serialized_size() + 32)
+                        .map(|(k, v)| k.len() + 4 * v.len() + 48)
                         .sum::<usize>()
             }
-            FieldIndex::Bool { by_value } => by_value.iter().map(|b| b.serialized_size()).sum(),
-            FieldIndex::Integer { values, .. } => 12 * values.len(),
-            FieldIndex::Float { values, .. } => 12 * values.len(),
+            FieldIndex::Bool { by_value } => by_value.iter().map(mask).sum(),
+            FieldIndex::Integer {
+                values, present, ..
+            } => 12 * values.len() + mask(present),
+            FieldIndex::Float {
+                values, present, ..
+            } => 12 * values.len() + mask(present),
         }
     }
 
-    /// The rows where `c` (a checked condition on this field) holds; `None` when this index
-    /// does not answer it.
-    pub fn rows(&self, c: &Condition, n: u32) -> Option<RoaringBitmap> {
+    /// The rows where `c` (a checked condition on this field) holds, over `n` rows; `None`
+    /// when this index does not answer it.
+    pub fn rows(&self, c: &Condition, n: usize) -> Option<LiveMask> {
+        let of = |rows: &[u32]| {
+            let mut m = LiveMask::none(n);
+            for &r in rows {
+                m.set(r as usize);
+            }
+            m
+        };
+        let absent = |present: &LiveMask| {
+            let mut all = LiveMask::all(n);
+            all.and_not_assign(present);
+            all
+        };
         Some(match (self, c) {
             (FieldIndex::Keyword { values, .. }, Condition::MatchKeyword { value, .. }) => {
-                values.get(value.as_bytes()).cloned().unwrap_or_default()
+                of(values.get(value.as_bytes()).map_or(&[][..], |v| v))
             }
             (FieldIndex::Keyword { values, .. }, Condition::AnyKeyword { values: any, .. }) => {
-                let mut out = RoaringBitmap::new();
+                let mut out = LiveMask::none(n);
                 for v in any {
-                    if let Some(b) = values.get(v.as_bytes()) {
-                        out |= b;
+                    for &r in values.get(v.as_bytes()).map_or(&[][..], |v| v) {
+                        out.set(r as usize);
                     }
                 }
                 out
@@ -157,44 +181,39 @@ impl FieldIndex {
             (FieldIndex::Integer { values, rows, .. }, Condition::MatchInteger { value, .. }) => {
                 let lo = values.partition_point(|x| x < value);
                 let hi = values.partition_point(|x| x <= value);
-                sorted_rows(&rows[lo..hi])
+                of(&rows[lo..hi])
             }
             (
                 FieldIndex::Integer { values, rows, .. },
                 Condition::AnyInteger { values: any, .. },
             ) => {
-                let mut picked = Vec::new();
+                let mut out = LiveMask::none(n);
                 for v in any {
                     let lo = values.partition_point(|x| x < v);
                     let hi = values.partition_point(|x| x <= v);
-                    picked.extend_from_slice(&rows[lo..hi]);
+                    for &r in &rows[lo..hi] {
+                        out.set(r as usize);
+                    }
                 }
-                sorted_rows(&picked)
+                out
             }
             (FieldIndex::Integer { values, rows, .. }, Condition::Range { range, .. }) => {
                 // i64 → f64 is monotonic, so the values within a range are one slice.
                 let (lo, hi) = bounds(values, |x| *x as f64, range);
-                sorted_rows(&rows[lo..hi])
+                of(&rows[lo..hi])
             }
             (FieldIndex::Float { values, rows, .. }, Condition::Range { range, .. }) => {
                 let (lo, hi) = bounds(values, |x| *x, range);
-                sorted_rows(&rows[lo..hi])
+                of(&rows[lo..hi])
             }
             (FieldIndex::Keyword { present, .. }, Condition::IsEmpty { .. })
             | (FieldIndex::Integer { present, .. }, Condition::IsEmpty { .. })
-            | (FieldIndex::Float { present, .. }, Condition::IsEmpty { .. }) => {
-                let mut all = RoaringBitmap::new();
-                if n > 0 {
-                    all.insert_range(0..n);
-                }
-                all - present
-            }
+            | (FieldIndex::Float { present, .. }, Condition::IsEmpty { .. }) => absent(present),
             (FieldIndex::Bool { by_value }, Condition::IsEmpty { .. }) => {
-                let mut all = RoaringBitmap::new();
-                if n > 0 {
-                    all.insert_range(0..n);
-                }
-                all - &by_value[0] - &by_value[1]
+                let mut all = LiveMask::all(n);
+                all.and_not_assign(&by_value[0]);
+                all.and_not_assign(&by_value[1]);
+                all
             }
             _ => return None,
         })
@@ -212,12 +231,4 @@ fn bounds<T>(values: &[T], num: impl Fn(&T) -> f64, range: &super::Range) -> (us
         range.lt.is_none_or(|b| v < b) && range.lte.is_none_or(|b| v <= b)
     });
     (lo, hi.max(lo))
-}
-
-/// Rows (in any order, maybe repeated) as a bitmap.
-fn sorted_rows(rows: &[u32]) -> RoaringBitmap {
-    let mut v = rows.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    RoaringBitmap::from_sorted_iter(v).unwrap_or_default()
 }

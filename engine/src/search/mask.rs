@@ -122,6 +122,30 @@ impl LiveMask {
         }
     }
 
+    /// Keeps only the rows also set in `other` (of the same `rows`).
+    pub fn and_assign(&mut self, other: &LiveMask) {
+        self.combine(other, |a, b| a & b);
+    }
+
+    /// Adds the rows set in `other` (of the same `rows`).
+    pub fn or_assign(&mut self, other: &LiveMask) {
+        self.combine(other, |a, b| a | b);
+    }
+
+    /// Removes the rows set in `other` (of the same `rows`).
+    pub fn and_not_assign(&mut self, other: &LiveMask) {
+        self.combine(other, |a, b| a & !b);
+    }
+
+    fn combine(&mut self, other: &LiveMask, f: impl Fn(u32, u32) -> u32) {
+        let mut count = 0;
+        for (i, w) in self.words.iter_mut().enumerate() {
+            *w = f(*w, other.words.get(i).copied().unwrap_or(0));
+            count += w.count_ones() as usize;
+        }
+        self.count = count;
+    }
+
     /// The rows set, in order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(b, &w)| {
@@ -159,6 +183,14 @@ mod tests {
             let half = LiveMask::without(rows + 1, (0..rows as u32 + 1).step_by(2));
             let both = m.and(&half);
             assert_eq!(both.count(), half.count());
+            let mut x = m.clone();
+            x.and_assign(&half);
+            assert_eq!(x, both);
+            x.or_assign(&m);
+            assert_eq!(x, m);
+            x.and_not_assign(&half);
+            assert_eq!(x.count(), m.count() - half.count());
+            assert!(x.iter().all(|r| !half.contains(r)));
             assert_eq!(
                 both.iter().collect::<Vec<_>>(),
                 half.iter().collect::<Vec<_>>()
