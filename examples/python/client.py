@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A short Gyre client: create a collection, load the shared MiniLM set, search, check recall.
+"""A short Gyre client: create a collection, load the shared MiniLM set with payloads, search,
+check recall, then a filtered search, a filtered count and a scroll.
 
     pip install grpcio grpcio-tools h5py numpy
     python examples/python/client.py --target 127.0.0.1:50051 \
@@ -63,17 +64,32 @@ def main():
     names = collections.List(pb.ListCollectionsRequest(), metadata=meta).names
     if args.collection in names:
         collections.Delete(pb.DeleteCollectionRequest(name=args.collection), metadata=meta)
+    # Payload fields can be declared (and indexed) up front; others take their first type.
     info = collections.Create(pb.CreateCollectionRequest(
         name=args.collection, dim=dim, metric=pb.METRIC_COSINE, bits=4,
-        rerank=pb.RERANK_STORAGE_F32), metadata=meta)
+        rerank=pb.RERANK_STORAGE_F32,
+        payload_schema=[pb.FieldSchema(field="lang", type=pb.FIELD_TYPE_KEYWORD, indexed=True),
+                        pb.FieldSchema(field="year", type=pb.FIELD_TYPE_INTEGER, indexed=True)]),
+        metadata=meta)
     print(f"created {info.name}: dim {info.dim}, {info.bits} bits")
+
+    langs = ["en", "de", "fr", "ja"]
+
+    def payload(i):
+        # A synthetic payload: a keyword, an integer and a keyword list.
+        return pb.Payload(fields={
+            "lang": pb.Value(keyword=langs[i % 4]),
+            "year": pb.Value(integer=2000 + i % 25),
+            "tags": pb.Value(keywords=pb.KeywordList(values=[f"t{i % 7}"])),
+        })
 
     def batches():
         for start in range(0, n, args.batch):
             rows = train[start:start + args.batch]
-            yield pb.UpsertRequest(collection=args.collection,
-                                   ids=range(start, start + len(rows)),
-                                   vectors=rows.ravel().tolist(), wait=True)
+            ids = range(start, start + len(rows))
+            yield pb.UpsertRequest(collection=args.collection, ids=ids,
+                                   vectors=rows.ravel().tolist(),
+                                   payloads=[payload(i) for i in ids], wait=True)
 
     t = time.time()
     sent = points.UpsertStream(batches(), metadata=meta)
@@ -90,6 +106,29 @@ def main():
     print(f"recall@10 {recall:.4f} over {len(test)} queries, {qps:.0f} queries/s")
     if recall < 0.9:
         sys.exit("recall below 0.9")
+
+    # Filtered search: German points from 2010 on, with their payloads.
+    flt = pb.Filter(must=[
+        pb.Condition(field="lang", match=pb.Match(keyword="de")),
+        pb.Condition(field="year", range=pb.Range(gte=2010)),
+    ])
+    res = search.Search(pb.SearchRequest(collection=args.collection, vector=test[0].tolist(), k=10,
+                                         filter=flt, with_payload=True), metadata=meta)
+    ok = all(r.payload["lang"].keyword == "de" and r.payload["year"].integer >= 2010
+             for r in res.results)
+    count = points.Count(pb.CountRequest(collection=args.collection, filter=flt), metadata=meta).count
+    want = sum(1 for i in range(n) if i % 4 == 1 and 2000 + i % 25 >= 2010)
+    print(f"filtered search: {len(res.results)} results, all matching: {ok}; "
+          f"count {count} (expected {want}); unindexed fields: {list(res.filter_stats.unindexed_fields)}")
+    if not ok or count != want or len(res.results) != 10:
+        sys.exit("filtered search or count is wrong")
+
+    # Scroll the first page of points tagged t3, payloads included.
+    page = points.Scroll(pb.ScrollRequest(
+        collection=args.collection, limit=5, with_payload=True,
+        filter=pb.Filter(must=[pb.Condition(field="tags", match=pb.Match(keyword="t3"))])),
+        metadata=meta)
+    print(f"scroll: ids {[p.id for p in page.points]}, next after {page.next_after}")
 
 
 if __name__ == "__main__":

@@ -446,7 +446,7 @@ struct StreamWriter {
     collection: Option<Collection>,
     ids: Vec<u64>,
     vectors: Vec<f32>,
-    /// One per buffered id once any message carried payloads (empty before).
+    /// One per buffered id once a buffered message carried payloads (empty before).
     payloads: Vec<Payload>,
     /// Messages received, and how many of them are in the buffer.
     received: u64,
@@ -491,11 +491,11 @@ impl StreamWriter {
         let payloads = payloads_of(&r)?;
         c.check_upsert_with_payloads(&r.ids, &r.vectors, &payloads)
             .map_err(field_error("vectors"))?;
-        if !payloads.is_empty() && self.payloads.is_empty() {
+        if !payloads.is_empty() && self.payloads.len() < self.ids.len() {
             // Earlier buffered points have none.
-            self.payloads = vec![Payload::new(); self.ids.len()];
+            self.payloads.resize(self.ids.len(), Payload::new());
         }
-        if !self.payloads.is_empty() {
+        if !payloads.is_empty() || !self.payloads.is_empty() {
             if payloads.is_empty() {
                 self.payloads
                     .extend(std::iter::repeat_n(Payload::new(), r.ids.len()));

@@ -347,6 +347,39 @@ async fn payloads_and_filters_end_to_end() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // A stream mixing messages without and with payloads keeps each point's own.
+    let msgs = vec![
+        pb::UpsertRequest {
+            collection: "docs".into(),
+            ids: vec![5000, 5001],
+            vectors: data[..2 * d].to_vec(),
+            ..Default::default()
+        },
+        pb::UpsertRequest {
+            ids: vec![5002, 5003],
+            vectors: data[..2 * d].to_vec(),
+            payloads: vec![payload(1), payload(1)],
+            ..Default::default()
+        },
+    ];
+    c.points
+        .upsert_stream(tokio_stream::iter(msgs))
+        .await
+        .unwrap();
+    let got = c
+        .points
+        .get(pb::GetPointsRequest {
+            collection: "docs".into(),
+            ids: vec![5000, 5001, 5002, 5003],
+            with_payload: true,
+            with_vectors: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let langs: Vec<Option<&pb::Value>> = got.points.iter().map(|p| p.payload.get("lang")).collect();
+    let de = kw("de");
+    assert_eq!(langs, [None, None, Some(&de), Some(&de)]);
     // Restart: payloads, the schema and its indexes come back.
     assert!(server.stop().success());
     let server = Server::start(dir.path(), &[]);
@@ -377,4 +410,15 @@ async fn payloads_and_filters_end_to_end() {
         .into_inner()
         .count;
     assert_eq!(fr, 251, "250 French points and point 1, now French");
+    let de = c
+        .points
+        .count(pb::CountRequest {
+            collection: "docs".into(),
+            filter: Some(must(vec![match_kw("lang", "de")])),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(de, 2, "the streamed points 5002 and 5003");
 }

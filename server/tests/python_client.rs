@@ -1,6 +1,7 @@
 //! Runs `examples/python/client.py` against a real server when Python is available: it
 //! installs grpcio, grpcio-tools, h5py and numpy into a temporary venv, loads the shared
-//! MiniLM set through `UpsertStream` and checks recall. It says SKIPPED (and passes) when
+//! MiniLM set with payloads through `UpsertStream`, checks recall, a filtered search and count,
+//! and a scroll. It says SKIPPED (and passes) when
 //! python3, venv, the package index or the shared dataset is missing.
 #![allow(clippy::print_stderr)]
 
@@ -65,4 +66,9 @@ fn python_client_example_runs() {
     assert!(out.status.success(), "the Python client failed");
     assert!(stdout.contains("upserted 50000 points"), "{stdout}");
     assert!(stdout.contains("recall@10"), "{stdout}");
+    assert!(stdout.contains("all matching: True"), "{stdout}");
+    assert!(
+        stdout.contains("scroll: ids [3, 10, 17, 24, 31]"),
+        "{stdout}"
+    );
 }
