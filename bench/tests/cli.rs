@@ -137,3 +137,82 @@ fn churn_keeps_deleted_rows_bounded() {
     // Without the deleted-rows trigger every sealed row but the live ones stays: ~upserted.
     assert!(deleted <= 3 * 600, "{deleted} deleted rows kept: {out}");
 }
+
+/// `gyre-bench recall --filter-selectivity` (the README's filtered-search command, on a small
+/// dataset): one unfiltered and two filtered rows per selectivity, each carrying
+/// `filter_selectivity` and `filter_kind`, with the filtered recall at the unfiltered level.
+#[test]
+fn filtered_recall_rows_carry_selectivity_and_kind() {
+    use gyre_datasets::{AnnDataset, Distance, Matrix};
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, nq, d) = (4000, 40, 32);
+    let mut rng = gyre::random::SeededRng::for_data(3);
+    let mut rows = |count: usize| {
+        let mut v = vec![0.0f32; count * d];
+        for r in v.chunks_exact_mut(d) {
+            rng.unit_vector(r);
+        }
+        Matrix::new(count, d, v)
+    };
+    let (train, test) = (rows(n), rows(nq));
+    let (neighbors, distances) =
+        gyre_datasets::groundtruth::exact_neighbors(&train, &test, Distance::Angular, 10, |_| {})
+            .unwrap();
+    let file = tmp.path().join("small.hdf5");
+    gyre_datasets::annb::write_hdf5(
+        &file,
+        &AnnDataset {
+            train,
+            test,
+            neighbors,
+            distances,
+            distance: Distance::Angular,
+        },
+    )
+    .unwrap();
+    let (ok, out, err) = gyre_bench(&[
+        "recall",
+        "--dataset",
+        file.to_str().unwrap(),
+        "--filter-selectivity",
+        "0.1,0.01",
+        "--bits",
+        "4",
+        "--oversample",
+        "4",
+        "--staged",
+        "0",
+        "--mode",
+        "batch,single",
+        "--runs",
+        "1",
+        "--json",
+        "--data-dir",
+        tmp.path().join("data").to_str().unwrap(),
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("with 3-field payloads"), "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    // Per mode: the unfiltered reference, then keyword and range at each selectivity.
+    assert_eq!(rows.len(), 2 * (1 + 2 * 2), "{out}");
+    let base = rows[0]["recall"].as_f64().unwrap();
+    for r in &rows {
+        let s = r["filter_selectivity"]
+            .as_f64()
+            .expect("filter_selectivity");
+        let kind = r["filter_kind"].as_str().expect("filter_kind");
+        assert!(["none", "keyword", "range"].contains(&kind), "{r}");
+        assert!(s > 0.0 && s <= 1.0);
+        let recall = r["recall"].as_f64().unwrap();
+        assert!(
+            recall >= base - 0.1,
+            "{kind} {s}: recall {recall} vs {base}"
+        );
+    }
+    assert!(tmp.path().join("out/small-filtered.csv").exists());
+}
