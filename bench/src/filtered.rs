@@ -28,11 +28,11 @@ const BUCKETS: u64 = 1000;
 
 /// The synthetic payloads of `n` points and, per point, its bucket and rank.
 fn payloads(n: usize) -> (Vec<Payload>, Vec<u64>, Vec<u64>) {
-    let mut rng = SeededRng::for_data(0xF11_7E5);
+    let mut rng = SeededRng::for_data(0xF117E5);
     let buckets: Vec<u64> = (0..n).map(|_| rng.below(BUCKETS)).collect();
     // A seeded Fisher–Yates permutation: rank[i] is point i's place.
     let mut order: Vec<u64> = (0..n as u64).collect();
-    let mut rng = SeededRng::for_data(0x5EED_0F_4A4C);
+    let mut rng = SeededRng::for_data(0x5EED_0F4A);
     for i in (1..n).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         order.swap(i, j);
@@ -177,6 +177,16 @@ fn ingest_overhead(
     Ok(())
 }
 
+/// One timed run: selectivity, kind, and (for a filtered run) the filter, the points it
+/// passes and their exact neighbours.
+type Case<'a> = (
+    f64,
+    &'a str,
+    Option<&'a Filter>,
+    Option<&'a [u64]>,
+    Option<&'a [Vec<Neighbor>]>,
+);
+
 /// Runs the filtered measurements; returns the rows (every one with `filter_selectivity` and
 /// `filter_kind`).
 pub fn run(
@@ -298,13 +308,7 @@ pub fn run(
                         .build()
                         .map_err(|e| e.to_string())?;
                     for &mode in &args.mode {
-                        let runs: Vec<(
-                            f64,
-                            &str,
-                            Option<&Filter>,
-                            Option<&[u64]>,
-                            Option<&[Vec<Neighbor>]>,
-                        )> = std::iter::once((1.0, "none", None, None, None))
+                        let runs: Vec<Case<'_>> = std::iter::once((1.0, "none", None, None, None))
                             .chain(cases.iter().map(|(s, kind, f, a, t)| {
                                 (*s, *kind, Some(f), Some(a.as_slice()), Some(t.as_slice()))
                             }))

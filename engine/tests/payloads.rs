@@ -25,8 +25,8 @@ fn payload(id: u64) -> Payload {
     let mut p = Payload::new()
         .with("year", 1990 + (id % 35) as i64)
         .with("score", (id % 100) as f64 / 10.0)
-        .with("public", id % 2 == 0);
-    if id % 11 != 0 {
+        .with("public", id.is_multiple_of(2));
+    if !id.is_multiple_of(11) {
         p = p.with("lang", langs[(id % 4) as usize]);
     }
     let tags: Vec<String> = (0..id % 3).map(|t| format!("t{}", (id + t) % 6)).collect();
