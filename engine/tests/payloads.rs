@@ -121,6 +121,11 @@ fn cases() -> Vec<(Filter, Oracle)> {
             Filter::new().must(Condition::keyword("lang", "nowhere")),
             |_, _| false,
         ),
+        // Every point passes.
+        (
+            Filter::new().must_not(Condition::keyword("lang", "nowhere")),
+            |_, _| true,
+        ),
     ]
 }
 
