@@ -18,10 +18,13 @@ use roaring::RoaringTreemap;
 
 use crate::error::Result;
 use crate::metric::Metric;
-use crate::payload::{Payload, PayloadRows};
+use std::sync::Mutex;
+
+use crate::payload::{FieldIndex, FieldType, Payload, PayloadRows, Schema};
 use crate::quantizer::QuantizerConfig;
 use crate::search::flat::Encoded;
 use crate::search::{FlatIndex, LiveMask, RerankStorage};
+use crate::segment::FieldIndexes;
 
 /// Rows per chunk: the size of the copy a writer makes when a reader holds the last chunk.
 pub(super) const CHUNK_ROWS: usize = 4096;
@@ -34,14 +37,59 @@ pub(super) struct MemTable {
     rerank: RerankStorage,
     chunks: Vec<Arc<FlatIndex>>,
     /// Each chunk's rows' encoded payloads (copy-on-write, like the chunk).
-    payloads: Vec<Arc<PayloadRows>>,
+    payloads: Vec<Arc<PayloadChunk>>,
     masks: Vec<LiveMask>,
     ids: HashMap<u64, (u32, u32)>,
     rows: usize,
 }
 
 /// What a search reads of a memtable: the chunks, their masks and payloads at one moment.
-pub(super) type Chunks = Vec<(Arc<FlatIndex>, LiveMask, Arc<PayloadRows>)>;
+pub(super) type Chunks = Vec<(Arc<FlatIndex>, LiveMask, Arc<PayloadChunk>)>;
+
+/// One chunk's payloads, and the field indexes built for it once it is full: a full chunk
+/// never changes, so its indexes are built on the first filtered read that needs them and kept
+/// until the memtable is sealed. The last, filling chunk is filtered row by row.
+#[derive(Debug, Default)]
+pub(super) struct PayloadChunk {
+    pub rows: PayloadRows,
+    indexes: Mutex<Arc<FieldIndexes>>,
+}
+
+impl Clone for PayloadChunk {
+    /// A copy for appending to: its indexes start empty (the rows are about to change).
+    fn clone(&self) -> Self {
+        PayloadChunk {
+            rows: self.rows.clone(),
+            indexes: Mutex::default(),
+        }
+    }
+}
+
+impl PayloadChunk {
+    /// The indexes of `schema`'s indexed fields, built on first use; `None` while the chunk
+    /// is still filling.
+    pub fn indexes(&self, schema: &Schema) -> Option<Arc<FieldIndexes>> {
+        if self.rows.rows() < CHUNK_ROWS {
+            return None;
+        }
+        let mut slot = self.indexes.lock().ok()?;
+        let missing: Vec<(&str, FieldType)> = schema
+            .indexed()
+            .filter(|(f, _)| !slot.contains_key(*f))
+            .collect();
+        if !missing.is_empty() {
+            let mut next = (**slot).clone();
+            let rows = self.rows.slice();
+            for (field, kind) in missing {
+                let ix =
+                    FieldIndex::build(kind, field, CHUNK_ROWS as u32, |r| rows.get(r as usize));
+                next.insert(field.to_string(), Arc::new(ix));
+            }
+            *slot = Arc::new(next);
+        }
+        Some(slot.clone())
+    }
+}
 
 impl MemTable {
     pub fn new(config: QuantizerConfig, metric: Metric, rerank: RerankStorage) -> Result<Self> {
@@ -97,7 +145,7 @@ impl MemTable {
                     return;
                 };
                 self.chunks.push(Arc::new(chunk));
-                self.payloads.push(Arc::new(PayloadRows::new()));
+                self.payloads.push(Arc::new(PayloadChunk::default()));
                 self.masks.push(LiveMask::default());
             }
             let c = self.chunks.len() - 1;
@@ -107,7 +155,7 @@ impl MemTable {
             let chunk = Arc::make_mut(&mut self.chunks[c]);
             let first = chunk.rows();
             chunk.append_range(ids, rows, parts, at..end, false);
-            let stored = Arc::make_mut(&mut self.payloads[c]);
+            let stored = &mut Arc::make_mut(&mut self.payloads[c]).rows;
             for i in at..end {
                 stored.push(payloads.map_or(&[][..], |p| p.slice().get(i)));
             }
@@ -148,7 +196,7 @@ impl MemTable {
 
     /// The stored payload of (chunk, row).
     pub fn payload(&self, (c, r): (usize, usize)) -> Option<Payload> {
-        self.payloads[c].slice().decode(r)
+        self.payloads[c].rows.slice().decode(r)
     }
 
     /// The chunks and masks of the live rows (restricted to `allow`).
@@ -191,7 +239,7 @@ impl MemTable {
     }
 
     /// The chunks and their payloads, for writing a segment.
-    pub fn chunk_sources(&self) -> Vec<(Arc<FlatIndex>, Arc<PayloadRows>)> {
+    pub fn chunk_sources(&self) -> Vec<(Arc<FlatIndex>, Arc<PayloadChunk>)> {
         self.chunks
             .iter()
             .cloned()

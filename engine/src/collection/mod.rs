@@ -299,12 +299,13 @@ impl Collection {
         Ok(())
     }
 
-    /// `filter` checked against the schema (`None` for no filter or an empty one).
-    fn check_filter(&self, filter: Option<&Filter>) -> Result<Option<Filter>> {
+    /// `filter` checked against the schema, and that schema (`None` for no filter or an
+    /// empty one).
+    fn check_filter(&self, filter: Option<&Filter>) -> Result<Option<(Filter, Schema)>> {
         match filter {
             Some(f) if !f.is_empty() => {
                 let schema = self.inner.schema.read().map_err(poisoned)?;
-                Ok(Some(f.check(&schema)?))
+                Ok(Some((f.check(&schema)?, schema.clone())))
             }
             _ => Ok(None),
         }
@@ -374,7 +375,8 @@ impl Collection {
         let filter = self.check_filter(opts.filter.as_ref())?;
         let restrict = Restrict {
             allow: opts.allow.as_ref(),
-            filter: filter.as_ref(),
+            filter: filter.as_ref().map(|f| &f.0),
+            schema: filter.as_ref().map(|f| &f.1),
         };
         let restricted = restrict.active();
         // Rotation and tables once for all sources.
@@ -500,7 +502,8 @@ impl Collection {
         let filter = self.check_filter(opts.filter.as_ref())?;
         let restrict = Restrict {
             allow: opts.allow.as_ref(),
-            filter: filter.as_ref(),
+            filter: filter.as_ref().map(|f| &f.0),
+            schema: filter.as_ref().map(|f| &f.1),
         };
         let restricted = restrict.active();
         let d = self.inner.config.dim;
@@ -557,12 +560,13 @@ impl Collection {
 
     /// Live points that pass `filter` (all live points for `None`).
     pub fn count(&self, filter: Option<&Filter>) -> Result<u64> {
-        let Some(filter) = self.check_filter(filter)? else {
+        let Some((filter, schema)) = self.check_filter(filter)? else {
             return Ok(self.len() as u64);
         };
         let restrict = Restrict {
             allow: None,
             filter: Some(&filter),
+            schema: Some(&schema),
         };
         let mut n = 0u64;
         walk_matched(
@@ -580,7 +584,7 @@ impl Collection {
     /// snapshot is not touched unless its id was found). Returns how many were deleted. An
     /// empty filter is refused: it would delete everything.
     pub fn delete_by_filter(&self, filter: &Filter) -> Result<usize> {
-        let Some(filter) = self.check_filter(Some(filter))? else {
+        let Some((filter, schema)) = self.check_filter(Some(filter))? else {
             return Err(Error::invalid_argument(
                 "filter",
                 "an empty filter matches every point: pass at least one condition",
@@ -589,6 +593,7 @@ impl Collection {
         let restrict = Restrict {
             allow: None,
             filter: Some(&filter),
+            schema: Some(&schema),
         };
         let mut ids = Vec::new();
         walk_matched(
@@ -621,7 +626,8 @@ impl Collection {
         let filter = self.check_filter(req.filter.as_ref())?;
         let restrict = Restrict {
             allow: None,
-            filter: filter.as_ref(),
+            filter: filter.as_ref().map(|f| &f.0),
+            schema: filter.as_ref().map(|f| &f.1),
         };
         let limit = req.limit;
         let mut picked: Vec<Point> = Vec::new();

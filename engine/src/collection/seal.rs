@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 use roaring::RoaringBitmap;
 
 use super::commit::Writer;
+use super::memtable::PayloadChunk;
 use super::publish::{Edit, publish};
 use super::snapshot::{Frozen, SegState, remap_late};
 use super::{Collection, poisoned};
 use crate::error::{Error, Result};
-use crate::payload::PayloadRows;
 use crate::search::FlatIndex;
 use crate::segment::{self, Segment};
 use crate::wal::WalWriter;
@@ -192,7 +192,7 @@ impl Collection {
 fn write_segment(
     c: &Collection,
     id: u64,
-    chunks: &[(Arc<FlatIndex>, Arc<PayloadRows>)],
+    chunks: &[(Arc<FlatIndex>, Arc<PayloadChunk>)],
     rows: &[Vec<u32>],
 ) -> Result<Arc<Segment>> {
     let inner = &c.inner;
@@ -201,7 +201,7 @@ fn write_segment(
         .iter()
         .zip(rows)
         .filter(|(_, r)| !r.is_empty())
-        .map(|((c, p), r)| (c.view(), r.clone(), p.slice()))
+        .map(|((c, p), r)| (c.view(), r.clone(), p.rows.slice()))
         .collect();
     segment::write(&*inner.dir, &meta, &inner.shape, id, &sources)?;
     match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {

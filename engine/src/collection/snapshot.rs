@@ -15,7 +15,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 use super::memtable::{Chunks, MemTable};
 use crate::error::Result;
 use crate::payload::filter::RowSource;
-use crate::payload::{FieldIndex, Filter, FilterStats, PayloadRows, PayloadSlice};
+use crate::payload::{FieldIndex, Filter, FilterStats, PayloadRows, PayloadSlice, Schema};
 use crate::search::flat::Encoded;
 use crate::search::view::{Shape, View};
 use crate::search::{Cancel, LiveMask};
@@ -219,6 +219,8 @@ pub(super) fn apply_op(state: &mut State, op: &Op) -> Applied {
 pub(super) struct Restrict<'a> {
     pub allow: Option<&'a RoaringTreemap>,
     pub filter: Option<&'a Filter>,
+    /// The schema the filter was checked against (which fields memtable chunks index).
+    pub schema: Option<&'a Schema>,
 }
 
 impl Restrict<'_> {
@@ -256,6 +258,34 @@ impl RowSource for SegRows<'_> {
     }
     fn row_of(&self, id: u64) -> Option<u32> {
         self.seg.find(id).map(|r| r as u32)
+    }
+    fn payload(&self, row: u32) -> &[u8] {
+        self.payloads.get(row as usize)
+    }
+    fn index(&self, field: &str) -> Option<&FieldIndex> {
+        self.indexes.get(field).map(|ix| &**ix)
+    }
+}
+
+/// A full memtable chunk as a filter reads it.
+struct ChunkRows<'a> {
+    ids: &'a [u64],
+    payloads: PayloadSlice<'a>,
+    indexes: Arc<FieldIndexes>,
+}
+
+impl RowSource for ChunkRows<'_> {
+    fn rows(&self) -> u32 {
+        self.ids.len() as u32
+    }
+    fn id(&self, row: u32) -> u64 {
+        self.ids[row as usize]
+    }
+    fn row_of(&self, id: u64) -> Option<u32> {
+        self.ids.iter().position(|&x| x == id).map(|r| r as u32)
+    }
+    fn ids_indexed(&self) -> bool {
+        false
     }
     fn payload(&self, row: u32) -> &[u8] {
         self.payloads.get(row as usize)
@@ -303,14 +333,30 @@ pub(super) fn sources(
         (chunks, state.segments.clone())
     };
     if let Some(f) = restrict.filter.filter(|f| !f.is_empty()) {
-        // The memtable has no field indexes: each live row's payload is tested.
         for (chunk, mask, payloads) in chunks.iter_mut() {
             let view = chunk.view();
-            let rows: Vec<usize> = mask.iter().collect();
-            stats.payloads_scanned += rows.len() as u64;
-            for r in rows {
-                if !f.matches(view.cols.ids[r], payloads.slice().get(r)) {
-                    mask.kill(r);
+            match restrict.schema.and_then(|s| payloads.indexes(s)) {
+                // A full chunk, through its indexes (fields without one are scanned; the
+                // memtable is not reported among the unindexed sources).
+                Some(indexes) => {
+                    let src = ChunkRows {
+                        ids: view.cols.ids,
+                        payloads: payloads.rows.slice(),
+                        indexes,
+                    };
+                    let mut scratch = FilterStats::default();
+                    *mask = f.rows_within(&src, Some(mask), &mut scratch);
+                    stats.payloads_scanned += scratch.payloads_scanned;
+                }
+                // The filling chunk: each live row's payload is tested.
+                None => {
+                    let rows: Vec<usize> = mask.iter().collect();
+                    stats.payloads_scanned += rows.len() as u64;
+                    for r in rows {
+                        if !f.matches(view.cols.ids[r], payloads.rows.slice().get(r)) {
+                            mask.kill(r);
+                        }
+                    }
                 }
             }
         }
@@ -411,7 +457,7 @@ pub(super) fn walk_matched(
     for (chunk, mask, payloads) in &chunks {
         run(Matched {
             view: chunk.view(),
-            payloads: payloads.slice(),
+            payloads: payloads.rows.slice(),
             mask,
             segment: None,
         });

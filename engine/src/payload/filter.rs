@@ -326,6 +326,11 @@ pub trait RowSource {
     fn id(&self, row: u32) -> u64;
     /// The row holding `id` (live or not).
     fn row_of(&self, id: u64) -> Option<u32>;
+    /// True when [`row_of`](Self::row_of) is a lookup, not a scan: `has_id` then looks its
+    /// ids up; otherwise it tests every row's id against the (sorted) list.
+    fn ids_indexed(&self) -> bool {
+        true
+    }
     /// The encoded payload of `row` (empty: none).
     fn payload(&self, row: u32) -> &[u8];
     /// The index of `field`, when the source has one.
@@ -466,9 +471,17 @@ fn condition_rows(
     match c {
         Condition::HasId(ids) => {
             let mut rows = LiveMask::none(n);
-            for &id in ids {
-                if let Some(r) = src.row_of(id) {
-                    rows.set(r as usize);
+            if src.ids_indexed() {
+                for &id in ids {
+                    if let Some(r) = src.row_of(id) {
+                        rows.set(r as usize);
+                    }
+                }
+            } else {
+                for r in 0..n {
+                    if ids.binary_search(&src.id(r as u32)).is_ok() {
+                        rows.set(r);
+                    }
                 }
             }
             return restrict(rows);
