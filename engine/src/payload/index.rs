@@ -126,27 +126,6 @@ impl FieldIndex {
         }
     }
 
-    /// Bytes the index holds in memory (roughly).
-    pub fn heap_bytes(&self) -> usize {
-        let mask = |m: &LiveMask| m.words().len() * 4;
-        match self {
-            FieldIndex::Keyword { values, present } => {
-                mask(present)
-                    + values
-                        .iter()
-                        .map(|(k, v)| k.len() + 4 * v.len() + 48)
-                        .sum::<usize>()
-            }
-            FieldIndex::Bool { by_value } => by_value.iter().map(mask).sum(),
-            FieldIndex::Integer {
-                values, present, ..
-            } => 12 * values.len() + mask(present),
-            FieldIndex::Float {
-                values, present, ..
-            } => 12 * values.len() + mask(present),
-        }
-    }
-
     /// The rows where `c` (a checked condition on this field) holds, over `n` rows; `None`
     /// when this index does not answer it.
     pub fn rows(&self, c: &Condition, n: usize) -> Option<LiveMask> {
