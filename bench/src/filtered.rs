@@ -301,6 +301,7 @@ pub fn run(
                     staged: staged > 0 && bits == 4,
                     shortlist: staged.max(1),
                     target_recall: None,
+                    ef: 0,
                 };
                 for &threads in &args.threads {
                     let pool = rayon::ThreadPoolBuilder::new()

@@ -540,6 +540,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 staged: staged.is_some(),
                 shortlist: staged.unwrap_or(1),
                 target_recall: target,
+                ef: 0,
             };
             let label = match built.index {
                 Index::Exact(_) => built.params.clone(),

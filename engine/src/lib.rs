@@ -51,6 +51,7 @@ pub mod collection;
 pub mod directory;
 mod error;
 mod fsio;
+pub mod graph;
 pub mod kernels;
 mod metric;
 pub mod payload;

@@ -179,6 +179,24 @@ pub fn squared_l2_f32(a: &[f32], b: &[f32]) -> f32 {
     reduce8(lanes) + tail
 }
 
+/// Hints the CPU to start loading the cache lines of `bytes` (up to `lines` of them): a graph
+/// search asks for every neighbour's record before scoring the first, so the misses overlap.
+#[inline(always)]
+pub fn prefetch(bytes: &[u8], lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..lines {
+        let Some(b) = bytes.get(i * 64) else { break };
+        // SAFETY: a prefetch is a hint that never faults, and the address is inside `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (b as *const u8).cast::<i8>(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, lines);
+}
+
 /// Squared L2 norm of a slice, accumulated in f64 (norms feed divisions; they must not
 /// overflow for finite f32 input).
 #[inline]

@@ -75,6 +75,10 @@ pub struct SearchParams {
     /// deviation `√(D_mse/d)` per unit norms, from the codebook), instead of all
     /// `k × oversample` (which becomes the cap). `None`: rerank them all. In `(0, 1]`.
     pub target_recall: Option<f32>,
+    /// Graph-indexed segments: the candidate list size of the graph search (its effort; at
+    /// least `k × oversample` is used). 0: [`DEFAULT_EF`](crate::graph::DEFAULT_EF). Ignored
+    /// by flat scans.
+    pub ef: usize,
 }
 
 impl Default for SearchParams {
@@ -85,6 +89,7 @@ impl Default for SearchParams {
             staged: true,
             shortlist: 16,
             target_recall: None,
+            ef: 0,
         }
     }
 }
@@ -557,6 +562,7 @@ mod tests {
                     staged: false,
                     shortlist: 16,
                     target_recall: None,
+                    ef: 0,
                 };
                 let got = index.search_batch(&queries, 10, &params).unwrap();
                 for (q, g) in queries.chunks_exact(d).zip(&got) {
@@ -602,6 +608,7 @@ mod tests {
                         staged: false,
                         shortlist: 16,
                         target_recall: None,
+                        ef: 0,
                     },
                 )
                 .unwrap();
@@ -651,6 +658,7 @@ mod tests {
                         staged: false,
                         shortlist: 16,
                         target_recall: None,
+                        ef: 0,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &all)
@@ -665,6 +673,7 @@ mod tests {
                         staged: true,
                         shortlist: 16,
                         target_recall: None,
+                        ef: 0,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &staged)
@@ -679,6 +688,7 @@ mod tests {
                         staged: false,
                         shortlist: 16,
                         target_recall: None,
+                        ef: 0,
                     };
                     let got = index.search(q, 10, &few).unwrap();
                     overlap += got.iter().filter(|g| want.contains(&g.id)).count();
@@ -733,6 +743,7 @@ mod tests {
                         staged: false,
                         shortlist: 16,
                         target_recall: None,
+                        ef: 0,
                     };
                     let got: Vec<u64> = index
                         .search(q, 10, &params(n))
@@ -780,6 +791,7 @@ mod tests {
                 staged: false,
                 shortlist: 16,
                 target_recall: None,
+                ef: 0,
             };
             let everything = SearchParams {
                 oversample: n,
@@ -787,6 +799,7 @@ mod tests {
                 staged: true,
                 shortlist: 1,
                 target_recall: None,
+                ef: 0,
             };
             let default = SearchParams {
                 oversample: 1,
@@ -794,6 +807,7 @@ mod tests {
                 staged: true,
                 shortlist: 16,
                 target_recall: None,
+                ef: 0,
             };
             let mut overlap = 0;
             for q in queries.chunks_exact(d) {
@@ -839,6 +853,7 @@ mod tests {
                 staged: false,
                 shortlist: 16,
                 target_recall: None,
+                ef: 0,
             };
             let q = &rows[5 * d..6 * d];
             assert_eq!(index.search(q, 1, &all).unwrap()[0].id, 1005, "bits={bits}");
@@ -898,6 +913,7 @@ mod tests {
             staged: false,
             shortlist: 16,
             target_recall: None,
+            ef: 0,
         };
         let got = index.search(&rows[2 * d..], 1, &all).unwrap();
         assert_eq!(got[0].id, 7);
@@ -949,6 +965,7 @@ mod tests {
             staged: false,
             shortlist: 16,
             target_recall: None,
+            ef: 0,
         };
         assert!(matches!(
             index.search(&[1.0; 8], 1, &bad),
@@ -985,6 +1002,7 @@ mod tests {
                     staged: false,
                     shortlist: 1,
                     target_recall: None,
+                    ef: 0,
                 };
                 let bounded = SearchParams {
                     target_recall: Some(0.99),
