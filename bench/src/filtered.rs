@@ -377,6 +377,9 @@ pub fn run(
                                 runs: args.runs,
                                 filter_selectivity: Some(s),
                                 filter_kind: Some(kind.into()),
+                                index: Some("flat".into()),
+                                ef: None,
+                                resident_bytes_per_vector: None,
                             };
                             if args.json {
                                 println!(

@@ -28,6 +28,24 @@ pub enum Mode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexKind {
+    /// Scan every code (FastScan / dot4 kernels), then rerank.
+    Flat,
+    /// Walk a proximity graph over the codes (`gyre::graph`): rows scored by the TurboQuant
+    /// estimator on their 4-bit records, the best `k × oversample` reranked; effort `--ef`.
+    Graph,
+}
+
+impl IndexKind {
+    fn name(self) -> &'static str {
+        match self {
+            IndexKind::Flat => "flat",
+            IndexKind::Graph => "graph",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Storage {
     /// An in-memory `FlatIndex`.
     Memory,
@@ -73,6 +91,23 @@ pub struct Args {
     /// candidate of k × oversample), e.g. 0,0.99.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     target_recall: Vec<f32>,
+    /// Gyre index kinds to build: flat (scan every code), graph (a proximity graph over the
+    /// codes, built after the codes; its build seconds, resident bytes per vector and an
+    /// `--ef` sweep are reported), e.g. flat,graph.
+    #[arg(long, value_delimiter = ',', default_value = "flat")]
+    pub index: Vec<IndexKind>,
+    /// Graph search effort: candidate list lengths to sweep (at least k × oversample is used).
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    pub ef: Vec<usize>,
+    /// Graph out-degree (default: 24 below 128 dimensions, 32 from 128).
+    #[arg(long)]
+    pub degree: Option<usize>,
+    /// Graph build candidate list length.
+    #[arg(long, default_value_t = 64)]
+    pub build_ef: usize,
+    /// Graph pruning factor α (≥ 1).
+    #[arg(long, default_value_t = 1.2)]
+    pub alpha: f32,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub rerank: Vec<RerankStorage>,
@@ -269,6 +304,10 @@ pub(crate) fn time_queries(
 
 struct Built<'a> {
     algorithm: &'static str,
+    /// `flat` or `graph` (gyre), none for the exact oracle.
+    index_kind: Option<&'static str>,
+    /// Graph efforts to sweep (`[0]` for scans).
+    efs: Vec<usize>,
     params: String,
     build_s: f64,
     index_bytes: u64,
@@ -378,28 +417,34 @@ pub fn run(args: &Args) -> Result<(), String> {
     let ids: Vec<u64> = (0..n as u64).collect();
 
     // Every index to measure, built one at a time so the RSS delta belongs to it.
-    let mut specs: Vec<(Algorithm, u8, RerankStorage)> = Vec::new();
+    let mut specs: Vec<(Algorithm, u8, RerankStorage, IndexKind)> = Vec::new();
     for &a in &args.algorithm {
         match a {
-            Algorithm::Exact => specs.push((a, 0, RerankStorage::None)),
+            Algorithm::Exact => specs.push((a, 0, RerankStorage::None, IndexKind::Flat)),
             Algorithm::Gyre => {
-                for &b in &args.bits {
-                    for &r in &args.rerank {
-                        specs.push((a, b, r));
+                for &kind in &args.index {
+                    for &b in &args.bits {
+                        for &r in &args.rerank {
+                            specs.push((a, b, r, kind));
+                        }
                     }
                 }
             }
         }
     }
+    if args.index.contains(&IndexKind::Graph) && (args.storage == Storage::Disk || args.target.is_some()) {
+        return Err("--index graph runs on the in-memory index; on-disk collections build their graphs when segments seal (CollectionConfig::index)".into());
+    }
     let total_runs: usize = specs
         .iter()
-        .map(|(a, _, r)| {
+        .map(|(a, _, r, kind)| {
             let os = if *a == Algorithm::Gyre && *r != RerankStorage::None {
                 args.oversample.len()
             } else {
                 1
             };
-            os * args.threads.len() * args.mode.len() * args.runs * nq
+            let efs = if *kind == IndexKind::Graph { args.ef.len() } else { 1 };
+            os * efs * args.threads.len() * args.mode.len() * args.runs * nq
         })
         .sum();
     let bar = ProgressBar::new(total_runs as u64);
@@ -412,7 +457,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     );
 
     let mut rows = Vec::new();
-    for (algorithm, bits, rerank) in specs {
+    for (algorithm, bits, rerank, kind) in specs {
         let rss0 = rss_bytes();
         let t = Instant::now();
         let built = match algorithm {
@@ -423,6 +468,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
                 Built {
                     algorithm: "exact",
+                    index_kind: None,
+                    efs: vec![0],
                     params: "brute-force f32".into(),
                     build_s: t.elapsed().as_secs_f64(),
                     index_bytes: (n * d * 4) as u64,
@@ -471,6 +518,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                     });
                     Built {
                         algorithm: "gyre",
+                        index_kind: Some("flat"),
+                        efs: vec![0],
                         params: label(" target=grpc"),
                         build_s: t.elapsed().as_secs_f64(),
                         index_bytes: 0,
@@ -491,6 +540,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                     drop(index);
                     Built {
                         algorithm: "gyre",
+                        index_kind: Some("flat"),
+                        efs: vec![0],
                         params: label(" storage=disk"),
                         build_s: t.elapsed().as_secs_f64(),
                         index_bytes: info.disk_bytes,
@@ -504,10 +555,39 @@ pub fn run(args: &Args) -> Result<(), String> {
                     build_pool
                         .install(|| index.add(&ids, ds.train.as_slice()))
                         .map_err(|e| e.to_string())?;
+                    let mut efs = vec![0];
+                    let mut params = label("");
+                    if kind == IndexKind::Graph {
+                        let mut gp = gyre::graph::BuildParams::for_dim(d);
+                        if let Some(r) = args.degree {
+                            gp.degree = r;
+                        }
+                        gp.build_ef = args.build_ef;
+                        gp.alpha = args.alpha;
+                        bar.set_message(format!("graph {bits}-bit R={}", gp.degree));
+                        let g0 = Instant::now();
+                        build_pool
+                            .install(|| index.build_graph(&gp, &|_| {}))
+                            .map_err(|e| e.to_string())?;
+                        let graph_s = g0.elapsed().as_secs_f64();
+                        bar.suspend(|| {
+                            eprintln!(
+                                "graph: {n} rows linked in {graph_s:.1} s on {max_threads} thread(s) (R={}, build ef={}, α={})",
+                                gp.degree, gp.build_ef, gp.alpha
+                            )
+                        });
+                        efs = args.ef.clone();
+                        params = format!(
+                            "{params} R={} build_ef={} alpha={}",
+                            gp.degree, gp.build_ef, gp.alpha
+                        );
+                    }
                     let build_s = t.elapsed().as_secs_f64();
                     Built {
                         algorithm: "gyre",
-                        params: label(""),
+                        index_kind: Some(kind.name()),
+                        efs,
+                        params,
                         build_s,
                         index_bytes: index.memory_bytes() as u64,
                         rss_delta: rss_bytes().zip(rss0).map(|(a, b)| a - b),
@@ -527,11 +607,21 @@ pub fn run(args: &Args) -> Result<(), String> {
                 .map(|&t| (t > 0.0).then_some(t))
                 .collect()
         };
-        for ((&oversample, staged), target) in built
+        let resident = match &built.index {
+            Index::Gyre(ix) => ix.graph_bytes().map(|b| b as f64 / n.max(1) as f64),
+            _ => None,
+        };
+        let staged_list = if built.index_kind == Some("graph") {
+            vec![None]
+        } else {
+            built.staged.clone()
+        };
+        for (((&oversample, staged), target), &ef) in built
             .oversample
             .iter()
-            .flat_map(|o| built.staged.iter().map(move |&s| (o, s)))
+            .flat_map(|o| staged_list.iter().map(move |&s| (o, s)))
             .flat_map(|p| targets.iter().map(move |&t| (p, t)))
+            .flat_map(|p| built.efs.iter().map(move |e| (p, e)))
         {
             // `staged` is the sign-plane shortlist factor, or None for a plain scan.
             let params = SearchParams {
@@ -540,13 +630,14 @@ pub fn run(args: &Args) -> Result<(), String> {
                 staged: staged.is_some(),
                 shortlist: staged.unwrap_or(1),
                 target_recall: target,
-                ef: 0,
+                ef,
             };
             let label = match built.index {
                 Index::Exact(_) => built.params.clone(),
                 Index::Gyre(_) | Index::Disk(_) | Index::Remote(_) => format!(
-                    "{} oversample={oversample}{}{}",
+                    "{} oversample={oversample}{}{}{}",
                     built.params,
+                    if ef > 0 { format!(" ef={ef}") } else { String::new() },
                     staged.map_or(String::new(), |f| format!(" staged shortlist={f}")),
                     target.map_or(String::new(), |t| format!(" target_recall={t}"))
                 ),
@@ -648,6 +739,9 @@ pub fn run(args: &Args) -> Result<(), String> {
                         runs: args.runs,
                         filter_selectivity: None,
                         filter_kind: None,
+                        index: built.index_kind.map(str::to_string),
+                        ef: (ef > 0).then_some(ef),
+                        resident_bytes_per_vector: resident,
                     };
                     if args.json {
                         bar.suspend(|| {

@@ -38,6 +38,16 @@ pub struct Row {
     /// Filtered runs: `keyword`, `range`, or `none` for the unfiltered reference run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_kind: Option<String>,
+    /// Gyre's index kind: `flat` or `graph` (none for the exact oracle and older rows).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// Graph runs: the search effort.
+    #[serde(default)]
+    pub ef: Option<usize>,
+    /// Graph runs: bytes a graph search keeps in memory per vector (neighbour lists, the
+    /// codes' records, ids); the rerank copies are read for the final candidates only.
+    #[serde(default)]
+    pub resident_bytes_per_vector: Option<f64>,
 }
 
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), String> {

@@ -63,7 +63,7 @@ pub mod wal;
 
 pub use collection::{
     Collection, CollectionConfig, CollectionInfo, Database, Durability, Point, Recovery,
-    ScrollPage, ScrollRequest, SearchOptions, SearchOutput, SegmentInfo,
+    ScrollPage, ScrollRequest, SearchOptions, SearchOutput, SegmentIndex, SegmentInfo,
 };
 pub use directory::{Directory, FaultDirectory, LocalDirectory};
 pub use error::{Error, ErrorKind, MAX_NORM, MIN_NORM, Result};

@@ -36,6 +36,8 @@ fn build(dir: &Path) -> (BTreeMap<u64, Vec<f32>>, BTreeMap<u64, Vec<f32>>) {
                 metric: Metric::Cosine,
                 rerank: RerankStorage::F32,
                 verify_on_open: true,
+                // Both segments get a graph section, so its damage is tried too.
+                index_min_rows: 100,
                 ..CollectionConfig::new(D)
             },
         )

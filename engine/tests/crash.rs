@@ -94,6 +94,9 @@ fn config(durability: Durability) -> CollectionConfig {
         // Small segments and eager compaction, so kills land in sealing and merging too.
         segment_rows: 150,
         compact_segments: 3,
+        // Every sealed and merged segment builds a graph, so kills land in graph builds and
+        // recovery opens indexed segments.
+        index_min_rows: 100,
         ..CollectionConfig::new(DIM)
     }
 }

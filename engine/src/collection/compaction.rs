@@ -104,7 +104,9 @@ impl Collection {
             .zip(&copied)
             .map(|(s, rows)| (s.view(&inner.shape), rows.clone(), s.seg.payloads()))
             .collect();
-        segment::write(&*inner.dir, &meta, &inner.shape, id, &sources)?;
+        let rows: usize = copied.iter().map(Vec::len).sum();
+        let index = inner.config.graph_params(rows);
+        segment::write(&*inner.dir, &meta, &inner.shape, id, &sources, index.as_ref())?;
         drop(sources);
         let merged = match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
             Ok(seg) => {

@@ -40,7 +40,7 @@ mod seal;
 mod snapshot;
 mod types;
 
-pub use config::{CollectionConfig, Durability};
+pub use config::{CollectionConfig, DEFAULT_INDEX_MIN_ROWS, Durability, SegmentIndex};
 pub use database::Database;
 pub use types::{
     CollectionInfo, Point, Recovery, ScrollPage, ScrollRequest, SearchOptions, SearchOutput,
@@ -113,15 +113,37 @@ impl Inner {
 const DIRECT_RATIO_BATCH: usize = 16;
 const DIRECT_RATIO_SINGLE: usize = 4;
 
-/// The allowed rows of `masks` when scoring them directly beats scanning their blocks.
-fn direct_rows(masks: &[u32], ratio: usize) -> Option<Vec<u32>> {
+/// The allowed rows of `masks` when scoring them directly beats scanning their blocks, or,
+/// for a source with a graph, beats walking it: a filtered graph search scores about
+/// `ef · R` rows per accepted fraction, `ef · R · rows / allowed`, so rows are scored directly
+/// while `allowed ≤ √(ef · R · rows)` (a cost model; the graph falls back to a scan when it
+/// reaches fewer than k allowed rows).
+fn direct_rows(
+    view: &crate::search::view::View<'_>,
+    masks: &[u32],
+    ratio: usize,
+    params: &crate::search::SearchParams,
+    k: usize,
+) -> Option<Vec<u32>> {
     let (mut allowed, mut blocks) = (0usize, 0usize);
     for &w in masks {
         allowed += w.count_ones() as usize;
         blocks += usize::from(w != 0);
     }
-    if allowed.saturating_mul(ratio) > blocks * crate::quantizer::layout::BLOCK {
-        return None;
+    match view.cols.graph {
+        Some(g) => {
+            let walk = crate::search::graph_effort(params, k)
+                .saturating_mul(g.degree)
+                .saturating_mul(view.cols.rows());
+            if (allowed as u128) * (allowed as u128) > walk as u128 {
+                return None;
+            }
+        }
+        None => {
+            if allowed.saturating_mul(ratio) > blocks * crate::quantizer::layout::BLOCK {
+                return None;
+            }
+        }
     }
     let mut rows = Vec::with_capacity(allowed);
     for (b, &w) in masks.iter().enumerate() {
@@ -409,7 +431,10 @@ impl Collection {
                     None => view.exact_search(query, k, masks, &opts.cancel, split),
                     Some(p) => {
                         let params = view.params_for(&opts.params, k);
-                        if restricted && let Some(rows) = direct_rows(masks, DIRECT_RATIO_SINGLE) {
+                        if restricted
+                            && let Some(rows) =
+                                direct_rows(&view, masks, DIRECT_RATIO_SINGLE, &params, k)
+                        {
                             return view.search_rows(query, p, 0, k, &params, &rows);
                         }
                         view.search_prepared(query, p, 0, k, &params, masks, split)
@@ -530,7 +555,10 @@ impl Collection {
                     }
                     Some(p) => {
                         let params = view.params_for(&opts.params, k);
-                        if restricted && let Some(rows) = direct_rows(masks, DIRECT_RATIO_BATCH) {
+                        if restricted
+                            && let Some(rows) =
+                                direct_rows(&view, masks, DIRECT_RATIO_BATCH, &params, k)
+                        {
                             use rayon::prelude::*;
                             return queries
                                 .par_chunks(d)
@@ -768,6 +796,7 @@ impl Collection {
                 rows: s.seg.rows() as u64,
                 live: s.live.count() as u64,
                 bytes: s.seg.file_bytes(),
+                graph_bytes: s.seg.graph_bytes(),
             })
             .collect();
         let live = live_mem as u64 + seg_infos.iter().map(|s| s.live).sum::<u64>();

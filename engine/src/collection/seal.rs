@@ -203,7 +203,9 @@ fn write_segment(
         .filter(|(_, r)| !r.is_empty())
         .map(|((c, p), r)| (c.view(), r.clone(), p.rows.slice()))
         .collect();
-    segment::write(&*inner.dir, &meta, &inner.shape, id, &sources)?;
+    let rows: usize = sources.iter().map(|s| s.1.len()).sum();
+    let index = inner.config.graph_params(rows);
+    segment::write(&*inner.dir, &meta, &inner.shape, id, &sources, index.as_ref())?;
     match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
         Ok(seg) => {
             seg.ensure_indexes(&inner.schema()?);

@@ -127,6 +127,8 @@ pub struct SegmentInfo {
     pub live: u64,
     /// File size.
     pub bytes: u64,
+    /// Bytes of its graph index (0: the segment is scanned).
+    pub graph_bytes: u64,
 }
 
 /// What opening a collection replayed from its WAL.

@@ -90,7 +90,7 @@ impl Graph {
 
     /// The parsed view (the encoder's output always parses).
     pub fn view(&self, rows: usize, stride: usize) -> Result<GraphRef<'_>> {
-        GraphRef::parse(self.bytes(), rows, stride).map_err(Error::internal)
+        GraphRef::layout(self.bytes(), rows, stride).map_err(Error::internal)
     }
 }
 
@@ -115,8 +115,32 @@ pub struct GraphRef<'a> {
 
 impl<'a> GraphRef<'a> {
     /// Parses and checks encoded bytes for `rows` rows with records of `stride` bytes (what the
-    /// segment's shape expects). The bytes must start 4-byte aligned.
+    /// segment's shape expects): the header, the sizes and every neighbour list (`O(rows · R)`,
+    /// done once when a segment opens). The bytes must start 4-byte aligned.
     pub fn parse(
+        bytes: &'a [u8],
+        rows: usize,
+        stride: usize,
+    ) -> std::result::Result<GraphRef<'a>, String> {
+        let g = GraphRef::layout(bytes, rows, stride)?;
+        let (degree, adjacency) = (g.degree, g.adjacency);
+        for (r, list) in adjacency.chunks_exact(degree).enumerate() {
+            let len = list.iter().position(|&x| x == NONE).unwrap_or(degree);
+            if list[len..].iter().any(|&x| x != NONE) {
+                return Err(format!("row {r}'s neighbour list has a hole"));
+            }
+            for (i, &x) in list[..len].iter().enumerate() {
+                if x as usize >= rows || x as usize == r || list[..i].contains(&x) {
+                    return Err(format!("row {r}'s neighbour list is malformed"));
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// The header and size checks of [`parse`](Self::parse) alone (`O(1)`), for bytes that
+    /// were parsed before (a segment's graph on each search) or just encoded.
+    pub fn layout(
         bytes: &'a [u8],
         rows: usize,
         stride: usize,
@@ -171,17 +195,6 @@ impl<'a> GraphRef<'a> {
         let adjacency: &[u32] = bytemuck::cast_slice(&bytes[adj_at..adj_at + adj_len]);
         if entries.iter().any(|&e| e as usize >= rows) {
             return Err("a graph entry row is out of range".into());
-        }
-        for (r, list) in adjacency.chunks_exact(degree).enumerate() {
-            let len = list.iter().position(|&x| x == NONE).unwrap_or(degree);
-            if list[len..].iter().any(|&x| x != NONE) {
-                return Err(format!("row {r}'s neighbour list has a hole"));
-            }
-            for (i, &x) in list[..len].iter().enumerate() {
-                if x as usize >= rows || x as usize == r || list[..i].contains(&x) {
-                    return Err(format!("row {r}'s neighbour list is malformed"));
-                }
-            }
         }
         Ok(GraphRef {
             degree,
@@ -243,7 +256,7 @@ mod tests {
             vec![1, NONE, 2, 0, NONE, NONE, 0, 1, NONE], // hole
         ] {
             let g = Graph::encode(&p, 3, &[0], &bad, 16, &records);
-            assert!(g.view(3, 16).is_err(), "{bad:?}");
+            assert!(GraphRef::parse(g.bytes(), 3, 16).is_err(), "{bad:?}");
         }
         let g = Graph::encode(&p, 3, &[5], &adjacency, 16, &records);
         assert!(g.view(3, 16).is_err(), "entry out of range");

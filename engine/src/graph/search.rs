@@ -105,6 +105,13 @@ impl Scratch {
         }
     }
 
+    /// Hands the accepted rows of the last search to `f` with their keys, in no order.
+    pub fn drain_best(&mut self, mut f: impl FnMut(u32, f32)) {
+        for Reverse(p) in self.best.drain() {
+            f(p as u32, unord((p >> 32) as u32));
+        }
+    }
+
     /// The accepted rows of the last search with their keys, best first, into `out`.
     pub fn results(&mut self, out: &mut Vec<(u32, f32)>) {
         out.clear();

@@ -179,6 +179,175 @@ pub fn squared_l2_f32(a: &[f32], b: &[f32]) -> f32 {
     reduce8(lanes) + tail
 }
 
+/// The summation of [`squared_l2_wide`]: 32 independent lanes over chunks of 32, the rest in
+/// lanes 0..8 by chunks of 8, then one by one; a fixed reduction tree. Written once and
+/// compiled per ISA, so every ISA returns the same bits.
+#[inline(always)]
+fn l2_lanes32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0f32; 32];
+    let mut ca = a.chunks_exact(32);
+    let mut cb = b.chunks_exact(32);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..32 {
+            let d = x[i] - y[i];
+            lanes[i] += d * d;
+        }
+    }
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut c8a = ra.chunks_exact(8);
+    let mut c8b = rb.chunks_exact(8);
+    for (x, y) in (&mut c8a).zip(&mut c8b) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            lanes[i] += d * d;
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in c8a.remainder().iter().zip(c8b.remainder()) {
+        tail += (x - y) * (x - y);
+    }
+    let mut l16 = [0.0f32; 16];
+    for i in 0..16 {
+        l16[i] = lanes[i] + lanes[i + 16];
+    }
+    let mut l8 = [0.0f32; 8];
+    for i in 0..8 {
+        l8[i] = l16[i] + l16[i + 8];
+    }
+    reduce8(l8) + tail
+}
+
+/// [`l2_lanes32`] in four AVX2 registers: register `j` holds lanes `8j..8j + 8`, and every
+/// lane sees the same operations in the same order (no FMA), so the result is bit-identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn l2_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut ca = a.chunks_exact(32);
+    let mut cb = b.chunks_exact(32);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `x` and `y` hold 32 floats; lanes 8j..8j + 8 are in bounds.
+            let d = unsafe {
+                _mm256_sub_ps(
+                    _mm256_loadu_ps(x.as_ptr().add(8 * j)),
+                    _mm256_loadu_ps(y.as_ptr().add(8 * j)),
+                )
+            };
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(d, d));
+        }
+    }
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut c8a = ra.chunks_exact(8);
+    let mut c8b = rb.chunks_exact(8);
+    for (x, y) in (&mut c8a).zip(&mut c8b) {
+        // SAFETY: `x` and `y` hold 8 floats.
+        let d = unsafe { _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr())) };
+        acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(d, d));
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in c8a.remainder().iter().zip(c8b.remainder()) {
+        tail += (x - y) * (x - y);
+    }
+    let l8 = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` holds 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), l8) };
+    reduce8(out) + tail
+}
+
+/// [`l2_lanes32`] in two AVX-512 registers (lanes 0..16 and 16..32), bit-identical likewise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn l2_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut z0, mut z1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut ca = a.chunks_exact(32);
+    let mut cb = b.chunks_exact(32);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        // SAFETY: `x` and `y` hold 32 floats.
+        let (d0, d1) = unsafe {
+            (
+                _mm512_sub_ps(_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(y.as_ptr())),
+                _mm512_sub_ps(
+                    _mm512_loadu_ps(x.as_ptr().add(16)),
+                    _mm512_loadu_ps(y.as_ptr().add(16)),
+                ),
+            )
+        };
+        z0 = _mm512_add_ps(z0, _mm512_mul_ps(d0, d0));
+        z1 = _mm512_add_ps(z1, _mm512_mul_ps(d1, d1));
+    }
+    let hi = |z: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)));
+    let (mut a0, a1) = (_mm512_castps512_ps256(z0), hi(z0));
+    let (a2, a3) = (_mm512_castps512_ps256(z1), hi(z1));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut c8a = ra.chunks_exact(8);
+    let mut c8b = rb.chunks_exact(8);
+    for (x, y) in (&mut c8a).zip(&mut c8b) {
+        // SAFETY: `x` and `y` hold 8 floats.
+        let d = unsafe { _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr())) };
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(d, d));
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in c8a.remainder().iter().zip(c8b.remainder()) {
+        tail += (x - y) * (x - y);
+    }
+    let l8 = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` holds 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), l8) };
+    reduce8(out) + tail
+}
+
+fn l2_portable(a: &[f32], b: &[f32]) -> f32 {
+    l2_lanes32(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn l2_avx2_entry(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: selected only after `is_x86_feature_detected!("avx2")`.
+    unsafe { l2_avx2(a, b) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn l2_avx512_entry(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: selected only after `is_x86_feature_detected!("avx512f")`.
+    unsafe { l2_avx512(a, b) }
+}
+
+/// The widest build of [`l2_lanes32`] this CPU runs, chosen once.
+fn l2_wide_fn() -> fn(&[f32], &[f32]) -> f32 {
+    static F: std::sync::OnceLock<fn(&[f32], &[f32]) -> f32> = std::sync::OnceLock::new();
+    *F.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return l2_avx512_entry;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                return l2_avx2_entry;
+            }
+        }
+        l2_portable
+    })
+}
+
+/// Squared Euclidean distance with 32 independent lanes (four AVX2 or two AVX-512 registers
+/// of partial sums, where [`squared_l2_f32`]'s eight lanes wait on one add chain): the graph
+/// build's distance. Its bits are the same on every ISA, not those of `squared_l2_f32`.
+#[inline]
+pub fn squared_l2_wide(a: &[f32], b: &[f32]) -> f32 {
+    l2_wide_fn()(a, b)
+}
+
 /// Hints the CPU to start loading the cache lines of `bytes` (up to `lines` of them): a graph
 /// search asks for every neighbour's record before scoring the first, so the misses overlap.
 #[inline(always)]
@@ -280,6 +449,37 @@ mod tests {
             let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
             assert!((squared_norm_f64(&a) - norm).abs() <= 1e-12 * norm.max(1.0));
         }
+    }
+
+    #[test]
+    fn wide_l2_is_the_same_on_every_isa_and_matches_f64() {
+        let mut rng = SeededRng::for_data(2);
+        for n in 0..=200 {
+            let a: Vec<f32> = (0..n).map(|_| rng.gaussian() as f32).collect();
+            let b: Vec<f32> = (0..n).map(|_| 1e3 * rng.gaussian() as f32).collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                .sum();
+            let got = squared_l2_wide(&a, &b);
+            assert_eq!(got.to_bits(), l2_portable(&a, &b).to_bits(), "n={n}");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    assert_eq!(got.to_bits(), l2_avx2_entry(&a, &b).to_bits(), "n={n}");
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    assert_eq!(got.to_bits(), l2_avx512_entry(&a, &b).to_bits(), "n={n}");
+                }
+            }
+            assert!((f64::from(got) - want).abs() <= 1e-5 * want.max(1.0), "n={n}");
+        }
+        // Extremes: huge components overflow to inf, never to NaN; equal inputs give 0.
+        let big = vec![f32::MAX; 40];
+        let small = vec![-f32::MAX; 40];
+        assert_eq!(squared_l2_wide(&big, &small), f32::INFINITY);
+        assert_eq!(squared_l2_wide(&big, &big), 0.0);
     }
 
     #[test]

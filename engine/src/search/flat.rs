@@ -146,6 +146,8 @@ pub struct FlatIndex {
     live: LiveMask,
     rows_by_id: std::collections::HashMap<u64, usize>,
     vectors: Vectors,
+    /// The graph over all rows, once built (adding rows drops it).
+    graph: Option<crate::graph::Graph>,
 }
 
 impl FlatIndex {
@@ -190,6 +192,7 @@ impl FlatIndex {
             live: LiveMask::default(),
             rows_by_id: std::collections::HashMap::new(),
             vectors,
+            graph: None,
         })
     }
 
@@ -248,8 +251,40 @@ impl FlatIndex {
                     Vectors::F16(v) => VectorsRef::F16(v),
                     Vectors::F32(v) => VectorsRef::F32(v),
                 },
+                graph: None,
             },
         }
+        .with_graph(self.graph.as_ref())
+    }
+
+    /// Builds a graph over the rows (see `crate::graph`): searches then walk it instead of
+    /// scanning every code, with `SearchParams::ef` as their effort. Adding rows drops it
+    /// (build again after the last add); removing rows keeps it (they are masked). `progress`
+    /// gets the rows linked so far.
+    pub fn build_graph(
+        &mut self,
+        params: &crate::graph::BuildParams,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<()> {
+        params.check()?;
+        self.graph = None;
+        let graph = self.view().build_graph(params, progress);
+        self.graph = Some(graph);
+        Ok(())
+    }
+
+    /// True once [`build_graph`](Self::build_graph) has run (and no row was added since).
+    pub fn has_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Bytes a graph search keeps in memory per row: the graph (neighbour lists and the codes'
+    /// records) and the ids; `None` without a graph. The rerank copies are read only for the
+    /// final candidates.
+    pub fn graph_bytes(&self) -> Option<usize> {
+        self.graph
+            .as_ref()
+            .map(|g| g.bytes().len() + 8 * self.ids.len() + 4 * self.live.words().len())
     }
 
     fn kill(&mut self, row: usize) {
@@ -313,6 +348,7 @@ impl FlatIndex {
             + 8 * self.ids.len()
             + 4 * self.live.words().len()
             + vectors
+            + self.graph.as_ref().map_or(0, |g| g.bytes().len())
     }
 
     /// Encodes and adds `rows` (row-major, `ids.len() × dim`), in parallel. All rows are
@@ -341,6 +377,7 @@ impl FlatIndex {
         range: std::ops::Range<usize>,
         track_ids: bool,
     ) {
+        self.graph = None;
         let dim = self.shape.quantizer.dim();
         let plane_bytes = packing::packed_len(dim, 1);
         let prefix_bytes = packing::packed_len(dim, 4);

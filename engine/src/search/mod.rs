@@ -4,6 +4,7 @@
 mod cancel;
 mod exact;
 pub(crate) mod flat;
+mod graph;
 mod mask;
 mod topk;
 pub(crate) mod view;
@@ -14,3 +15,16 @@ pub use flat::{FlatIndex, RerankStorage, SearchParams};
 pub use mask::LiveMask;
 pub use topk::TopK;
 pub use view::STAGED_MIN_DIM;
+pub(crate) use graph::{effort as graph_effort, record_stride_for as graph_record_stride};
+
+/// [`graph::build_over`] without progress reports.
+pub(crate) fn build_graph_over<'a, 'v: 'a, I>(
+    shape: &view::Shape,
+    rows: I,
+    params: &crate::graph::BuildParams,
+) -> crate::graph::Graph
+where
+    I: Iterator<Item = (&'a view::View<'v>, usize)> + Clone,
+{
+    graph::build_over(shape, rows, params, &|_| {})
+}

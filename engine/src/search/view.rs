@@ -263,8 +263,13 @@ impl Prepared {
         }
     }
 
+    /// The rotated query `qi` with its float tables.
+    pub(crate) fn lut(&self, qi: usize) -> &QueryLut {
+        &self.luts[qi]
+    }
+
     /// Query `qi` rounded for the `dot4` kernels (4-bit codes).
-    fn dot4_query(&self, qi: usize) -> Option<&dot4::Query> {
+    pub(crate) fn dot4_query(&self, qi: usize) -> Option<&dot4::Query> {
         self.dot4.as_ref().and_then(|v| v.get(qi))
     }
 
@@ -335,6 +340,8 @@ pub(crate) struct Columns<'a> {
     pub sketch_blocked: &'a [u8],
     pub sketch_factor: &'a [f32],
     pub vectors: VectorsRef<'a>,
+    /// The rows' graph (a sealed segment's index, or a `FlatIndex` after `build_graph`).
+    pub graph: Option<crate::graph::GraphRef<'a>>,
 }
 
 impl Columns<'_> {
@@ -857,7 +864,7 @@ impl View<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn finish(
+    pub(crate) fn finish(
         &self,
         query: &[f32],
         lut: &QueryLut,
@@ -956,6 +963,11 @@ impl View<'_> {
         masks: &[u32],
         split: bool,
     ) -> Vec<Neighbor> {
+        if let Some(graph) = self.cols.graph
+            && let Some(hits) = self.search_graph(&graph, query, prep, qi, k, params, masks)
+        {
+            return hits;
+        }
         let keep = k.saturating_mul(params.oversample);
         let n = self.cols.rows();
         let luts = &prep.luts[qi..qi + 1];
@@ -1067,6 +1079,19 @@ impl View<'_> {
         cancel: &Cancel,
     ) -> Vec<Vec<Neighbor>> {
         let d = self.shape.quantizer.dim();
+        if self.cols.graph.is_some() {
+            // A graph search touches a few hundred rows: one task per query, nothing shared.
+            return queries
+                .par_chunks(d)
+                .enumerate()
+                .map(|(qi, q)| {
+                    if cancel.is_cancelled() {
+                        return Vec::new();
+                    }
+                    self.search_prepared(q, prep, qi, k, params, masks, false)
+                })
+                .collect();
+        }
         let keep = k.saturating_mul(params.oversample);
         let size = QUERY_GROUP;
         let groups = queries

@@ -50,6 +50,10 @@ const ALIGN: usize = 64;
 const FOOTER_V2: usize = 32;
 /// Section flag: readers that do not know the kind may skip the section.
 pub const FLAG_OPTIONAL: u32 = 1;
+/// Kind of the optional `Graph` section: the segment's proximity graph and its 4-bit records
+/// (`crate::graph`). Written after the required sections, flagged optional, so a reader
+/// without graph support scans the segment instead; no format version change.
+const GRAPH_KIND: u32 = 16;
 
 /// The sections, in file order; the discriminant is the kind stored in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,12 +285,16 @@ pub(crate) type Source<'a> = (View<'a>, Vec<u32>, PayloadSlice<'a>);
 /// Writes the rows of `sources` (concatenated in order; their ids must be distinct) as
 /// segment `id` in `dir`, durably. Returns the file's size in bytes. On error no file of that
 /// name appears (the temporary file is removed).
+///
+/// With `index`, a graph over the rows is built (before anything is written) and stored as
+/// the `Graph` section.
 pub(crate) fn write(
     dir: &dyn Directory,
     meta: &SegmentMeta,
     shape: &Shape,
     id: u64,
     sources: &[Source<'_>],
+    index: Option<&crate::graph::BuildParams>,
 ) -> Result<u64> {
     let rows: usize = sources.iter().map(|(_, r, _)| r.len()).sum();
     if rows > u32::MAX as usize {
@@ -301,13 +309,30 @@ pub(crate) fn write(
         .sum();
     let lens = lengths(shape, meta.rerank, rows, VERSION, payload_bytes);
     let (offsets, end) = layout(&lens, HEADER_BYTES);
+    let graph = match index {
+        Some(p) if rows > 1 => {
+            p.check()?;
+            let all = sources
+                .iter()
+                .flat_map(|(v, rs, _)| rs.iter().map(move |&r| (v, r as usize)));
+            Some(crate::search::build_graph_over(shape, all, p))
+        }
+        _ => None,
+    };
     let mut w = SectionWriter {
         w: dir.create(&file_name(id))?,
         buf: Vec::with_capacity(WRITE_BUFFER),
         pos: 0,
         crc: 0,
     };
-    w.put(&header(meta, shape, id, rows, VERSION, KINDS.len()))?;
+    w.put(&header(
+        meta,
+        shape,
+        id,
+        rows,
+        VERSION,
+        KINDS.len() + usize::from(graph.is_some()),
+    ))?;
     let mut crcs = [0u32; N];
     let rows_of = || {
         sources
@@ -464,10 +489,26 @@ pub(crate) fn write(
         }
         crcs[i] = w.crc;
     }
+    let mut entries = known_entries(&offsets, &lens, N, |i| crcs[i]);
+    let mut end = end;
+    if let Some(g) = &graph {
+        let at = end.next_multiple_of(ALIGN);
+        w.pad_to(at)?;
+        w.crc = 0;
+        w.put(g.bytes())?;
+        entries.push(Entry {
+            kind: GRAPH_KIND,
+            flags: FLAG_OPTIONAL,
+            offset: at as u64,
+            len: g.bytes().len() as u64,
+            crc: w.crc,
+        });
+        end = at + g.bytes().len();
+    }
     // The table, then the footer: table offset, file length, table crc, footer crc, magic.
     let table_at = end.next_multiple_of(8);
     w.pad_to(table_at)?;
-    let table = encode_table(&known_entries(&offsets, &lens, N, |i| crcs[i]));
+    let table = encode_table(&entries);
     let total = table_at + table.len() + FOOTER_V2;
     let mut footer = Vec::with_capacity(FOOTER_V2);
     footer.extend_from_slice(&(table_at as u64).to_le_bytes());
@@ -673,6 +714,10 @@ pub struct Segment {
     /// 4-bit codes of a file older than format 3, re-arranged in memory for the `dot4`
     /// kernels (the file's `Blocked` section holds them in nibble columns).
     rearranged: Option<Vec<u8>>,
+    /// Offset, length and crc32c of the `Graph` section, when the segment has one (checked
+    /// on open by `GraphRef::parse`), and the stride of its records.
+    graph: Option<(usize, usize, u32)>,
+    graph_stride: usize,
     /// Indexes of the collection's indexed payload fields, built from the `Payloads` section
     /// (derived data, never stored); replaced whole when a field is added.
     indexes: std::sync::RwLock<Arc<FieldIndexes>>,
@@ -740,6 +785,7 @@ impl Segment {
             read_table_v2(&map, count).map_err(bad)?
         };
         let mut sections = [(0, 0, 0); N];
+        let mut graph = None;
         let mut seen = [false; N];
         let mut prev_end = HEADER_BYTES;
         for e in &entries {
@@ -754,6 +800,13 @@ impl Segment {
                 )));
             }
             prev_end = off + n;
+            if e.kind == GRAPH_KIND && version >= 2 {
+                if graph.is_some() {
+                    return Err(bad("the graph section appears twice".into()));
+                }
+                graph = Some((off, n, e.crc));
+                continue;
+            }
             match KINDS.iter().position(|k| *k as u32 == e.kind) {
                 Some(i) => {
                     if seen[i] {
@@ -794,12 +847,18 @@ impl Segment {
             sections,
             rerank: meta.rerank,
             rearranged: None,
+            graph,
+            graph_stride: crate::search::graph_record_stride(shape),
             indexes: std::sync::RwLock::new(Arc::new(BTreeMap::new())),
         };
         if verify {
             seg.verify()?;
         }
         seg.check_payloads()?;
+        if let Some((off, len, _)) = seg.graph {
+            crate::graph::GraphRef::parse(&seg.map[off..off + len], rows, seg.graph_stride)
+                .map_err(|r| bad(format!("graph section: {r}")))?;
+        }
         let mut seg = seg;
         if version < 3 && shape.dot4.is_some() {
             seg.rearranged = Some(rearrange_v2(seg.bytes(Kind::Blocked), rows, shape));
@@ -822,6 +881,11 @@ impl Segment {
                     format!("section {kind:?} checksum mismatch"),
                 ));
             }
+        }
+        if let Some((off, len, crc)) = self.graph
+            && crc32c::crc32c(&self.map[off..off + len]) != crc
+        {
+            return Err(Error::corrupt(&self.path, "section Graph checksum mismatch"));
         }
         let cols = self.columns();
         let sorted: &[u64] = bytemuck::cast_slice(self.bytes(Kind::SortedIds));
@@ -870,6 +934,16 @@ impl Segment {
         self.version
     }
 
+    /// True when the segment carries a graph (searches walk it instead of scanning).
+    pub fn has_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Bytes of the `Graph` section (0 without one).
+    pub fn graph_bytes(&self) -> u64 {
+        self.graph.map_or(0, |g| g.1 as u64)
+    }
+
     /// File size in bytes.
     pub fn file_bytes(&self) -> u64 {
         self.map.len() as u64
@@ -898,6 +972,10 @@ impl Segment {
             sketch_blocked: self.bytes(Kind::SketchBlocked),
             sketch_factor: bytemuck::cast_slice(self.bytes(Kind::SketchFactor)),
             vectors,
+            graph: self.graph.and_then(|(off, len, _)| {
+                crate::graph::GraphRef::layout(&self.map[off..off + len], self.rows, self.graph_stride)
+                    .ok()
+            }),
         }
     }
 
