@@ -432,7 +432,9 @@ pub fn run(args: &Args) -> Result<(), String> {
             }
         }
     }
-    if args.index.contains(&IndexKind::Graph) && (args.storage == Storage::Disk || args.target.is_some()) {
+    if args.index.contains(&IndexKind::Graph)
+        && (args.storage == Storage::Disk || args.target.is_some())
+    {
         return Err("--index graph runs on the in-memory index; on-disk collections build their graphs when segments seal (CollectionConfig::index)".into());
     }
     let total_runs: usize = specs
@@ -443,7 +445,11 @@ pub fn run(args: &Args) -> Result<(), String> {
             } else {
                 1
             };
-            let efs = if *kind == IndexKind::Graph { args.ef.len() } else { 1 };
+            let efs = if *kind == IndexKind::Graph {
+                args.ef.len()
+            } else {
+                1
+            };
             os * efs * args.threads.len() * args.mode.len() * args.runs * nq
         })
         .sum();
@@ -637,7 +643,11 @@ pub fn run(args: &Args) -> Result<(), String> {
                 Index::Gyre(_) | Index::Disk(_) | Index::Remote(_) => format!(
                     "{} oversample={oversample}{}{}{}",
                     built.params,
-                    if ef > 0 { format!(" ef={ef}") } else { String::new() },
+                    if ef > 0 {
+                        format!(" ef={ef}")
+                    } else {
+                        String::new()
+                    },
                     staged.map_or(String::new(), |f| format!(" staged shortlist={f}")),
                     target.map_or(String::new(), |t| format!(" target_recall={t}"))
                 ),

@@ -138,13 +138,9 @@ fn churn_keeps_deleted_rows_bounded() {
     assert!(deleted <= 3 * 600, "{deleted} deleted rows kept: {out}");
 }
 
-/// `gyre-bench recall --filter-selectivity` (the README's filtered-search command, on a small
-/// dataset): one unfiltered and two filtered rows per selectivity, each carrying
-/// `filter_selectivity` and `filter_kind`, with the filtered recall at the unfiltered level.
-#[test]
-fn filtered_recall_rows_carry_selectivity_and_kind() {
+/// A small angular dataset with exact ground truth, written as ann-benchmarks HDF5.
+fn small_dataset(tmp: &std::path::Path) -> std::path::PathBuf {
     use gyre_datasets::{AnnDataset, Distance, Matrix};
-    let tmp = tempfile::tempdir().unwrap();
     let (n, nq, d) = (4000, 40, 32);
     let mut rng = gyre::random::SeededRng::for_data(3);
     let mut rows = |count: usize| {
@@ -158,7 +154,7 @@ fn filtered_recall_rows_carry_selectivity_and_kind() {
     let (neighbors, distances) =
         gyre_datasets::groundtruth::exact_neighbors(&train, &test, Distance::Angular, 10, |_| {})
             .unwrap();
-    let file = tmp.path().join("small.hdf5");
+    let file = tmp.join("small.hdf5");
     gyre_datasets::annb::write_hdf5(
         &file,
         &AnnDataset {
@@ -170,6 +166,16 @@ fn filtered_recall_rows_carry_selectivity_and_kind() {
         },
     )
     .unwrap();
+    file
+}
+
+/// `gyre-bench recall --filter-selectivity` (the README's filtered-search command, on a small
+/// dataset): one unfiltered and two filtered rows per selectivity, each carrying
+/// `filter_selectivity` and `filter_kind`, with the filtered recall at the unfiltered level.
+#[test]
+fn filtered_recall_rows_carry_selectivity_and_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_dataset(tmp.path());
     let (ok, out, err) = gyre_bench(&[
         "recall",
         "--dataset",
@@ -215,4 +221,66 @@ fn filtered_recall_rows_carry_selectivity_and_kind() {
         );
     }
     assert!(tmp.path().join("out/small-filtered.csv").exists());
+}
+
+/// `gyre-bench recall --index flat,graph` (the README's graph command, on a small dataset):
+/// rows name their index; graph rows carry the effort, build seconds and resident bytes per
+/// vector, and reach the flat scan's recall at a modest effort.
+#[test]
+fn graph_rows_carry_index_effort_and_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_dataset(tmp.path());
+    let (ok, help, _) = gyre_bench(&["recall", "--help"]);
+    assert!(ok && help.contains("--index") && help.contains("graph") && help.contains("--ef"));
+    let (ok, out, err) = gyre_bench(&[
+        "recall",
+        "--dataset",
+        file.to_str().unwrap(),
+        "--algorithm",
+        "gyre",
+        "--index",
+        "flat,graph",
+        "--ef",
+        "16,128",
+        "--bits",
+        "4",
+        "--rerank",
+        "f32",
+        "--oversample",
+        "2",
+        "--mode",
+        "single",
+        "--runs",
+        "1",
+        "--json",
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("rows linked in"), "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let flat: Vec<_> = rows.iter().filter(|r| r["index"] == "flat").collect();
+    let graph: Vec<_> = rows.iter().filter(|r| r["index"] == "graph").collect();
+    assert_eq!((flat.len(), graph.len()), (1, 2), "{out}");
+    let efs: Vec<u64> = graph.iter().map(|r| r["ef"].as_u64().unwrap()).collect();
+    assert_eq!(efs, [16, 128]);
+    for r in &graph {
+        let bpv = r["resident_bytes_per_vector"].as_f64().unwrap();
+        // 24 neighbours × 4 bytes, a 32-byte record, the id: about 136 bytes at d = 32.
+        assert!((100.0..200.0).contains(&bpv), "{bpv}");
+        assert!(r["build_s"].as_f64().unwrap() > 0.0);
+    }
+    let flat_recall = flat[0]["recall"].as_f64().unwrap();
+    let best = graph[1]["recall"].as_f64().unwrap();
+    assert!(
+        best >= flat_recall - 0.05,
+        "graph {best} against flat {flat_recall}"
+    );
+    assert!(
+        graph[1]["recall"].as_f64() >= graph[0]["recall"].as_f64(),
+        "more effort, no less recall: {out}"
+    );
 }

@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod groundtruth;
 mod matrix;
 pub mod npy;
+pub mod synth;
 pub mod texmex;
 
 pub use annb::{AnnDataset, Distance};

@@ -64,6 +64,33 @@ enum Command {
         #[arg(long, default_value = "data")]
         dir: PathBuf,
     },
+    /// A large dataset with local structure: each point a random mixture of two vectors of a
+    /// base set (an HDF5 file's train split) plus noise, unit length; queries drawn the same
+    /// way; exact ground truth; prints the nearest-neighbour distance distribution. E.g.
+    /// `mixture --count 1000000 --out data/mix-1m-384.hdf5` (about 3 minutes on 2 cores).
+    Mixture {
+        /// Base vectors (default: the shared docs-minilm-384-angular set).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Points.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+        /// Queries.
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        /// Expected norm of the noise added to each mixture (before normalising).
+        #[arg(long, default_value_t = 0.2)]
+        noise: f32,
+        /// Neighbours per query in the ground truth.
+        #[arg(long, default_value_t = 100)]
+        k: usize,
+        /// Seed (the queries use seed + 1).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output .hdf5 file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write N seeded random unit vectors (.fvecs, .fbin or .npy by extension).
     Random {
         /// Dimension.
@@ -344,6 +371,73 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Fetch { name, dir } => fetch(&name, &dir),
+        Command::Mixture {
+            base,
+            count,
+            queries,
+            noise,
+            k,
+            seed,
+            out,
+        } => {
+            let base_path = base.unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../shared/datasets/docs-minilm-384-angular.hdf5")
+            });
+            let base = read_hdf5(&base_path)?.train;
+            if count == 0 || queries == 0 || k == 0 || k > count {
+                return Err(DatasetError::unsupported(
+                    &out,
+                    "argument",
+                    "--count, --queries and --k must be positive, with k ≤ count",
+                ));
+            }
+            if !noise.is_finite() || noise < 0.0 {
+                return Err(DatasetError::unsupported(
+                    &out,
+                    "argument",
+                    "--noise must be a finite non-negative number",
+                ));
+            }
+            eprintln!(
+                "mixtures of pairs of {} base vectors (d = {}) + noise {noise}: {count} points, {queries} queries (seed {seed})",
+                base.rows(),
+                base.dim()
+            );
+            let train = gyre_datasets::synth::mixture(&base, count, noise, seed);
+            let test = gyre_datasets::synth::mixture(&base, queries, noise, seed.wrapping_add(1));
+            let (neighbors, distances) = ground_truth(&train, &test, Distance::Angular, k)?;
+            let mut nn: Vec<f32> = (0..test.rows()).map(|q| distances.row(q)[0]).collect();
+            let mut tenth: Vec<f32> = (0..test.rows())
+                .map(|q| distances.row(q)[9.min(k - 1)])
+                .collect();
+            let mut last: Vec<f32> = (0..test.rows()).map(|q| distances.row(q)[k - 1]).collect();
+            let pct = |v: &mut Vec<f32>| {
+                v.sort_by(f32::total_cmp);
+                let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+                format!("p10 {:.4}  p50 {:.4}  p90 {:.4}", at(0.1), at(0.5), at(0.9))
+            };
+            eprintln!("angular distance to the 1st neighbour:   {}", pct(&mut nn));
+            eprintln!(
+                "angular distance to the {}th neighbour: {}",
+                10.min(k),
+                pct(&mut tenth)
+            );
+            eprintln!(
+                "angular distance to the {k}th neighbour: {}",
+                pct(&mut last)
+            );
+            write_dataset(
+                &out,
+                &AnnDataset {
+                    train,
+                    test,
+                    neighbors,
+                    distances,
+                    distance: Distance::Angular,
+                },
+            )
+        }
         Command::Random {
             dim,
             count,

@@ -59,6 +59,11 @@ fn format_1_segments_open_and_search_as_the_current_format() {
     ];
     for (name, config, data, deleted) in cases {
         let c = db.collection(name).unwrap();
+        // Config files from before graphs keep scanning their segments.
+        let config = CollectionConfig {
+            index: gyre::SegmentIndex::Flat,
+            ..config
+        };
         assert_eq!(c.config(), &config, "{name}");
         let info = c.info().unwrap();
         assert_eq!(info.segments.len(), 1, "{name}");

@@ -70,7 +70,10 @@ fn graph_segments_search_like_scans_and_never_return_deleted_points() {
     let deleted: Vec<u64> = (0..n as u64).step_by(3).map(|i| 10 * i).collect();
     c.delete(&deleted).unwrap();
     let keep: Vec<usize> = (0..n).filter(|i| i % 3 != 0).collect();
-    let kept_x: Vec<f32> = keep.iter().flat_map(|&i| x[i * D..(i + 1) * D].to_vec()).collect();
+    let kept_x: Vec<f32> = keep
+        .iter()
+        .flat_map(|&i| x[i * D..(i + 1) * D].to_vec())
+        .collect();
     let exact = ExactIndex::new(D, Metric::Cosine, &kept_x).unwrap();
     let queries = &x[n * D..];
     let k = 10;
@@ -104,7 +107,12 @@ fn graph_segments_search_like_scans_and_never_return_deleted_points() {
     // The batch path walks the graphs too, with the same answers.
     let batch = c.search_batch(queries, k, &opts).unwrap();
     for (q, b) in queries.chunks_exact(D).zip(&batch) {
-        let single: Vec<u64> = c.search(q, k, &opts).unwrap().iter().map(|h| h.id).collect();
+        let single: Vec<u64> = c
+            .search(q, k, &opts)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
         assert_eq!(b.iter().map(|h| h.id).collect::<Vec<_>>(), single);
     }
     // Reopened (a background merge may then drop the deleted rows), every segment still has
@@ -130,7 +138,11 @@ fn graph_segments_search_like_scans_and_never_return_deleted_points() {
             .collect();
         total += recall(&c.search(q, k, &opts).unwrap(), &truth);
     }
-    assert!(total / 100.0 >= 0.9, "recall after compaction {}", total / 100.0);
+    assert!(
+        total / 100.0 >= 0.9,
+        "recall after compaction {}",
+        total / 100.0
+    );
 }
 
 #[test]
@@ -144,8 +156,9 @@ fn filtered_searches_over_graphs_return_exact_counts() {
     // From one allowed point to all of them; the allowed ids spread over every cluster, so
     // most lie far from the query and the graph walk must route through refused rows.
     for allowed in [1usize, 5, 9, 10, 11, 50, 300, 1_500, 4_000] {
-        let allow: roaring::RoaringTreemap =
-            (0..allowed as u64).map(|i| 10 * (i * 13 % n as u64)).collect();
+        let allow: roaring::RoaringTreemap = (0..allowed as u64)
+            .map(|i| 10 * (i * 13 % n as u64))
+            .collect();
         let opts = SearchOptions {
             params: SearchParams {
                 rescore: true,
@@ -156,7 +169,10 @@ fn filtered_searches_over_graphs_return_exact_counts() {
         };
         let hits = c.search(q, k, &opts).unwrap();
         assert_eq!(hits.len(), k.min(allow.len() as usize), "allowed {allowed}");
-        assert!(hits.iter().all(|h| allow.contains(h.id)), "allowed {allowed}");
+        assert!(
+            hits.iter().all(|h| allow.contains(h.id)),
+            "allowed {allowed}"
+        );
         // Exactly the allowed points the exact search ranks first (rerank on f32 copies).
         let exact = c
             .search(
@@ -168,7 +184,10 @@ fn filtered_searches_over_graphs_return_exact_counts() {
                 },
             )
             .unwrap();
-        let found = hits.iter().filter(|h| exact.iter().any(|e| e.id == h.id)).count();
+        let found = hits
+            .iter()
+            .filter(|h| exact.iter().any(|e| e.id == h.id))
+            .count();
         assert!(
             found as f64 >= 0.8 * exact.len() as f64,
             "allowed {allowed}: {found} of {}",
@@ -183,12 +202,25 @@ fn flat_collections_build_no_graph_and_answer_the_same_ids() {
     let flat_dir = tempfile::tempdir().unwrap();
     let (flat_db, x) = build(flat_dir.path(), SegmentIndex::Flat, n);
     let flat = flat_db.collection("c").unwrap();
-    assert!(flat.info().unwrap().segments.iter().all(|s| s.graph_bytes == 0));
+    assert!(
+        flat.info()
+            .unwrap()
+            .segments
+            .iter()
+            .all(|s| s.graph_bytes == 0)
+    );
     let graph_dir = tempfile::tempdir().unwrap();
     let (graph_db, _) = build(graph_dir.path(), SegmentIndex::Graph, n);
     let graph = graph_db.collection("c").unwrap();
     // The second segment holds 1,000 rows: exactly the minimum, so it is indexed.
-    assert!(graph.info().unwrap().segments.iter().all(|s| s.graph_bytes > 0));
+    assert!(
+        graph
+            .info()
+            .unwrap()
+            .segments
+            .iter()
+            .all(|s| s.graph_bytes > 0)
+    );
     let opts = SearchOptions {
         params: SearchParams {
             oversample: 4,
@@ -200,8 +232,18 @@ fn flat_collections_build_no_graph_and_answer_the_same_ids() {
     };
     let mut same = 0;
     for q in x[n * D..].chunks_exact(D) {
-        let a: Vec<u64> = flat.search(q, 10, &opts).unwrap().iter().map(|h| h.id).collect();
-        let b: Vec<u64> = graph.search(q, 10, &opts).unwrap().iter().map(|h| h.id).collect();
+        let a: Vec<u64> = flat
+            .search(q, 10, &opts)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        let b: Vec<u64> = graph
+            .search(q, 10, &opts)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
         same += a.iter().filter(|id| b.contains(id)).count();
     }
     assert!(same >= 950, "{same} of 1000 ids agree");
@@ -219,15 +261,21 @@ fn a_damaged_graph_is_reported_as_corruption() {
         .unwrap();
     let pristine = std::fs::read(&seg).unwrap();
     // The graph is the last section: find it in the table (kind 16).
-    let table_at =
-        u64::from_le_bytes(pristine[pristine.len() - 32..pristine.len() - 24].try_into().unwrap())
-            as usize;
+    let table_at = u64::from_le_bytes(
+        pristine[pristine.len() - 32..pristine.len() - 24]
+            .try_into()
+            .unwrap(),
+    ) as usize;
     let table = &pristine[table_at..pristine.len() - 32];
     let entry = table
         .chunks_exact(32)
         .find(|e| u32::from_le_bytes(e[0..4].try_into().unwrap()) == 16)
         .expect("a graph section");
-    assert_eq!(u32::from_le_bytes(entry[4..8].try_into().unwrap()), 1, "optional flag");
+    assert_eq!(
+        u32::from_le_bytes(entry[4..8].try_into().unwrap()),
+        1,
+        "optional flag"
+    );
     let off = u64::from_le_bytes(entry[8..16].try_into().unwrap()) as usize;
     let len = u64::from_le_bytes(entry[16..24].try_into().unwrap()) as usize;
     // A neighbour out of range: caught when the segment opens, even without verification.

@@ -84,6 +84,7 @@ pub fn info_to(i: &EngineInfo) -> pb::CollectionInfo {
                 rows: s.rows,
                 live: s.live,
                 bytes: s.bytes,
+                graph_bytes: s.graph_bytes,
             })
             .collect(),
         disk_bytes: i.disk_bytes,
@@ -91,6 +92,22 @@ pub fn info_to(i: &EngineInfo) -> pb::CollectionInfo {
         resident_bytes: i.resident_bytes.unwrap_or(0),
         segment_rows: c.segment_rows as u64,
         payload_schema: schema_to(&i.schema),
+        index: match c.index {
+            gyre::SegmentIndex::Flat => pb::SegmentIndex::Flat,
+            gyre::SegmentIndex::Graph => pb::SegmentIndex::Graph,
+        }
+        .into(),
+        index_min_rows: c.index_min_rows as u64,
+    }
+}
+
+/// The engine's segment index for a request's `index` (unset: the default, graph).
+pub fn index_from(i: i32) -> Result<gyre::SegmentIndex, Status> {
+    match pb::SegmentIndex::try_from(i) {
+        Ok(pb::SegmentIndex::Unspecified) => Ok(gyre::SegmentIndex::default()),
+        Ok(pb::SegmentIndex::Flat) => Ok(gyre::SegmentIndex::Flat),
+        Ok(pb::SegmentIndex::Graph) => Ok(gyre::SegmentIndex::Graph),
+        Err(_) => Err(invalid("index", format!("unknown segment index {i}"))),
     }
 }
 
@@ -286,6 +303,13 @@ pub fn search_options(
             opts.params.rescore = r;
         }
         opts.exact = p.exact;
+        if p.ef > 10_000 {
+            return Err(invalid(
+                "params.ef",
+                format!("must be at most 10000, got {}", p.ef),
+            ));
+        }
+        opts.params.ef = p.ef as usize;
         if p.target_recall != 0.0 {
             if !(p.target_recall > 0.0 && p.target_recall <= 1.0) {
                 return Err(invalid(

@@ -59,6 +59,9 @@ pub struct SearchArgs {
     /// Candidates kept, as a multiple of k (default: recommended for the bit width).
     #[arg(long)]
     oversampling: Option<usize>,
+    /// Graph search effort on indexed segments (default 64).
+    #[arg(long)]
+    ef: Option<usize>,
     /// Brute force on the stored vectors.
     #[arg(long)]
     exact: bool,
@@ -180,6 +183,9 @@ pub fn search(a: &SearchArgs) -> Result<(), String> {
     let mut opts = SearchOptions::recommended(c.config());
     if let Some(o) = a.oversampling {
         opts.params.oversample = o;
+    }
+    if let Some(ef) = a.ef {
+        opts.params.ef = ef;
     }
     opts.exact = a.exact;
     let hits = c.search(&q, a.k, &opts).map_err(|e| e.to_string())?;

@@ -365,6 +365,11 @@ impl Collections for Service {
                 if r.segment_rows != 0 {
                     config.segment_rows = r.segment_rows as usize;
                 }
+                config.index = crate::convert::index_from(r.index)?;
+                if r.index_min_rows != 0 {
+                    config.index_min_rows = usize::try_from(r.index_min_rows)
+                        .map_err(|_| invalid("index_min_rows", "too large"))?;
+                }
                 let schema = schema_from(&r.payload_schema)?;
                 let c = db
                     .create_collection_with_schema(&r.name, config, &schema)

@@ -106,7 +106,14 @@ impl Collection {
             .collect();
         let rows: usize = copied.iter().map(Vec::len).sum();
         let index = inner.config.graph_params(rows);
-        segment::write(&*inner.dir, &meta, &inner.shape, id, &sources, index.as_ref())?;
+        segment::write(
+            &*inner.dir,
+            &meta,
+            &inner.shape,
+            id,
+            &sources,
+            index.as_ref(),
+        )?;
         drop(sources);
         let merged = match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
             Ok(seg) => {

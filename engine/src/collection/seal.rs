@@ -205,7 +205,14 @@ fn write_segment(
         .collect();
     let rows: usize = sources.iter().map(|s| s.1.len()).sum();
     let index = inner.config.graph_params(rows);
-    segment::write(&*inner.dir, &meta, &inner.shape, id, &sources, index.as_ref())?;
+    segment::write(
+        &*inner.dir,
+        &meta,
+        &inner.shape,
+        id,
+        &sources,
+        index.as_ref(),
+    )?;
     match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
         Ok(seg) => {
             seg.ensure_indexes(&inner.schema()?);

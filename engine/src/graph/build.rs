@@ -52,7 +52,12 @@ impl Default for BuildParams {
 impl BuildParams {
     /// Checks the parameters (a clear error instead of a degenerate graph).
     pub fn check(&self) -> crate::error::Result<()> {
-        let bad = |what: &str| Err(crate::error::Error::invalid_argument("graph", what.to_string()));
+        let bad = |what: &str| {
+            Err(crate::error::Error::invalid_argument(
+                "graph",
+                what.to_string(),
+            ))
+        };
         if !(2..=256).contains(&self.degree) {
             return bad("degree must be within 2..=256");
         }
@@ -124,7 +129,13 @@ impl Scorer for ToPoint<'_> {
 
 /// Keeps from `cands` (sorted nearest first, `(distance to p, row)`) up to `degree` rows by the
 /// α rule, into `out`.
-fn prune(points: &Points<'_>, cands: &[(f32, u32)], alpha2: f32, degree: usize, out: &mut Vec<u32>) {
+fn prune(
+    points: &Points<'_>,
+    cands: &[(f32, u32)],
+    alpha2: f32,
+    degree: usize,
+    out: &mut Vec<u32>,
+) {
     out.clear();
     'next: for &(d, c) in cands {
         for &o in out.iter() {
@@ -165,7 +176,12 @@ fn medoid(points: &Points<'_>, rows: usize) -> u32 {
 
 /// Builds the graph over the `x.len() / dim` points of `x`. `progress` is told the rows
 /// inserted so far after each batch.
-pub fn build(x: &[f32], dim: usize, params: &BuildParams, progress: &(dyn Fn(usize) + Sync)) -> Built {
+pub fn build(
+    x: &[f32],
+    dim: usize,
+    params: &BuildParams,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Built {
     let rows = x.len().checked_div(dim).unwrap_or(0);
     let degree = params.degree.max(1);
     if rows == 0 {
@@ -288,7 +304,10 @@ mod tests {
             ..BuildParams::default()
         };
         let g = build(&x, d, &p, &|_| {});
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let g1 = one.install(|| build(&x, d, &p, &|_| {}));
         assert_eq!(g.adjacency, g1.adjacency);
         assert_eq!(g.entries, g1.entries);

@@ -34,6 +34,8 @@ pub const GRAPH_VERSION: u32 = 1;
 const HEADER: usize = 64;
 /// The search effort (candidate list length) used when a query leaves `ef` at 0.
 pub const DEFAULT_EF: usize = 64;
+/// The largest search effort a query may ask for.
+pub const MAX_EF: usize = 10_000;
 /// An empty neighbour slot.
 pub const NONE: u32 = u32::MAX;
 
@@ -147,7 +149,10 @@ impl<'a> GraphRef<'a> {
     ) -> std::result::Result<GraphRef<'a>, String> {
         use crate::fsio::{u32_at, u64_at};
         if bytes.len() < HEADER {
-            return Err(format!("graph section of {} bytes is too short", bytes.len()));
+            return Err(format!(
+                "graph section of {} bytes is too short",
+                bytes.len()
+            ));
         }
         if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err("graph section is not 4-byte aligned".into());
@@ -165,7 +170,9 @@ impl<'a> GraphRef<'a> {
         let alpha = f32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let got_rows = u64_at(bytes, 24) as usize;
         if got_rows != rows {
-            return Err(format!("graph covers {got_rows} rows, the segment has {rows}"));
+            return Err(format!(
+                "graph covers {got_rows} rows, the segment has {rows}"
+            ));
         }
         if got_stride != stride {
             return Err(format!(

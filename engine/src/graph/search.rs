@@ -254,7 +254,15 @@ mod tests {
         let rows: Vec<u32> = out.iter().map(|r| r.0).collect();
         assert_eq!(rows, vec![42, 41, 43]);
         // Row 42 is not accepted: the search routes through it to the next best.
-        search(&lists[..], n as usize, &[99], &scorer, 2, |r| r != 42, &mut s);
+        search(
+            &lists[..],
+            n as usize,
+            &[99],
+            &scorer,
+            2,
+            |r| r != 42,
+            &mut s,
+        );
         s.results(&mut out);
         let rows: Vec<u32> = out.iter().map(|r| r.0).collect();
         assert_eq!(rows, vec![41, 43]);

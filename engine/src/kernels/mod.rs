@@ -473,7 +473,10 @@ mod tests {
                     assert_eq!(got.to_bits(), l2_avx512_entry(&a, &b).to_bits(), "n={n}");
                 }
             }
-            assert!((f64::from(got) - want).abs() <= 1e-5 * want.max(1.0), "n={n}");
+            assert!(
+                (f64::from(got) - want).abs() <= 1e-5 * want.max(1.0),
+                "n={n}"
+            );
         }
         // Extremes: huge components overflow to inf, never to NaN; equal inputs give 0.
         let big = vec![f32::MAX; 40];

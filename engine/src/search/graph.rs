@@ -39,7 +39,10 @@ impl Scorer for RecordScorer<'_> {
         let at = row as usize * self.stride;
         // The whole record (4 lines at d = 384): measured on docs-minilm at ef = 64, 7.8k QPS
         // against 5.9k with 2 lines and 4.8k with none.
-        prefetch(&self.records[at..at + self.stride], self.stride.div_ceil(64));
+        prefetch(
+            &self.records[at..at + self.stride],
+            self.stride.div_ceil(64),
+        );
     }
 
     #[inline]
@@ -114,7 +117,14 @@ where
             v.graph_record_into(r, out);
         }
     }
-    Graph::encode(params, params.degree, &built.entries, &built.adjacency, stride, &records)
+    Graph::encode(
+        params,
+        params.degree,
+        &built.entries,
+        &built.adjacency,
+        stride,
+        &records,
+    )
 }
 
 /// Rows allowed by `masks` (one bit per row, one u32 per block).
@@ -124,7 +134,11 @@ fn allowed(masks: &[u32]) -> usize {
 
 /// The candidate list length a search with `params` keeps for `k` results.
 pub(crate) fn effort(params: &SearchParams, k: usize) -> usize {
-    let ef = if params.ef == 0 { DEFAULT_EF } else { params.ef };
+    let ef = if params.ef == 0 {
+        DEFAULT_EF
+    } else {
+        params.ef
+    };
     ef.max(k.saturating_mul(params.oversample.max(1))).max(1)
 }
 
@@ -168,7 +182,11 @@ impl<'a> View<'a> {
                     Some(book) => {
                         let c = book.centroids_f32();
                         idx.resize(d, 0);
-                        packing::unpack(&self.cols.codes[row * cb..(row + 1) * cb], book.bits(), idx);
+                        packing::unpack(
+                            &self.cols.codes[row * cb..(row + 1) * cb],
+                            book.bits(),
+                            idx,
+                        );
                         let s = self.cols.scalars[row].scale;
                         for (o, &i) in out.iter_mut().zip(idx.iter()) {
                             *o = s * c[usize::from(i)];
@@ -188,8 +206,17 @@ impl<'a> View<'a> {
 
     /// Builds the graph of this view's rows (all of them, live or not: a segment's rows are
     /// fixed, its deletions are masks). `progress` gets the rows inserted so far.
-    pub(crate) fn build_graph(&self, params: &BuildParams, progress: &(dyn Fn(usize) + Sync)) -> Graph {
-        build_over(self.shape, (0..self.cols.rows()).map(|r| (self, r)), params, progress)
+    pub(crate) fn build_graph(
+        &self,
+        params: &BuildParams,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Graph {
+        build_over(
+            self.shape,
+            (0..self.cols.rows()).map(|r| (self, r)),
+            params,
+            progress,
+        )
     }
 
     /// The `min(k, allowed)` best rows for query `qi` of `prep` found over `graph`, or `None`
@@ -309,7 +336,9 @@ mod tests {
                 ..SearchParams::default()
             };
             let flat = index.search_batch(&queries, k, &params).unwrap();
-            index.build_graph(&BuildParams::for_dim(d), &|_| {}).unwrap();
+            index
+                .build_graph(&BuildParams::for_dim(d), &|_| {})
+                .unwrap();
             let graph = index.search_batch(&queries, k, &params).unwrap();
             let truth: Vec<_> = queries
                 .chunks_exact(d)
@@ -323,10 +352,16 @@ mod tests {
                 .collect();
             for list in &graph {
                 assert_eq!(list.len(), k);
-                assert!(list.iter().all(|h| (h.id - 1) % 15 != 0), "a removed id came back");
+                assert!(
+                    list.iter().all(|h| (h.id - 1) % 15 != 0),
+                    "a removed id came back"
+                );
             }
             let (rf, rg) = (recall(&flat, &truth), recall(&graph, &truth));
-            assert!(rg >= rf - 0.03, "{metric:?} {bits}: graph recall {rg} against flat {rf}");
+            assert!(
+                rg >= rf - 0.03,
+                "{metric:?} {bits}: graph recall {rg} against flat {rf}"
+            );
         }
     }
 
@@ -338,14 +373,17 @@ mod tests {
         let mut index =
             FlatIndex::new(QuantizerConfig::new(d, 4), Metric::L2, RerankStorage::F32).unwrap();
         index.add(&ids, &x).unwrap();
-        index.build_graph(&BuildParams::for_dim(d), &|_| {}).unwrap();
+        index
+            .build_graph(&BuildParams::for_dim(d), &|_| {})
+            .unwrap();
         let params = SearchParams {
             rescore: true,
             ..SearchParams::default()
         };
         for allowed in [0usize, 1, 3, 10, 25, 400, 3000] {
             // Spread the allowed ids over the clusters: some far from every query.
-            let allow: roaring::RoaringTreemap = (0..allowed as u64).map(|i| i * 7 % n as u64).collect();
+            let allow: roaring::RoaringTreemap =
+                (0..allowed as u64).map(|i| i * 7 % n as u64).collect();
             let q = &x[5 * d..6 * d];
             let hits = index.search_filtered(q, k, &params, &allow).unwrap();
             assert_eq!(hits.len(), k.min(allow.len() as usize), "allowed {allowed}");

@@ -12,10 +12,10 @@ pub(crate) mod view;
 pub use cancel::Cancel;
 pub use exact::{ExactIndex, Neighbor};
 pub use flat::{FlatIndex, RerankStorage, SearchParams};
+pub(crate) use graph::{effort as graph_effort, record_stride_for as graph_record_stride};
 pub use mask::LiveMask;
 pub use topk::TopK;
 pub use view::STAGED_MIN_DIM;
-pub(crate) use graph::{effort as graph_effort, record_stride_for as graph_record_stride};
 
 /// [`graph::build_over`] without progress reports.
 pub(crate) fn build_graph_over<'a, 'v: 'a, I>(

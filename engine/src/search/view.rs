@@ -155,6 +155,16 @@ impl Shape {
         if params.oversample == 0 {
             return Err(Error::invalid_argument("oversample", "must be at least 1"));
         }
+        if params.ef > crate::graph::MAX_EF {
+            return Err(Error::invalid_argument(
+                "ef",
+                format!(
+                    "must be at most {}, got {}",
+                    crate::graph::MAX_EF,
+                    params.ef
+                ),
+            ));
+        }
         if let Some(t) = params.target_recall
             && !(t > 0.0 && t <= 1.0)
         {

@@ -885,7 +885,10 @@ impl Segment {
         if let Some((off, len, crc)) = self.graph
             && crc32c::crc32c(&self.map[off..off + len]) != crc
         {
-            return Err(Error::corrupt(&self.path, "section Graph checksum mismatch"));
+            return Err(Error::corrupt(
+                &self.path,
+                "section Graph checksum mismatch",
+            ));
         }
         let cols = self.columns();
         let sorted: &[u64] = bytemuck::cast_slice(self.bytes(Kind::SortedIds));
@@ -973,8 +976,12 @@ impl Segment {
             sketch_factor: bytemuck::cast_slice(self.bytes(Kind::SketchFactor)),
             vectors,
             graph: self.graph.and_then(|(off, len, _)| {
-                crate::graph::GraphRef::layout(&self.map[off..off + len], self.rows, self.graph_stride)
-                    .ok()
+                crate::graph::GraphRef::layout(
+                    &self.map[off..off + len],
+                    self.rows,
+                    self.graph_stride,
+                )
+                .ok()
             }),
         }
     }
