@@ -144,6 +144,7 @@ impl Remote {
             },
             exact: false,
             target_recall: p.target_recall.unwrap_or(0.0),
+            ef: p.ef as u32,
         }
     }
 

@@ -58,11 +58,7 @@ impl Graph {
         stride: usize,
         records: &[u8],
     ) -> Graph {
-        let rows = if degree == 0 {
-            0
-        } else {
-            adjacency.len() / degree
-        };
+        let rows = adjacency.len().checked_div(degree).unwrap_or(0);
         let entries_at = HEADER;
         let adj_at = (entries_at + 4 * entries.len()).next_multiple_of(64);
         let rec_at = (adj_at + 4 * adjacency.len()).next_multiple_of(64);

@@ -323,9 +323,12 @@ fn l2_avx512_entry(a: &[f32], b: &[f32]) -> f32 {
     unsafe { l2_avx512(a, b) }
 }
 
+/// A distance kernel over two equal-length slices.
+type DistanceFn = fn(&[f32], &[f32]) -> f32;
+
 /// The widest build of [`l2_lanes32`] this CPU runs, chosen once.
-fn l2_wide_fn() -> fn(&[f32], &[f32]) -> f32 {
-    static F: std::sync::OnceLock<fn(&[f32], &[f32]) -> f32> = std::sync::OnceLock::new();
+fn l2_wide_fn() -> DistanceFn {
+    static F: std::sync::OnceLock<DistanceFn> = std::sync::OnceLock::new();
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
