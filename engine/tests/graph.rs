@@ -298,3 +298,46 @@ fn a_damaged_graph_is_reported_as_corruption() {
     assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     assert!(e.to_string().contains("Graph"), "{e}");
 }
+
+#[test]
+fn searches_run_while_compaction_builds_a_graph() {
+    let n = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, x) = build(dir.path(), SegmentIndex::Graph, n);
+    let c = db.collection("c").unwrap();
+    let deleted: Vec<u64> = (0..n as u64).step_by(2).map(|i| 10 * i).collect();
+    c.delete(&deleted).unwrap();
+    let queries = x[n * D..].to_vec();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let opts = SearchOptions::default();
+            let mut searches = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || searches < 200 {
+                let q = &queries[(searches % 100) * D..(searches % 100 + 1) * D];
+                let hits = c.search(q, 10, &opts).unwrap();
+                assert_eq!(hits.len(), 10);
+                assert!(
+                    hits.iter().all(|h| (h.id / 10) % 2 == 1),
+                    "a deleted point came back"
+                );
+                searches += 1;
+            }
+            searches
+        });
+        // Merge the two segments (a new graph over the 2,000 live rows) while the reader runs;
+        // a background merge the deletions triggered may be doing it already.
+        let t = std::time::Instant::now();
+        while c.info().unwrap().segments.len() > 1 || c.info().unwrap().deleted > 0 {
+            c.compact().unwrap();
+            assert!(t.elapsed().as_secs() < 60, "no merge within a minute");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() >= 200);
+    });
+    let info = c.info().unwrap();
+    assert_eq!(info.segments.len(), 1);
+    assert_eq!(info.segments[0].rows, (n / 2) as u64);
+    assert!(info.segments[0].graph_bytes > 0);
+}
