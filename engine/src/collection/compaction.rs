@@ -15,7 +15,7 @@ use super::publish::{Edit, publish};
 use super::snapshot::{SegState, remap_late};
 use super::{Collection, poisoned};
 use crate::error::{Error, Result};
-use crate::segment::{self, Segment};
+use crate::segment;
 
 impl Collection {
     fn policy(&self) -> MergePolicy {
@@ -97,34 +97,14 @@ impl Collection {
             w.manifest.next_segment += 1;
             id
         };
-        let meta = inner.config.segment_meta();
         let copied: Vec<Vec<u32>> = start.iter().map(|s| s.live_rows()).collect();
         let sources: Vec<segment::Source<'_>> = start
             .iter()
             .zip(&copied)
             .map(|(s, rows)| (s.view(&inner.shape), rows.clone(), s.seg.payloads()))
             .collect();
-        let rows: usize = copied.iter().map(Vec::len).sum();
-        let index = inner.config.graph_params(rows);
-        segment::write(
-            &*inner.dir,
-            &meta,
-            &inner.shape,
-            id,
-            &sources,
-            index.as_ref(),
-        )?;
+        let merged = super::seal::write_and_open(self, id, &sources)?;
         drop(sources);
-        let merged = match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
-            Ok(seg) => {
-                seg.ensure_indexes(&inner.schema()?);
-                Arc::new(seg)
-            }
-            Err(e) => {
-                let _ = inner.dir.delete(&segment::file_name(id));
-                return Err(e);
-            }
-        };
         let mut writer = inner.writer.lock().map_err(poisoned)?;
         let now = inner.state.read().map_err(poisoned)?.segments.clone();
         // Deletions made while we merged, renumbered as in the merged segment.

@@ -195,14 +195,25 @@ fn write_segment(
     chunks: &[(Arc<FlatIndex>, Arc<PayloadChunk>)],
     rows: &[Vec<u32>],
 ) -> Result<Arc<Segment>> {
-    let inner = &c.inner;
-    let meta = inner.config.segment_meta();
     let sources: Vec<segment::Source<'_>> = chunks
         .iter()
         .zip(rows)
         .filter(|(_, r)| !r.is_empty())
         .map(|((c, p), r)| (c.view(), r.clone(), p.rows.slice()))
         .collect();
+    write_and_open(c, id, &sources)
+}
+
+/// Writes `sources` as segment `id` (with a graph when the configuration asks for one at
+/// that size), maps it and builds its field indexes; on a failed open the file is removed.
+/// Shared by sealing and compaction.
+pub(super) fn write_and_open(
+    c: &Collection,
+    id: u64,
+    sources: &[segment::Source<'_>],
+) -> Result<Arc<Segment>> {
+    let inner = &c.inner;
+    let meta = inner.config.segment_meta();
     let rows: usize = sources.iter().map(|s| s.1.len()).sum();
     let index = inner.config.graph_params(rows);
     segment::write(
@@ -210,7 +221,7 @@ fn write_segment(
         &meta,
         &inner.shape,
         id,
-        &sources,
+        sources,
         index.as_ref(),
     )?;
     match Segment::open(&*inner.dir, id, &meta, &inner.shape, false) {
