@@ -341,7 +341,7 @@ def hnswlib_configs(d, distance, train, threads):
         os.unlink(f.name)
         return n
     out = []
-    for ef in (16, 32, 64, 128, 256):
+    for ef in (16, 32, 64, 96, 128, 192, 256, 384, 512):
         def batch(q, k, ef=ef):
             holder["ix"].set_ef(max(ef, k))
             return holder["ix"].knn_query(q, k, num_threads=threads)[0]

@@ -99,15 +99,19 @@ pub struct Args {
     /// Graph search effort: candidate list lengths to sweep (at least k × oversample is used).
     #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
     pub ef: Vec<usize>,
-    /// Graph out-degree (default: 24 below 128 dimensions, 32 from 128).
+    /// Graph out-degree (default: 28 below 128 dimensions, 32 from 128).
     #[arg(long)]
     pub degree: Option<usize>,
     /// Graph build candidate list length.
     #[arg(long, default_value_t = 64)]
     pub build_ef: usize,
     /// Graph pruning factor α (≥ 1).
-    #[arg(long, default_value_t = 1.2)]
+    #[arg(long, default_value_t = 1.0)]
     pub alpha: f32,
+    /// Graph build pruning pool: each list is pruned from this many of the nearest rows its
+    /// insertion search scored (at least the build ef)
+    #[arg(long, default_value_t = 128)]
+    pub pool: usize,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub rerank: Vec<RerankStorage>,
@@ -570,6 +574,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                         }
                         gp.build_ef = args.build_ef;
                         gp.alpha = args.alpha;
+                        gp.pool = args.pool;
                         bar.set_message(format!("graph {bits}-bit R={}", gp.degree));
                         let g0 = Instant::now();
                         build_pool
@@ -578,14 +583,14 @@ pub fn run(args: &Args) -> Result<(), String> {
                         let graph_s = g0.elapsed().as_secs_f64();
                         bar.suspend(|| {
                             eprintln!(
-                                "graph: {n} rows linked in {graph_s:.1} s on {max_threads} thread(s) (R={}, build ef={}, α={})",
-                                gp.degree, gp.build_ef, gp.alpha
+                                "graph: {n} rows linked in {graph_s:.1} s on {max_threads} thread(s) (R={}, build ef={}, pool={}, α={})",
+                                gp.degree, gp.build_ef, gp.pool, gp.alpha
                             )
                         });
                         efs = args.ef.clone();
                         params = format!(
-                            "{params} R={} build_ef={} alpha={}",
-                            gp.degree, gp.build_ef, gp.alpha
+                            "{params} R={} build_ef={} pool={} alpha={}",
+                            gp.degree, gp.build_ef, gp.pool, gp.alpha
                         );
                     }
                     let build_s = t.elapsed().as_secs_f64();

@@ -1,6 +1,6 @@
 //! Building the graph: rows inserted in a seeded order, each linked to the survivors of the
-//! α-pruning rule among the `build_ef` nearest rows a search of the graph so far finds, and
-//! linked back from them (a list that overflows is pruned again).
+//! α-pruning rule among the `pool` nearest rows a search of the graph so far scored (a beam of
+//! `build_ef`), and linked back from them (a list that overflows is pruned again).
 //!
 //! Distances are squared Euclidean on the points the caller gives (unit vectors for cosine,
 //! the vectors for L2 and dot). Rows go in batches that grow with the graph (at most 1/16 of
@@ -15,8 +15,14 @@ use super::search::{Scorer, search, with_scratch};
 use crate::kernels::squared_l2_wide;
 use crate::random::SeededRng;
 
-/// Cache lines of a point prefetched per neighbour (measured on docs-minilm: 1 line 23 s, 2 lines 25 s, 4 lines 27 s, the whole row 67 s).
-const PREFETCH_LINES: usize = 1;
+/// Cache lines of a point prefetched per neighbour: the whole row when it spans at most 5
+/// lines (glove-50, 200-byte rows, 2 threads: 52.9 s with 4 lines, 67.4 s with 2, 70.9 s with
+/// 1), else the first line only (docs-minilm, 1,536-byte rows: 1 line 23 s, 2 lines 25 s,
+/// 4 lines 27 s, the whole row 67 s; the hardware streams the rest and more prefetches stall).
+fn prefetch_lines(dim: usize) -> usize {
+    let lines = crate::kernels::lines_spanned(4 * dim);
+    if lines <= 5 { lines } else { 1 }
+}
 
 /// Largest batch of rows searched against one state of the graph.
 pub const MAX_BATCH: usize = 1024;
@@ -26,10 +32,15 @@ pub const MAX_BATCH: usize = 1024;
 pub struct BuildParams {
     /// Out-degree bound `R`.
     pub degree: usize,
-    /// Candidates a row's insertion search keeps (the pool it is pruned from).
+    /// Candidates a row's insertion search keeps (its beam).
     pub build_ef: usize,
+    /// Candidates a row is pruned from: the `pool` nearest of every row its insertion search
+    /// scored (at least the `build_ef` it kept). More candidates, better lists, at the price
+    /// of pruning only (the search is the same).
+    pub pool: usize,
     /// Pruning factor α ≥ 1: a candidate `c` is dropped when a kept neighbour `o` has
-    /// `α · d(o, c) ≤ d(p, c)`; above 1 keeps longer edges (fewer hops across the data).
+    /// `α · d(o, c) ≤ d(p, c)`; above 1 keeps longer edges (fewer hops across the data, more
+    /// neighbours per list). 1 (HNSW's heuristic) measured best on glove-50 and docs-minilm.
     pub alpha: f32,
     /// Entry rows a search starts from: the medoid and `entries - 1` seeded rows.
     pub entries: usize,
@@ -42,7 +53,8 @@ impl Default for BuildParams {
         BuildParams {
             degree: 32,
             build_ef: 64,
-            alpha: 1.2,
+            pool: 128,
+            alpha: 1.0,
             entries: 16,
             seed: 0x6779_7265_6772_6166,
         }
@@ -64,6 +76,9 @@ impl BuildParams {
         if self.build_ef < 1 || self.build_ef > 4096 {
             return bad("build ef must be within 1..=4096");
         }
+        if self.pool > 16384 {
+            return bad("build pool must be at most 16384");
+        }
         if !(self.alpha.is_finite() && (1.0..=4.0).contains(&self.alpha)) {
             return bad("alpha must be within 1..=4");
         }
@@ -73,11 +88,12 @@ impl BuildParams {
         Ok(())
     }
 
-    /// The defaults for `dim`-dimensional data: degree 24 below 128 dimensions (a 4-bit code
-    /// is small there, and the neighbour list dominates the memory), 32 from 128 on.
+    /// The defaults for `dim`-dimensional data: degree 28 below 128 dimensions (a 4-bit code
+    /// is small there and the neighbour list dominates the memory: 28 keeps glove-50 within
+    /// half of hnswlib's bytes per vector), 32 from 128 on.
     pub fn for_dim(dim: usize) -> Self {
         BuildParams {
-            degree: if dim < 128 { 24 } else { 32 },
+            degree: if dim < 128 { 28 } else { 32 },
             ..BuildParams::default()
         }
     }
@@ -111,15 +127,15 @@ impl Points<'_> {
 struct ToPoint<'a> {
     points: &'a Points<'a>,
     q: &'a [f32],
+    lines: usize,
 }
 
 impl Scorer for ToPoint<'_> {
     #[inline]
     fn prefetch(&self, row: u32) {
         let r = self.points.row(row);
-        // The first lines only: a full row per neighbour (24 lines at d = 384) fills the
-        // line-fill buffers and the prefetches stall; the hardware streams the rest.
-        crate::kernels::prefetch(bytemuck::cast_slice(r), PREFETCH_LINES);
+        // `lines` from `prefetch_lines`: short rows whole, long rows their first line only.
+        crate::kernels::prefetch(bytemuck::cast_slice(r), self.lines);
     }
     #[inline]
     fn score(&self, row: u32) -> f32 {
@@ -196,6 +212,8 @@ pub fn build(
     // every new reverse edge costs O(R²) distances per edge, the build's largest cost.
     let slack = degree + degree / 3;
     let start = medoid(&points, rows);
+    let pool = params.pool.max(params.build_ef);
+    let pf = prefetch_lines(dim);
     let mut rng = SeededRng::new(params.seed, 0x6772_6170);
     let mut order: Vec<u32> = rng.permutation(rows);
     if let Some(i) = order.iter().position(|&r| r == start) {
@@ -214,11 +232,18 @@ pub fn build(
                 let scorer = ToPoint {
                     points: &points,
                     q: points.row(p),
+                    lines: pf,
                 };
                 let mut found = Vec::new();
                 with_scratch(|s| {
+                    s.record = pool > params.build_ef;
                     search(graph, rows, &entry, &scorer, params.build_ef, |_| true, s);
-                    s.results(&mut found);
+                    if s.record {
+                        s.best_seen(pool, &mut found);
+                    } else {
+                        s.results(&mut found);
+                    }
+                    s.record = false;
                 });
                 let cands: Vec<(f32, u32)> = found
                     .into_iter()
@@ -329,7 +354,11 @@ mod tests {
                 .min_by(|a, b| a.0.total_cmp(&b.0))
                 .unwrap()
                 .1;
-            let scorer = ToPoint { points: &points, q };
+            let scorer = ToPoint {
+                points: &points,
+                q,
+                lines: 1,
+            };
             search(&lists[..], n, &g.entries, &scorer, 32, |_| true, &mut s);
             s.results(&mut out);
             hits += usize::from(out[0].0 == truth);

@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! 0   u32 version (1)     4  u32 degree R     8  u32 record stride   12 u32 entries E
-//! 16  u32 build ef        20 f32 alpha        24 u64 rows            32..64 zero
+//! 16  u32 build ef        20 f32 alpha        24 u64 rows            32 u32 build pool
+//! 36..64 zero
 //! 64  E × u32 entry rows (the first is the medoid), zero-padded to a multiple of 64 bytes
 //!     rows × R × u32 neighbours (each list packed at its front, u32::MAX after its end)
 //!     rows × stride bytes of records (4-bit codes: key factor f32, key offset f32, packed code)
@@ -71,6 +72,7 @@ impl Graph {
         bytes[16..20].copy_from_slice(&(params.build_ef as u32).to_le_bytes());
         bytes[20..24].copy_from_slice(&params.alpha.to_le_bytes());
         bytes[24..32].copy_from_slice(&(rows as u64).to_le_bytes());
+        bytes[32..36].copy_from_slice(&(params.pool.max(params.build_ef) as u32).to_le_bytes());
         bytes[entries_at..entries_at + 4 * entries.len()]
             .copy_from_slice(bytemuck::cast_slice(entries));
         bytes[adj_at..adj_at + 4 * adjacency.len()]
@@ -109,6 +111,8 @@ pub struct GraphRef<'a> {
     pub build_ef: usize,
     /// The build's pruning factor.
     pub alpha: f32,
+    /// The build's pruning pool (0 in graphs written before it was recorded).
+    pub pool: usize,
 }
 
 impl<'a> GraphRef<'a> {
@@ -165,6 +169,7 @@ impl<'a> GraphRef<'a> {
         let build_ef = u32_at(bytes, 16) as usize;
         let alpha = f32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let got_rows = u64_at(bytes, 24) as usize;
+        let pool = u32_at(bytes, 32) as usize;
         if got_rows != rows {
             return Err(format!(
                 "graph covers {got_rows} rows, the segment has {rows}"
@@ -207,6 +212,7 @@ impl<'a> GraphRef<'a> {
             stride,
             build_ef,
             alpha,
+            pool,
         })
     }
 

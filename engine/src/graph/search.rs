@@ -76,6 +76,10 @@ pub struct Scratch {
     fresh: Vec<u32>,
     /// Rows scored by the last search.
     pub scored: usize,
+    /// When set, every scored row's packed key is kept in `seen` (the build prunes from the
+    /// whole visited set, not only the `ef` best).
+    pub record: bool,
+    seen: Vec<u64>,
 }
 
 impl Scratch {
@@ -90,6 +94,7 @@ impl Scratch {
         }
         self.frontier.clear();
         self.best.clear();
+        self.seen.clear();
         self.scored = 0;
     }
 
@@ -110,6 +115,25 @@ impl Scratch {
         for Reverse(p) in self.best.drain() {
             f(p as u32, unord((p >> 32) as u32));
         }
+    }
+
+    /// The `n` best rows the last search scored (accepted or not, when `record` was set) with
+    /// their keys, best first, into `out`.
+    pub fn best_seen(&mut self, n: usize, out: &mut Vec<(u32, f32)>) {
+        out.clear();
+        let n = n.min(self.seen.len());
+        if n == 0 {
+            return;
+        }
+        if n < self.seen.len() {
+            self.seen.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
+        }
+        self.seen[..n].sort_unstable_by(|a, b| b.cmp(a));
+        out.extend(
+            self.seen[..n]
+                .iter()
+                .map(|&p| (p as u32, unord((p >> 32) as u32))),
+        );
     }
 
     /// The accepted rows of the last search with their keys, best first, into `out`.
@@ -161,6 +185,9 @@ pub fn search<N: Neighbors + ?Sized, S: Scorer + ?Sized>(
         }
         let p = pack(scorer.score(e), e);
         scratch.scored += 1;
+        if scratch.record {
+            scratch.seen.push(p);
+        }
         scratch.frontier.push(p);
         if accept(e) {
             scratch.best.push(Reverse(p));
@@ -184,6 +211,9 @@ pub fn search<N: Neighbors + ?Sized, S: Scorer + ?Sized>(
         for &nb in &fresh {
             let p = pack(scorer.score(nb), nb);
             scratch.scored += 1;
+            if scratch.record {
+                scratch.seen.push(p);
+            }
             if scratch.best.len() < ef || scratch.best.peek().is_some_and(|w| p > w.0) {
                 scratch.frontier.push(p);
                 if accept(nb) {

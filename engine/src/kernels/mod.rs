@@ -351,22 +351,39 @@ pub fn squared_l2_wide(a: &[f32], b: &[f32]) -> f32 {
     l2_wide_fn()(a, b)
 }
 
-/// Hints the CPU to start loading the cache lines of `bytes` (up to `lines` of them): a graph
-/// search asks for every neighbour's record before scoring the first, so the misses overlap.
+/// Hints the CPU to start loading the cache lines `bytes` touches (up to `lines` of them,
+/// counted from the line of its first byte, so a record that straddles a line boundary gets
+/// both): a graph search asks for every neighbour's record before scoring the first, so the
+/// misses overlap.
 #[inline(always)]
 pub fn prefetch(bytes: &[u8], lines: usize) {
     #[cfg(target_arch = "x86_64")]
-    for i in 0..lines {
-        let Some(b) = bytes.get(i * 64) else { break };
-        // SAFETY: a prefetch is a hint that never faults, and the address is inside `bytes`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (b as *const u8).cast::<i8>(),
-            )
-        };
+    {
+        // Offsets inside `bytes` of its first byte and of each later line start.
+        let first_boundary = 64 - (bytes.as_ptr() as usize & 63);
+        for i in 0..lines {
+            let at = if i == 0 {
+                0
+            } else {
+                first_boundary + (i - 1) * 64
+            };
+            let Some(b) = bytes.get(at) else { break };
+            // SAFETY: a prefetch is a hint that never faults, and the address is inside `bytes`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (b as *const u8).cast::<i8>(),
+                )
+            };
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (bytes, lines);
+}
+
+/// Cache lines a run of `len` bytes can touch at any alignment.
+#[inline]
+pub fn lines_spanned(len: usize) -> usize {
+    if len == 0 { 0 } else { (len + 63).div_ceil(64) }
 }
 
 /// Squared L2 norm of a slice, accumulated in f64 (norms feed divisions; they must not
@@ -492,5 +509,28 @@ mod tests {
     fn squared_norm_does_not_overflow() {
         let v = vec![f32::MAX; 16];
         assert!(squared_norm_f64(&v).is_finite());
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    /// `lines_spanned` is the most lines a run touches at any alignment, and a prefetch over
+    /// any sub-slice stays inside it (no panic at any length or offset).
+    #[test]
+    fn lines_spanned_is_the_worst_alignment() {
+        assert_eq!(lines_spanned(0), 0);
+        for len in 1..300usize {
+            let worst = (0..64).map(|a| (a + len - 1) / 64 + 1).max().unwrap();
+            assert_eq!(lines_spanned(len), worst, "len {len}");
+        }
+        let buf = vec![7u8; 512];
+        for at in 0..64 {
+            for len in 0..200 {
+                prefetch(&buf[at..at + len], lines_spanned(len));
+                prefetch(&buf[at..at + len], 100);
+            }
+        }
     }
 }
