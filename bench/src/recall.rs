@@ -112,6 +112,11 @@ pub struct Args {
     /// insertion search scored (at least the build ef)
     #[arg(long, default_value_t = 128)]
     pub pool: usize,
+    /// Keep built graphs in this folder and load them on later runs with the same data,
+    /// bits and graph parameters (for query-side experiments; a change to the build code
+    /// needs a fresh folder)
+    #[arg(long)]
+    pub graph_cache: Option<std::path::PathBuf>,
     /// Full-precision copies for reranking: none, f16, f32 (gyre).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub rerank: Vec<RerankStorage>,
@@ -577,11 +582,40 @@ pub fn run(args: &Args) -> Result<(), String> {
                         gp.pool = args.pool;
                         bar.set_message(format!("graph {bits}-bit R={}", gp.degree));
                         let g0 = Instant::now();
-                        build_pool
-                            .install(|| index.build_graph(&gp, &|_| {}))
-                            .map_err(|e| e.to_string())?;
+                        let cached = args.graph_cache.as_ref().map(|dir| {
+                            dir.join(format!(
+                                "{dataset_name}-{n}-b{bits}-{}-R{}-ef{}-p{}-a{}-s{:x}.graph",
+                                rerank.name(),
+                                gp.degree,
+                                gp.build_ef,
+                                gp.pool,
+                                gp.alpha,
+                                gp.seed
+                            ))
+                        });
+                        let loaded = cached.as_ref().is_some_and(|f| {
+                            std::fs::read(f)
+                                .ok()
+                                .is_some_and(|b| index.load_graph(&b).is_ok())
+                        });
+                        if !loaded {
+                            build_pool
+                                .install(|| index.build_graph(&gp, &|_| {}))
+                                .map_err(|e| e.to_string())?;
+                            if let (Some(f), Some(b)) = (&cached, index.graph_encoded()) {
+                                std::fs::create_dir_all(f.parent().unwrap_or(f))
+                                    .and_then(|()| std::fs::write(f, b))
+                                    .map_err(|e| format!("{}: {e}", f.display()))?;
+                            }
+                        }
                         let graph_s = g0.elapsed().as_secs_f64();
+                        if loaded {
+                            bar.suspend(|| eprintln!("graph: loaded from the cache in {graph_s:.1} s (build seconds are not measured)"));
+                        }
                         bar.suspend(|| {
+                            if loaded {
+                                return;
+                            }
                             eprintln!(
                                 "graph: {n} rows linked in {graph_s:.1} s on {max_threads} thread(s) (R={}, build ef={}, pool={}, α={})",
                                 gp.degree, gp.build_ef, gp.pool, gp.alpha

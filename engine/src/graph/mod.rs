@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 pub use build::BuildParams;
 
 /// Version of the encoded graph.
-pub const GRAPH_VERSION: u32 = 1;
+pub const GRAPH_VERSION: u32 = 2;
 /// Bytes before the entry rows.
 const HEADER: usize = 64;
 /// The search effort (candidate list length) used when a query leaves `ef` at 0.
@@ -81,6 +81,16 @@ impl Graph {
         let mut words = vec![0u64; len.div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len].copy_from_slice(&bytes);
         Graph { words, len }
+    }
+
+    /// A copy of encoded bytes (as [`bytes`](Self::bytes) gave them); checked when viewed.
+    pub fn from_bytes(bytes: &[u8]) -> Graph {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Graph {
+            words,
+            len: bytes.len(),
+        }
     }
 
     /// The encoded bytes.
@@ -229,6 +239,16 @@ impl<'a> GraphRef<'a> {
         &list[..len]
     }
 
+    /// Starts loading `row`'s list.
+    #[inline]
+    pub fn prefetch_list(&self, row: u32) {
+        let list = &self.adjacency[row as usize * self.degree..][..self.degree];
+        crate::kernels::prefetch(
+            bytemuck::cast_slice(list),
+            crate::kernels::lines_spanned(4 * self.degree),
+        );
+    }
+
     /// Mean out-degree (for reports).
     pub fn mean_degree(&self) -> f64 {
         let live = self.adjacency.iter().filter(|&&x| x != NONE).count();
@@ -236,10 +256,11 @@ impl<'a> GraphRef<'a> {
     }
 }
 
-/// Bytes of a row's record for 4-bit codes of `code_bytes` bytes: the key factor and offset
-/// (f32 each) then the packed code, rounded up to 16 bytes.
-pub fn record_stride(code_bytes: usize) -> usize {
-    (8 + code_bytes).next_multiple_of(16)
+/// Bytes of a row's record for 4-bit codes of `code_bytes` bytes: the key factor (f32), the
+/// key offset (f32) only when the metric has one (`offset`: L2), then the packed code, rounded
+/// up to 16 bytes. Without the offset a 4-bit record at d ≤ 56 fits one cache line.
+pub fn record_stride(code_bytes: usize, offset: bool) -> usize {
+    (4 + 4 * usize::from(offset) + code_bytes).next_multiple_of(16)
 }
 
 #[cfg(test)]

@@ -23,12 +23,18 @@ pub trait Scorer {
 pub trait Neighbors {
     /// The neighbours of `row`.
     fn neighbors(&self, row: u32) -> &[u32];
+    /// Starts loading `row`'s list.
+    fn prefetch_list(&self, _row: u32) {}
 }
 
 impl Neighbors for super::GraphRef<'_> {
     #[inline]
     fn neighbors(&self, row: u32) -> &[u32] {
         super::GraphRef::neighbors(self, row)
+    }
+    #[inline]
+    fn prefetch_list(&self, row: u32) {
+        super::GraphRef::prefetch_list(self, row)
     }
 }
 
@@ -215,6 +221,8 @@ pub fn search<N: Neighbors + ?Sized, S: Scorer + ?Sized>(
                 scratch.seen.push(p);
             }
             if scratch.best.len() < ef || scratch.best.peek().is_some_and(|w| p > w.0) {
+                // Its list is read if it is expanded: start loading it now.
+                graph.prefetch_list(nb);
                 scratch.frontier.push(p);
                 if accept(nb) {
                     scratch.best.push(Reverse(p));

@@ -273,6 +273,25 @@ impl FlatIndex {
         Ok(())
     }
 
+    /// The graph's encoded bytes (to keep beside the data and [`load_graph`](Self::load_graph)
+    /// later), `None` without one.
+    pub fn graph_encoded(&self) -> Option<&[u8]> {
+        self.graph.as_ref().map(|g| g.bytes())
+    }
+
+    /// Takes a graph [`graph_encoded`](Self::graph_encoded) gave for these same rows (same
+    /// vectors, same quantizer). Bytes that do not parse for this index's rows and codes are
+    /// refused (`InvalidArgument`) and the index keeps its state.
+    pub fn load_graph(&mut self, bytes: &[u8]) -> Result<()> {
+        let graph = crate::graph::Graph::from_bytes(bytes);
+        let stride = crate::search::graph::record_stride_for(&self.shape);
+        graph
+            .view(self.ids.len(), stride)
+            .map_err(|e| Error::invalid_argument("graph", e.to_string()))?;
+        self.graph = Some(graph);
+        Ok(())
+    }
+
     /// True once [`build_graph`](Self::build_graph) has run (and no row was added since).
     pub fn has_graph(&self) -> bool {
         self.graph.is_some()

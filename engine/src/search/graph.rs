@@ -21,12 +21,15 @@ use crate::quantizer::{QueryLut, layout::BLOCK};
 use crate::search::view::Prepared;
 use crate::search::{Neighbor, SearchParams, TopK};
 
-/// Scores rows by their graph record: key factor, key offset and packed 4-bit code in one
-/// contiguous run of bytes, so a visit costs one burst of cache lines.
+/// Scores rows by their graph record: key factor, key offset (L2 only) and packed 4-bit code
+/// in one contiguous run of bytes, so a visit costs one burst of cache lines (one line for a
+/// cosine record at d ≤ 56).
 struct RecordScorer<'a> {
     records: &'a [u8],
     stride: usize,
     code_bytes: usize,
+    /// Where the code starts: 8 with a key offset (L2), 4 without.
+    code_at: usize,
     levels: &'a dot4::Levels,
     query: &'a dot4::Query,
     scale: f32,
@@ -49,10 +52,16 @@ impl Scorer for RecordScorer<'_> {
     fn score(&self, row: u32) -> f32 {
         let r = &self.records[row as usize * self.stride..][..self.stride];
         let factor = f32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-        let offset = f32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-        let sum = self
-            .kernel
-            .dot4_row(&r[8..8 + self.code_bytes], self.levels, self.query);
+        let offset = if self.code_at == 8 {
+            f32::from_le_bytes([r[4], r[5], r[6], r[7]])
+        } else {
+            0.0
+        };
+        let sum = self.kernel.dot4_row(
+            &r[self.code_at..self.code_at + self.code_bytes],
+            self.levels,
+            self.query,
+        );
         dot4::key(sum, self.scale, factor, offset)
     }
 }
@@ -84,10 +93,16 @@ impl Scorer for TableScorer<'_, '_> {
 /// codes (their rows are scored from the codes column).
 pub(crate) fn record_stride_for(shape: &Shape) -> usize {
     if shape.dot4.is_some() {
-        record_stride(shape.quantizer.code_bytes())
+        record_stride(shape.quantizer.code_bytes(), record_has_offset(shape))
     } else {
         0
     }
+}
+
+/// Whether a graph record holds the key offset: only L2 keys have one (cosine and dot keys
+/// are `factor · estimate`).
+pub(crate) fn record_has_offset(shape: &Shape) -> bool {
+    shape.metric == Metric::L2
 }
 
 /// Builds the graph over `rows` (`(view, row)` pairs, in the order the graph numbers them:
@@ -158,8 +173,14 @@ impl<'a> View<'a> {
     pub(crate) fn graph_record_into(&self, row: usize, out: &mut [u8]) {
         let cb = self.shape.quantizer.code_bytes();
         out[0..4].copy_from_slice(&self.cols.key_factor[row].to_le_bytes());
-        out[4..8].copy_from_slice(&self.cols.key_offset[row].to_le_bytes());
-        out[8..8 + cb].copy_from_slice(&self.cols.codes[row * cb..(row + 1) * cb]);
+        let at = if record_has_offset(self.shape) {
+            out[4..8].copy_from_slice(&self.cols.key_offset[row].to_le_bytes());
+            8
+        } else {
+            debug_assert_eq!(self.cols.key_offset[row], 0.0);
+            4
+        };
+        out[at..at + cb].copy_from_slice(&self.cols.codes[row * cb..(row + 1) * cb]);
     }
 
     /// Row `row`'s point in the space the graph links (`dim` floats into `out`): its stored
@@ -250,6 +271,7 @@ impl<'a> View<'a> {
                         records: graph.records,
                         stride,
                         code_bytes: self.shape.quantizer.code_bytes(),
+                        code_at: if record_has_offset(self.shape) { 8 } else { 4 },
                         levels,
                         query,
                         scale: levels.step * query.step,

@@ -804,7 +804,11 @@ impl Segment {
                 if graph.is_some() {
                     return Err(bad("the graph section appears twice".into()));
                 }
-                graph = Some((off, n, e.crc));
+                // A graph of another version is derived data this build cannot walk: the
+                // segment is scanned instead until a compaction writes it anew.
+                if n >= 4 && crate::fsio::u32_at(&map[off..], 0) == crate::graph::GRAPH_VERSION {
+                    graph = Some((off, n, e.crc));
+                }
                 continue;
             }
             match KINDS.iter().position(|k| *k as u32 == e.kind) {
