@@ -320,7 +320,10 @@ def qdrant_configs(name, d, distance, train, threads):
     return out
 
 
-def hnswlib_configs(d, distance, train, threads):
+HNSW_EFS = (16, 32, 64, 96, 128, 192, 256, 384, 512)
+
+
+def hnswlib_configs(d, distance, train, threads, efs=HNSW_EFS):
     import hnswlib
     import numpy as np
     space = {"angular": "cosine", "euclidean": "l2", "dot": "ip"}[distance]
@@ -341,7 +344,7 @@ def hnswlib_configs(d, distance, train, threads):
         os.unlink(f.name)
         return n
     out = []
-    for ef in (16, 32, 64, 96, 128, 192, 256, 384, 512):
+    for ef in efs:
         def batch(q, k, ef=ef):
             holder["ix"].set_ef(max(ef, k))
             return holder["ix"].knn_query(q, k, num_threads=threads)[0]
@@ -404,7 +407,7 @@ def child(args):
             elif name.startswith("qdrant"):
                 configs = qdrant_configs(name, d, distance, train, threads)
             elif name == "hnswlib":
-                configs = hnswlib_configs(d, distance, train, threads)
+                configs = hnswlib_configs(d, distance, train, threads, args.hnsw_ef)
             elif name == "usearch":
                 configs = usearch_configs(d, distance, train, threads)
             else:
@@ -484,10 +487,13 @@ def main():
     p.add_argument("--queries", type=int, default=None, help="use only the first N queries")
     p.add_argument("--only", default=",".join(ALL), help="comma-separated subset of: " + ", ".join(ALL))
     p.add_argument("--out", default=None, help="CSV path (default results/<dataset>-baselines.csv)")
+    p.add_argument("--hnsw-ef", default=",".join(map(str, HNSW_EFS)),
+                   help="hnswlib search ef values to sweep (comma-separated)")
     p.add_argument("--child-threads", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.mode = [m for m in args.mode.split(",") if m]
     args.only = [a for a in args.only.split(",") if a]
+    args.hnsw_ef = [int(e) for e in args.hnsw_ef.split(",") if e]
     if args.child_threads is not None:
         try:
             return child(args)
@@ -504,7 +510,7 @@ def main():
                    OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         cmd = [sys.executable, __file__, "--dataset", args.dataset, "--k", str(args.k), "--mode",
                ",".join(args.mode), "--runs", str(args.runs), "--only", ",".join(args.only),
-               "--child-threads", str(threads)]
+               "--child-threads", str(threads), "--hnsw-ef", ",".join(map(str, args.hnsw_ef))]
         if args.queries:
             cmd += ["--queries", str(args.queries)]
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
