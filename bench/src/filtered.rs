@@ -21,7 +21,7 @@ use gyre::{
 use gyre_datasets::{AnnDataset, Distance};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::recall::{Args, cpu_name, time_queries};
+use crate::recall::{Args, IndexKind, cpu_name, time_queries};
 use crate::report::Row;
 
 const BUCKETS: u64 = 1000;
@@ -138,6 +138,8 @@ fn ingest_overhead(
         bits,
         segment_rows: n.max(1),
         rerank: RerankStorage::None,
+        // Ingest alone is measured: no graph built when the segment seals.
+        index: gyre::SegmentIndex::Flat,
         ..gyre::CollectionConfig::new(d)
     };
     let mut secs = [Vec::new(), Vec::new()];
@@ -249,6 +251,16 @@ pub fn run(
     if let Some(&bits) = args.bits.first() {
         ingest_overhead(args, ds, metric, bits, &payloads)?;
     }
+    // One index kind (the first of --index) and, for a graph, one effort (the first --ef).
+    let index_kind = args.index.first().copied().unwrap_or(IndexKind::Flat);
+    let index = match index_kind {
+        IndexKind::Flat => gyre::SegmentIndex::Flat,
+        IndexKind::Graph => gyre::SegmentIndex::Graph,
+    };
+    let ef = match index_kind {
+        IndexKind::Flat => 0,
+        IndexKind::Graph => args.ef.first().copied().unwrap_or(0),
+    };
     let mut rows = Vec::new();
     for &bits in &args.bits {
         for &rerank in &args.rerank {
@@ -261,6 +273,7 @@ pub fn run(
                 seed: args.seed,
                 rerank,
                 segment_rows: n.max(1),
+                index,
                 ..gyre::CollectionConfig::new(d)
             };
             let t = Instant::now();
@@ -301,7 +314,7 @@ pub fn run(
                     staged: staged > 0 && bits == 4,
                     shortlist: staged.max(1),
                     target_recall: None,
-                    ef: 0,
+                    ef,
                 };
                 for &threads in &args.threads {
                     let pool = rayon::ThreadPoolBuilder::new()
@@ -351,8 +364,13 @@ pub fn run(
                                 dataset: dataset_name.into(),
                                 algorithm: "gyre".into(),
                                 params: format!(
-                                    "bits={bits} rerank={} oversample={oversample}{} storage=disk",
+                                    "bits={bits} rerank={} oversample={oversample}{}{} storage=disk",
                                     rerank.name(),
+                                    if index_kind == IndexKind::Graph {
+                                        format!(" index=graph ef={ef}")
+                                    } else {
+                                        String::new()
+                                    },
                                     if params.staged {
                                         format!(" staged shortlist={staged}")
                                     } else {
@@ -377,8 +395,8 @@ pub fn run(
                                 runs: args.runs,
                                 filter_selectivity: Some(s),
                                 filter_kind: Some(kind.into()),
-                                index: Some("flat".into()),
-                                ef: None,
+                                index: Some(index_kind.name().into()),
+                                ef: (index_kind == IndexKind::Graph).then_some(ef),
                                 resident_bytes_per_vector: None,
                             };
                             if args.json {

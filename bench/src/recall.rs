@@ -37,7 +37,7 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             IndexKind::Flat => "flat",
             IndexKind::Graph => "graph",
