@@ -3,25 +3,31 @@
 //! `build_ef`), and linked back from them (a list that overflows is pruned again).
 //!
 //! Distances are squared Euclidean on the points the caller gives (unit vectors for cosine,
-//! the vectors for L2 and dot). Rows go in batches that grow with the graph (at most 1/16 of
-//! the rows inserted so far, at most [`MAX_BATCH`]): a batch's rows are searched and pruned in
-//! parallel against the graph as it stood, then linked in row order, so the graph is the same
-//! whatever the thread count.
+//! the vectors for L2 and dot), held as binary16 after a power-of-two scale that puts the
+//! largest component near 2^14 (ordering and the α rule are scale-free): the build waits on
+//! memory, one candidate row per cache miss, and halves move half the lines (docs-minilm,
+//! 1 thread: 23.2 s on f32 points, 18.2–18.5 s on halves, recall at ef 64 0.9863 → 0.9859).
+//! Rows go in batches that grow with the graph (at most 1/16 of the rows inserted so far, at
+//! most [`MAX_BATCH`]): a batch's rows are searched and pruned in parallel against the graph
+//! as it stood, then linked in row order, so the graph is the same whatever the thread count.
 
 use rayon::prelude::*;
 
 use super::NONE;
 use super::search::{Scorer, search, with_scratch};
+use crate::kernels::half::{HalfDistanceFn, f32_to_f16, squared_l2_f16_fn};
 use crate::kernels::squared_l2_wide;
 use crate::random::SeededRng;
 
-/// Cache lines of a point prefetched per neighbour: the whole row when it spans at most 5
-/// lines (glove-50, 200-byte rows, 2 threads: 52.9 s with 4 lines, 67.4 s with 2, 70.9 s with
-/// 1), else the first line only (docs-minilm, 1,536-byte rows: 1 line 23 s, 2 lines 25 s,
-/// 4 lines 27 s, the whole row 67 s; the hardware streams the rest and more prefetches stall).
+/// Cache lines of a point prefetched per neighbour: the whole row up to 16 lines (1 KiB of
+/// halves, d ≤ 512), else the first line only. Measured on one thread: docs-minilm's 768-byte
+/// half rows build in 18.2–18.5 s prefetched whole (13 lines), 19.3–21.3 s with 12 lines,
+/// 24–25 s with 8, 21–23 s with 1; glove-50's rows are 2–3 lines. On f32 points (1,536-byte
+/// rows) the whole row was the worst choice (67 s against 23 s for one line): past some depth
+/// the prefetches queue behind each other, hence the cap.
 fn prefetch_lines(dim: usize) -> usize {
-    let lines = crate::kernels::lines_spanned(4 * dim);
-    if lines <= 5 { lines } else { 1 }
+    let lines = crate::kernels::lines_spanned(2 * dim);
+    if lines <= 16 { lines } else { 1 }
 }
 
 /// Largest batch of rows searched against one state of the graph.
@@ -108,25 +114,57 @@ pub struct Built {
     pub adjacency: Vec<u32>,
 }
 
+/// The build's points: binary16 copies of the caller's, scaled by a power of two.
 struct Points<'a> {
-    x: &'a [f32],
+    x: &'a [u16],
     dim: usize,
+    l2: HalfDistanceFn,
 }
 
 impl Points<'_> {
     #[inline]
-    fn row(&self, r: u32) -> &[f32] {
+    fn row(&self, r: u32) -> &[u16] {
         &self.x[r as usize * self.dim..][..self.dim]
     }
     #[inline]
     fn dist(&self, a: u32, b: u32) -> f32 {
-        squared_l2_wide(self.row(a), self.row(b))
+        (self.l2)(self.row(a), self.row(b))
     }
+}
+
+/// The power of two that brings the largest finite magnitude of `x` into [2^13, 2^14): far
+/// from the binary16 overflow at 65504 even for a difference of two components, and as far
+/// from its subnormals as the data allows.
+fn half_scale(x: &[f32]) -> f32 {
+    let max = x
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        return 1.0;
+    }
+    // max = m · 2^e with m in [1, 2): scale 2^(13 - e), clamped to what an f32 holds.
+    let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
+    2f32.powi((13 - e).clamp(-126, 127))
+}
+
+/// `x` scaled by `half_scale(x)`, as binary16.
+fn to_halves(x: &[f32]) -> Vec<u16> {
+    let s = half_scale(x);
+    let mut out = vec![0u16; x.len()];
+    out.par_chunks_mut(1 << 16)
+        .zip(x.par_chunks(1 << 16))
+        .for_each(|(o, v)| {
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o = f32_to_f16(v * s);
+            }
+        });
+    out
 }
 
 struct ToPoint<'a> {
     points: &'a Points<'a>,
-    q: &'a [f32],
+    q: &'a [u16],
     lines: usize,
 }
 
@@ -139,7 +177,7 @@ impl Scorer for ToPoint<'_> {
     }
     #[inline]
     fn score(&self, row: u32) -> f32 {
-        -squared_l2_wide(self.q, self.points.row(row))
+        -(self.points.l2)(self.q, self.points.row(row))
     }
 }
 
@@ -173,19 +211,19 @@ fn reprune(points: &Points<'_>, q: u32, list: &mut Vec<u32>, alpha2: f32, degree
     prune(points, &cands, alpha2, degree, list);
 }
 
-/// The row nearest the mean.
-fn medoid(points: &Points<'_>, rows: usize) -> u32 {
-    let d = points.dim;
-    let mut mean = vec![0f64; d];
+/// The row nearest the mean (on the caller's f32 points).
+fn medoid(x: &[f32], dim: usize, rows: usize) -> u32 {
+    let row = |r: usize| &x[r * dim..][..dim];
+    let mut mean = vec![0f64; dim];
     for r in 0..rows {
-        for (m, &v) in mean.iter_mut().zip(points.row(r as u32)) {
+        for (m, &v) in mean.iter_mut().zip(row(r)) {
             *m += f64::from(v);
         }
     }
     let mean: Vec<f32> = mean.iter().map(|m| (m / rows as f64) as f32).collect();
     (0..rows as u32)
         .into_par_iter()
-        .map(|r| (squared_l2_wide(&mean, points.row(r)), r))
+        .map(|r| (squared_l2_wide(&mean, row(r as usize)), r))
         .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
         .map_or(0, |m| m.1)
 }
@@ -206,12 +244,17 @@ pub fn build(
             adjacency: Vec::new(),
         };
     }
-    let points = Points { x, dim };
+    let halves = to_halves(&x[..rows * dim]);
+    let points = Points {
+        x: &halves,
+        dim,
+        l2: squared_l2_f16_fn(),
+    };
     let alpha2 = params.alpha * params.alpha;
     // Lists may overflow to `slack` between prunes (DiskANN's slack): a full list pruned on
     // every new reverse edge costs O(R²) distances per edge, the build's largest cost.
     let slack = degree + degree / 3;
-    let start = medoid(&points, rows);
+    let start = medoid(x, dim, rows);
     let pool = params.pool.max(params.build_ef);
     let pf = prefetch_lines(dim);
     let mut rng = SeededRng::new(params.seed, 0x6772_6170);
@@ -337,7 +380,7 @@ mod tests {
         assert_eq!(g.adjacency, g1.adjacency);
         assert_eq!(g.entries, g1.entries);
         assert_eq!(g.entries.len(), p.entries);
-        let points = Points { x: &x, dim: d };
+        let row = |r: u32| &x[r as usize * d..][..d];
         let lists: Vec<Vec<u32>> = g
             .adjacency
             .chunks(p.degree)
@@ -350,20 +393,62 @@ mod tests {
         let mut out = Vec::new();
         for q in queries.chunks(d) {
             let truth = (0..n as u32)
-                .map(|r| (squared_l2_wide(q, points.row(r)), r))
+                .map(|r| (squared_l2_wide(q, row(r)), r))
                 .min_by(|a, b| a.0.total_cmp(&b.0))
                 .unwrap()
                 .1;
-            let scorer = ToPoint {
-                points: &points,
-                q,
-                lines: 1,
-            };
+            let scorer = Exact { x: &x, d, q };
             search(&lists[..], n, &g.entries, &scorer, 32, |_| true, &mut s);
             s.results(&mut out);
             hits += usize::from(out[0].0 == truth);
         }
         assert!(hits >= 95, "recall@1 {hits}/100");
+    }
+
+    /// Exact f32 distances from a query (the graph is judged apart from its build points).
+    struct Exact<'a> {
+        x: &'a [f32],
+        d: usize,
+        q: &'a [f32],
+    }
+
+    impl Scorer for Exact<'_> {
+        fn prefetch(&self, _row: u32) {}
+        fn score(&self, row: u32) -> f32 {
+            -squared_l2_wide(self.q, &self.x[row as usize * self.d..][..self.d])
+        }
+    }
+
+    /// The scale puts the largest magnitude in [2^13, 2^14) whatever its size, and the
+    /// halves of scaled points keep their distances to a part in a thousand.
+    #[test]
+    fn half_points_keep_distances_at_any_magnitude() {
+        for mag in [1e-30f32, 1e-6, 1.0, 7.5, 1e4, 1e30] {
+            let x: Vec<f32> = data(50, 8, 4).iter().map(|v| v * mag).collect();
+            let s = half_scale(&x);
+            let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * s;
+            assert!((8192.0..16384.0).contains(&max), "mag {mag}: {max}");
+            let h = to_halves(&x);
+            let p = Points {
+                x: &h,
+                dim: 8,
+                l2: squared_l2_f16_fn(),
+            };
+            for (a, b) in [(0u32, 1u32), (3, 40), (17, 18)] {
+                let want: f64 = (0..8)
+                    .map(|i| {
+                        let (u, v) = (x[a as usize * 8 + i], x[b as usize * 8 + i]);
+                        ((f64::from(u) - f64::from(v)) * f64::from(s)).powi(2)
+                    })
+                    .sum();
+                let got = f64::from(p.dist(a, b));
+                assert!(
+                    (got - want).abs() <= 1e-3 * want,
+                    "mag {mag}: {got} vs {want}"
+                );
+            }
+        }
+        assert_eq!(half_scale(&[0.0, -0.0]), 1.0);
     }
 
     #[test]

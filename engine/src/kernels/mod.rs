@@ -10,6 +10,7 @@
 
 pub mod dot4;
 pub mod fastscan;
+pub mod half;
 
 /// Rows per block of every blocked layout.
 const BLOCK: usize = 32;
