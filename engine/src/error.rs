@@ -117,6 +117,22 @@ pub enum Error {
         /// Extra context (for instance that its configuration differs), may be empty.
         detail: String,
     },
+    /// No snapshot of this collection has this name.
+    #[error("snapshot {} of collection {} not found", clip(.name), clip(.collection))]
+    SnapshotNotFound {
+        /// The collection the snapshot was asked of.
+        collection: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// A snapshot of this collection with this name exists already.
+    #[error("snapshot {} of collection {} already exists", clip(.name), clip(.collection))]
+    SnapshotExists {
+        /// The collection.
+        collection: String,
+        /// The snapshot's name.
+        name: String,
+    },
     /// An operating-system I/O error on a file.
     #[error("I/O error on {path}: {message}")]
     Io {
@@ -172,8 +188,12 @@ impl Error {
             | Error::InvalidDimension { .. }
             | Error::InvalidArgument { .. }
             | Error::PayloadField { .. } => ErrorKind::InvalidInput,
-            Error::CollectionNotFound { .. } => ErrorKind::NotFound,
-            Error::CollectionExists { .. } => ErrorKind::AlreadyExists,
+            Error::CollectionNotFound { .. } | Error::SnapshotNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            Error::CollectionExists { .. } | Error::SnapshotExists { .. } => {
+                ErrorKind::AlreadyExists
+            }
             Error::Io { .. } => ErrorKind::Io,
             Error::Corrupt { .. } => ErrorKind::Corruption,
             Error::Locked { .. } => ErrorKind::Unavailable,

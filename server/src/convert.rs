@@ -370,3 +370,17 @@ pub fn scored(
         })
         .collect())
 }
+
+/// A snapshot's description on the wire.
+pub fn snapshot_to(i: &gyre::SnapshotInfo) -> pb::SnapshotInfo {
+    pb::SnapshotInfo {
+        collection: i.collection.clone(),
+        name: i.name.clone(),
+        created_unix_ms: i.created_unix_ms,
+        generation: i.generation,
+        points: i.points,
+        bytes: i.bytes(),
+        copied_bytes: i.copied_bytes,
+        files: i.files.len() as u32,
+    }
+}

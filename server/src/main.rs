@@ -1,7 +1,8 @@
 //! `gyre`: Gyre's gRPC server and data-directory tool.
 //!
-//! `gyre serve` runs the service; `import`, `search`, `info`, `verify` and `compact` work on a
-//! data directory directly (no server; the directory must not be open in a running server).
+//! `gyre serve` runs the service; `import`, `search`, `info`, `verify`, `compact` and
+//! `snapshot` work on a data directory directly (no server; the directory must not be open in
+//! a running server).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod auth;
@@ -42,6 +43,8 @@ enum Command {
     Verify(ops::DirArgs),
     /// Merge segments and drop deleted rows.
     Compact(ops::CompactArgs),
+    /// Snapshots: create, list, restore, delete.
+    Snapshot(ops::SnapshotArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Info(a) => ops::info(&a),
         Command::Verify(a) => ops::verify(&a),
         Command::Compact(a) => ops::compact(&a),
+        Command::Snapshot(a) => ops::snapshot(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

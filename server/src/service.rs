@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Access, Keys};
 use crate::convert::{
     field_type_from, filter_from, info_to, metric_from, payload_from, payload_to, rerank_from,
-    result_bytes, schema_from, scored, search_options, stats_to, variant_from,
+    result_bytes, schema_from, scored, search_options, snapshot_to, stats_to, variant_from,
 };
 use crate::errors::{invalid, to_status};
 use crate::metrics::Metrics;
@@ -1072,6 +1072,89 @@ impl Admin for Service {
                 c.create_field_index(&r.field, kind)
                     .map_err(field_error("field"))?;
                 Ok(pb::CreateFieldIndexResponse {})
+            },
+        )
+        .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        req: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotInfo>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run(
+            "Admin/CreateSnapshot",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _ctx| {
+                check_name("collection", &r.collection)?;
+                let name = (!r.name.is_empty()).then_some(r.name.as_str());
+                let info = db.create_snapshot(&r.collection, name).map_err(to_status)?;
+                Ok(snapshot_to(&info))
+            },
+        )
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run(
+            "Admin/ListSnapshots",
+            &meta,
+            Access::Read,
+            Kind::Plain,
+            move |db, _ctx| {
+                let one = (!r.collection.is_empty()).then_some(r.collection.as_str());
+                let all = db.list_snapshots(one).map_err(to_status)?;
+                Ok(pb::ListSnapshotsResponse {
+                    snapshots: all.iter().map(snapshot_to).collect(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn restore_snapshot(
+        &self,
+        req: Request<pb::RestoreSnapshotRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run(
+            "Admin/RestoreSnapshot",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _ctx| {
+                check_name("collection", &r.collection)?;
+                let target = (!r.target.is_empty()).then_some(r.target.as_str());
+                let c = db
+                    .restore_snapshot(&r.collection, &r.snapshot, target, r.replace)
+                    .map_err(to_status)?;
+                Ok(info_to(&c.info().map_err(to_status)?))
+            },
+        )
+        .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let (meta, _, r) = req.into_parts();
+        self.run(
+            "Admin/DeleteSnapshot",
+            &meta,
+            Access::Write,
+            Kind::Plain,
+            move |db, _ctx| {
+                check_name("collection", &r.collection)?;
+                db.delete_snapshot(&r.collection, &r.snapshot)
+                    .map_err(to_status)?;
+                Ok(pb::DeleteSnapshotResponse {})
             },
         )
         .await

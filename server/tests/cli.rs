@@ -1,5 +1,5 @@
 //! The data-directory commands: import, info, search, verify (including on a damaged file),
-//! compact; and a locked directory while another process holds it.
+//! compact, snapshot; and a locked directory while another process holds it.
 
 use std::path::Path;
 use std::process::Command;
@@ -128,4 +128,100 @@ fn import_info_search_verify_compact() {
     assert!(!ok && out.contains("dimension"), "{out}");
     let (ok, out) = gyre(&["info"], &tmp.path().join("nowhere"));
     assert!(!ok && out.contains("not a Gyre data directory"), "{out}");
+}
+
+/// `gyre snapshot create|list|restore|delete`: a snapshot taken, the collection changed, the
+/// snapshot restored over it (and beside it), listed as JSON, and removed.
+#[test]
+fn snapshot_create_list_restore_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("v.fvecs");
+    let rows: Vec<Vec<f32>> = (0..300)
+        .map(|i| {
+            (0..8)
+                .map(|j| ((i * 13 + j * 5) % 41) as f32 - 20.0)
+                .collect()
+        })
+        .collect();
+    write_fvecs(&file, &rows[..200]);
+    let f = file.to_str().unwrap();
+    let (ok, out) = gyre(&["import", "--collection", "v", "--dataset", f], &dir);
+    assert!(ok, "{out}");
+    let (ok, out) = gyre(
+        &[
+            "snapshot",
+            "create",
+            "--collection",
+            "v",
+            "--name",
+            "before",
+        ],
+        &dir,
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("created v/before: 200 points"), "{out}");
+    // More points after the snapshot.
+    write_fvecs(&file, &rows[200..]);
+    let (ok, out) = gyre(
+        &[
+            "import",
+            "--collection",
+            "v",
+            "--dataset",
+            f,
+            "--first-id",
+            "200",
+        ],
+        &dir,
+    );
+    assert!(ok && out.contains("(300 live points)"), "{out}");
+    let (ok, out) = gyre(&["snapshot", "list", "--json"], &dir);
+    assert!(ok, "{out}");
+    let l: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (l["name"].as_str(), l["points"].as_u64()),
+        (Some("before"), Some(200))
+    );
+    // Restoring over the collection needs --replace.
+    let args = [
+        "snapshot",
+        "restore",
+        "--collection",
+        "v",
+        "--name",
+        "before",
+    ];
+    let (ok, out) = gyre(&args, &dir);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = gyre(&[&args[..], &["--replace"]].concat(), &dir);
+    assert!(
+        ok && out.contains("restored v/before as v (200 points)"),
+        "{out}"
+    );
+    let (ok, out) = gyre(&[&args[..], &["--target", "w"]].concat(), &dir);
+    assert!(ok && out.contains("as w (200 points)"), "{out}");
+    let (ok, out) = gyre(&["info", "--json", "--collection", "v"], &dir);
+    assert!(ok, "{out}");
+    let info: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(info["points"], 200);
+    let (ok, out) = gyre(
+        &[
+            "snapshot",
+            "delete",
+            "--collection",
+            "v",
+            "--name",
+            "before",
+        ],
+        &dir,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = gyre(&args, &dir);
+    assert!(
+        !ok && out.contains("snapshot \"before\" of collection \"v\" not found"),
+        "{out}"
+    );
+    let (ok, out) = gyre(&["snapshot", "list"], &dir);
+    assert!(ok && out.trim().is_empty(), "{out}");
 }

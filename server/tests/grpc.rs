@@ -636,3 +636,128 @@ async fn reflection_lists_the_services() {
         );
     }
 }
+
+/// Snapshots over the Admin service: taken while serving, restored beside and over the
+/// collection with exactly the snapshot's points, listed, removed; unknown names NOT_FOUND,
+/// a taken name ALREADY_EXISTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_taken_listed_restored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ch = server.channel().await;
+    let (mut cols, mut points, mut admin) = (
+        CollectionsClient::new(ch.clone()),
+        PointsClient::new(ch.clone()),
+        AdminClient::new(ch),
+    );
+    let d = 16usize;
+    cols.create(create("docs", d as u32)).await.unwrap();
+    let data = rows(400, d, 3);
+    let up = |lo: u64, hi: u64| pb::UpsertRequest {
+        payloads: Vec::new(),
+        collection: "docs".into(),
+        ids: (lo..hi).collect(),
+        vectors: data[lo as usize * d..hi as usize * d].to_vec(),
+        wait: true,
+    };
+    points.upsert(up(0, 250)).await.unwrap();
+    admin
+        .flush(pb::FlushRequest {
+            collection: "docs".into(),
+        })
+        .await
+        .unwrap();
+    points.upsert(up(250, 300)).await.unwrap();
+    let snap = admin
+        .create_snapshot(pb::CreateSnapshotRequest {
+            collection: "docs".into(),
+            name: "s".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((snap.name.as_str(), snap.points), ("s", 300));
+    assert!(
+        snap.files >= 4 && snap.bytes > snap.copied_bytes,
+        "{snap:?}"
+    );
+    let again = admin
+        .create_snapshot(pb::CreateSnapshotRequest {
+            collection: "docs".into(),
+            name: "s".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    points.upsert(up(300, 400)).await.unwrap();
+    let count = |n: &str| pb::CountRequest {
+        filter: None,
+        collection: n.into(),
+    };
+    assert_eq!(
+        points
+            .count(count("docs"))
+            .await
+            .unwrap()
+            .into_inner()
+            .count,
+        400
+    );
+    let restore = |target: &str, replace| pb::RestoreSnapshotRequest {
+        collection: "docs".into(),
+        snapshot: "s".into(),
+        target: target.into(),
+        replace,
+    };
+    let side = admin
+        .restore_snapshot(restore("docs2", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((side.name.as_str(), side.points), ("docs2", 300));
+    let refused = admin
+        .restore_snapshot(restore("", false))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists);
+    admin.restore_snapshot(restore("", true)).await.unwrap();
+    assert_eq!(
+        points
+            .count(count("docs"))
+            .await
+            .unwrap()
+            .into_inner()
+            .count,
+        300
+    );
+    let listed = admin
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.snapshots, vec![snap]);
+    let missing = admin
+        .restore_snapshot(pb::RestoreSnapshotRequest {
+            snapshot: "nope".into(),
+            ..restore("x", false)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    admin
+        .delete_snapshot(pb::DeleteSnapshotRequest {
+            collection: "docs".into(),
+            snapshot: "s".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        admin
+            .list_snapshots(pb::ListSnapshotsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshots
+            .is_empty()
+    );
+}

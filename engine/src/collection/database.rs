@@ -1,8 +1,9 @@
 //! A data directory of named collections.
 //!
 //! Layout: `DIR/LOCK` (held with an exclusive file lock while open; names the holder's pid),
-//! `DIR/collections/NAME/` (one directory per collection). Creating and dropping rename a
-//! directory into or out of place, so a crash leaves a collection whole or absent.
+//! `DIR/collections/NAME/` (one directory per collection), `DIR/snapshots/NAME/SNAP/`
+//! (`backup.rs`). Creating, dropping and restoring rename a directory into or out of place, so
+//! a crash leaves a collection whole or absent.
 //!
 //! A collection that fails to open (a damaged file, an I/O error) does not keep the others
 //! down: it is listed by [`Database::unavailable`], and every call naming it returns the error
@@ -17,20 +18,24 @@ use crate::directory::{Directory, LocalDirectory, LockGuard};
 use crate::error::{Error, Result};
 use crate::payload::Schema;
 
-const CREATING: &str = ".creating-";
-const DROPPING: &str = ".dropping-";
+pub(super) const CREATING: &str = ".creating-";
+pub(super) const DROPPING: &str = ".dropping-";
 
 /// An open data directory.
 #[derive(Debug)]
 pub struct Database {
     dir: PathBuf,
+    /// `DIR`.
+    pub(super) top: Arc<dyn Directory>,
     /// `DIR/collections`.
-    root: Arc<dyn Directory>,
-    collections: RwLock<BTreeMap<String, Collection>>,
+    pub(super) root: Arc<dyn Directory>,
+    pub(super) collections: RwLock<BTreeMap<String, Collection>>,
     /// Collections that failed to open, with the error.
-    failed: RwLock<BTreeMap<String, Error>>,
+    pub(super) failed: RwLock<BTreeMap<String, Error>>,
     /// The exclusive lock; collections share it, so it is held while any handle lives.
-    lock: Arc<dyn LockGuard>,
+    pub(super) lock: Arc<dyn LockGuard>,
+    /// Serialises snapshot creation, restore and removal (their staging names).
+    pub(super) snapshots: std::sync::Mutex<()>,
 }
 
 impl Drop for Database {
@@ -45,7 +50,7 @@ impl Drop for Database {
     }
 }
 
-fn poisoned<T>(_: T) -> Error {
+pub(super) fn poisoned<T>(_: T) -> Error {
     Error::internal("an earlier panic left the database's collection map unusable")
 }
 
@@ -83,6 +88,23 @@ impl Database {
     pub fn open_in(top: Arc<dyn Directory>, path: PathBuf) -> Result<Database> {
         let lock: Arc<dyn LockGuard> = Arc::from(top.lock("LOCK")?);
         let root = top.sub("collections")?;
+        // Finish or undo a restore a crash interrupted (`backup::RESTORING`).
+        let dirs = root.list_dirs()?;
+        for name in &dirs {
+            let Some(target) = name.strip_prefix(super::backup::RESTORING) else {
+                continue;
+            };
+            let ready = root
+                .sub(name)?
+                .list()?
+                .iter()
+                .any(|f| f == super::backup::READY);
+            if ready && check_name(target).is_ok() && !dirs.iter().any(|d| d == target) {
+                root.rename_dir(name, target)?;
+            } else {
+                root.remove_dir(name)?;
+            }
+        }
         let mut collections = BTreeMap::new();
         let mut failed = BTreeMap::new();
         for name in root.list_dirs()? {
@@ -107,10 +129,12 @@ impl Database {
         }
         Ok(Database {
             dir: path,
+            top,
             root,
             collections: RwLock::new(collections),
             failed: RwLock::new(failed),
             lock,
+            snapshots: std::sync::Mutex::new(()),
         })
     }
 

@@ -26,6 +26,7 @@
 //! * A segment file is removed only when it has left the manifest and the last snapshot using it
 //!   is gone; files that no manifest names (a crash mid-flush) are removed on open.
 
+mod backup;
 mod commit;
 mod compaction;
 mod config;
@@ -40,6 +41,7 @@ mod seal;
 mod snapshot;
 mod types;
 
+pub use backup::SnapshotInfo;
 pub use config::{CollectionConfig, DEFAULT_INDEX_MIN_ROWS, Durability, SegmentIndex};
 pub use database::Database;
 pub use types::{

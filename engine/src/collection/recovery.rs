@@ -162,7 +162,8 @@ fn sweep(dir: &dyn Directory, manifest: &Manifest) -> Result<Vec<u64>> {
             }
             seq < manifest.wal_seq
         } else {
-            fname.ends_with(".tmp")
+            // A restore's marker left by a crash right after the restore moved into place.
+            fname.ends_with(".tmp") || fname == super::backup::READY
         };
         if stale {
             // Best effort: a leftover that cannot be removed now is removed next time.

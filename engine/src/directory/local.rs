@@ -164,6 +164,23 @@ impl Directory for LocalDirectory {
         resident_bytes(&paths)
     }
 
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.path_of(name))
+    }
+
+    fn import(&self, from: &dyn Directory, name: &str) -> Result<super::Imported> {
+        if let Some(src) = from.local_path(name) {
+            let dst = self.path_of(name);
+            // A link fails across file systems (and on some that have none): then copy.
+            if fs::hard_link(&src, &dst).is_ok() {
+                self.sync_self()?;
+                return Ok(super::Imported::Linked);
+            }
+        }
+        super::copy_file(from, name, self)?;
+        Ok(super::Imported::Copied)
+    }
+
     fn remove_dir(&self, name: &str) -> Result<()> {
         let path = self.path_of(name);
         match fs::remove_dir_all(&path) {

@@ -21,6 +21,7 @@ mod local;
 
 pub use fault::{Fault, FaultDirectory, FaultStats, Op};
 pub use local::LocalDirectory;
+// `Imported` and `copy_file` are defined below.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -68,6 +69,43 @@ pub trait Directory: Send + Sync + fmt::Debug {
     fn resident_bytes(&self, _names: &[&str]) -> Option<u64> {
         None
     }
+    /// Where `name` lives on the local file system, for directories that are local files (a
+    /// hard link can then share it).
+    fn local_path(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
+    /// Puts `from`'s file `name` here under the same name, durably, and says how: a hard link
+    /// where both sides are local files on one file system, else a copy. Only for files that
+    /// are never written again (a link shares later writes): segments, deletion files.
+    fn import(&self, from: &dyn Directory, name: &str) -> Result<Imported> {
+        copy_file(from, name, self)?;
+        Ok(Imported::Copied)
+    }
+}
+
+/// How [`Directory::import`] brought a file over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// A hard link: no bytes moved.
+    Linked,
+    /// A full copy.
+    Copied,
+}
+
+/// Copies `from`'s file `name` into `to` under the same name (streamed from a map, written
+/// under a temporary name, synced and renamed into place).
+pub fn copy_file<D: Directory + ?Sized>(from: &dyn Directory, name: &str, to: &D) -> Result<u64> {
+    if from.file_len(name)? == 0 {
+        to.write_atomic(name, &[])?;
+        return Ok(0);
+    }
+    let bytes = from.map(name)?;
+    let mut w = to.create(name)?;
+    for chunk in bytes.chunks(8 << 20) {
+        w.write(chunk)?;
+    }
+    w.finish()?;
+    Ok(bytes.len() as u64)
 }
 
 /// A file being written under a temporary name.

@@ -1,0 +1,382 @@
+//! Snapshots: a collection's durable state at one moment, kept beside the data, listed and
+//! restored (also after the collection is dropped).
+//!
+//! Layout: `DIR/snapshots/COLLECTION/NAME/` holds the files of one manifest version: the
+//! segments and deletion files it names (hard links where the file system has them: no bytes
+//! move, and the collection deleting its own name later leaves the snapshot's), copies of the
+//! WAL files it replays from, of `MANIFEST`, `config.json` and `schema.json`, and last
+//! `SNAPSHOT.json` (what the snapshot holds). A snapshot is built under `.creating-NAME` and
+//! renamed into place, so it is whole or absent.
+//!
+//! Invariants:
+//! * A snapshot holds every write acknowledged before it started and none acknowledged after
+//!   it returned: it is taken under the collection's writer lock, which every WAL append and
+//!   manifest edit holds, so the manifest, the files it names and the WAL agree.
+//! * Snapshot files are never written after the rename; a restore links or copies them out
+//!   (WAL files always copied: the restored collection appends to them).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::database::{CREATING, DROPPING, check_name, poisoned as db_poisoned};
+
+/// The staging folder of a restore into collection `TARGET` is `.restoring-TARGET`: on open,
+/// one holding [`READY`] while `TARGET` is absent is renamed into place (the restore was
+/// verified and had begun replacing), any other is removed.
+pub(super) const RESTORING: &str = ".restoring-";
+/// Written into a restore's staging folder once it is verified.
+pub(super) const READY: &str = "RESTORE-READY";
+use super::manifest::{self, Manifest};
+use super::{Collection, Database, config, poisoned, schema};
+use crate::directory::{Directory, Imported, copy_file};
+use crate::error::{Error, Result};
+use crate::segment;
+use crate::wal;
+
+/// The snapshots' folder in a data directory.
+const SNAPSHOTS: &str = "snapshots";
+/// What a snapshot holds, written last.
+const META: &str = "SNAPSHOT.json";
+
+/// One snapshot, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The collection it was taken of.
+    pub collection: String,
+    /// Its name (unique per collection).
+    pub name: String,
+    /// When it was taken, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// The manifest generation it holds.
+    pub generation: u64,
+    /// Live points when it was taken.
+    pub points: u64,
+    /// Its files and their sizes.
+    pub files: Vec<SnapshotFile>,
+    /// Bytes copied when it was taken (the rest are hard links to the collection's files).
+    pub copied_bytes: u64,
+}
+
+impl SnapshotInfo {
+    /// Bytes of all its files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// A file of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// The file's name.
+    pub name: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaFile {
+    format: u32,
+    #[serde(flatten)]
+    info: SnapshotInfo,
+}
+
+/// Segments and deletion files are immutable (linked); the rest are copied.
+fn immutable(name: &str) -> bool {
+    segment::parse_file_name(name).is_some() || manifest::parse_del_file_name(name).is_some()
+}
+
+/// Brings `name` from `from` into `to`: linked when immutable, else copied. Returns the bytes
+/// copied.
+fn bring(from: &dyn Directory, to: &dyn Directory, name: &str) -> Result<u64> {
+    if immutable(name) {
+        let len = from.file_len(name)?;
+        return Ok(match to.import(from, name)? {
+            Imported::Linked => 0,
+            Imported::Copied => len,
+        });
+    }
+    copy_file(from, name, to)
+}
+
+impl Collection {
+    /// Writes this collection's durable state into `dest` (an empty directory) and returns its
+    /// files, the manifest generation and the bytes copied. Writes wait while it runs: linking
+    /// costs a directory entry per segment, copying the WAL is bounded by the memtable.
+    fn checkpoint_into(&self, dest: &dyn Directory) -> Result<Checkpoint> {
+        let inner = &self.inner;
+        let _writer = inner.writer.lock().map_err(poisoned)?;
+        let points = self.len() as u64;
+        let dir = &*inner.dir;
+        // The manifest on disk (not the writer's copy, which a failed edit may have moved on).
+        let bytes = dir.read(manifest::FILE)?;
+        let m = Manifest::decode(&dir.path_of(manifest::FILE), &bytes)?;
+        let mut names = Vec::new();
+        for e in &m.entries {
+            names.push(segment::file_name(e.segment));
+            if e.del_gen != 0 {
+                names.push(manifest::del_file_name(e.segment, e.del_gen));
+            }
+        }
+        let listed = dir.list()?;
+        let mut wals: Vec<(u64, &String)> = listed
+            .iter()
+            .filter_map(|n| wal::parse_file_name(n).map(|s| (s, n)))
+            .filter(|&(s, _)| s >= m.wal_seq)
+            .collect();
+        wals.sort();
+        names.extend(wals.into_iter().map(|(_, n)| n.clone()));
+        for f in [config::FILE, schema::FILE] {
+            if listed.iter().any(|n| n == f) {
+                names.push(f.to_string());
+            }
+        }
+        let mut files = Vec::with_capacity(names.len() + 1);
+        let mut copied = 0;
+        for n in names {
+            copied += bring(dir, dest, &n)?;
+            files.push(SnapshotFile {
+                bytes: dest.file_len(&n)?,
+                name: n,
+            });
+        }
+        dest.write_atomic(manifest::FILE, &bytes)?;
+        copied += bytes.len() as u64;
+        files.push(SnapshotFile {
+            name: manifest::FILE.into(),
+            bytes: bytes.len() as u64,
+        });
+        Ok(Checkpoint {
+            files,
+            generation: m.generation,
+            copied,
+            points,
+        })
+    }
+}
+
+/// What [`Collection::checkpoint_into`] wrote.
+struct Checkpoint {
+    files: Vec<SnapshotFile>,
+    generation: u64,
+    copied: u64,
+    points: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn read_meta(dir: &dyn Directory) -> Result<SnapshotInfo> {
+    let path = dir.path_of(META);
+    let bytes = dir.read(META)?;
+    let m: MetaFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(&path, format!("not a snapshot description: {e}")))?;
+    if m.format != 1 {
+        return Err(Error::corrupt(
+            &path,
+            format!("snapshot format {} is not supported (1 is)", m.format),
+        ));
+    }
+    Ok(m.info)
+}
+
+/// Checks that every file the description names is there at its length (a truncated or
+/// missing file is named).
+fn check_files(dir: &dyn Directory, info: &SnapshotInfo) -> Result<()> {
+    for f in &info.files {
+        let len = dir.file_len(&f.name).map_err(|_| {
+            Error::corrupt(
+                &dir.path_of(&f.name),
+                "missing from the snapshot".to_string(),
+            )
+        })?;
+        if len != f.bytes {
+            return Err(Error::corrupt(
+                &dir.path_of(&f.name),
+                format!("{len} bytes where the snapshot recorded {}", f.bytes),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Database {
+    fn snapshot_root(&self, collection: &str) -> Result<std::sync::Arc<dyn Directory>> {
+        self.top.sub(SNAPSHOTS)?.sub(collection)
+    }
+
+    fn snapshot_dir(&self, collection: &str, name: &str) -> Result<std::sync::Arc<dyn Directory>> {
+        check_name(collection)?;
+        check_name(name)?;
+        let root = self.snapshot_root(collection)?;
+        if !root.list_dirs()?.iter().any(|d| d == name) {
+            return Err(Error::SnapshotNotFound {
+                collection: collection.into(),
+                name: name.into(),
+            });
+        }
+        root.sub(name)
+    }
+
+    /// Takes a snapshot of `collection` online (writes wait only while its files are linked
+    /// and its WAL copied), named `name` or `snap-<unix ms>`.
+    pub fn create_snapshot(&self, collection: &str, name: Option<&str>) -> Result<SnapshotInfo> {
+        let c = self.collection(collection)?;
+        let name = name.map_or_else(|| format!("snap-{}", now_ms()), str::to_string);
+        check_name(&name)?;
+        let _guard = self.snapshots.lock().map_err(db_poisoned)?;
+        let root = self.snapshot_root(collection)?;
+        if root.list_dirs()?.contains(&name) {
+            return Err(Error::SnapshotExists {
+                collection: collection.into(),
+                name,
+            });
+        }
+        let staging = format!("{CREATING}{name}");
+        root.remove_dir(&staging)?;
+        let made = root.sub(&staging).and_then(|dest| {
+            let created_unix_ms = now_ms();
+            let cp = c.checkpoint_into(&*dest)?;
+            let info = SnapshotInfo {
+                collection: collection.into(),
+                name: name.clone(),
+                created_unix_ms,
+                generation: cp.generation,
+                points: cp.points,
+                files: cp.files,
+                copied_bytes: cp.copied,
+            };
+            let mut bytes = serde_json::to_vec_pretty(&MetaFile {
+                format: 1,
+                info: info.clone(),
+            })
+            .map_err(|e| Error::internal(format!("snapshot description: {e}")))?;
+            bytes.push(b'\n');
+            dest.write_atomic(META, &bytes)?;
+            Ok(info)
+        });
+        let renamed = made.and_then(|info| root.rename_dir(&staging, &name).map(|()| info));
+        if renamed.is_err() {
+            // Whichever name the folder has now (a rename whose directory sync failed may have
+            // happened): the caller was told it failed, so it must not be listed.
+            let _ = root.remove_dir(&staging);
+            let _ = root.remove_dir(&name);
+        }
+        renamed
+    }
+
+    /// The snapshots of `collection` (or of every collection, also dropped ones), oldest
+    /// first.
+    pub fn list_snapshots(&self, collection: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+        let all = self.top.sub(SNAPSHOTS)?;
+        let collections = match collection {
+            Some(c) => {
+                check_name(c)?;
+                vec![c.to_string()]
+            }
+            None => all.list_dirs()?,
+        };
+        let mut out = Vec::new();
+        for c in collections {
+            if check_name(&c).is_err() || !all.list_dirs()?.contains(&c) {
+                continue;
+            }
+            let root = all.sub(&c)?;
+            for name in root.list_dirs()? {
+                if name.starts_with('.') {
+                    continue;
+                }
+                out.push(read_meta(&*root.sub(&name)?)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.created_unix_ms, &a.collection, &a.name).cmp(&(
+                b.created_unix_ms,
+                &b.collection,
+                &b.name,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Removes a snapshot.
+    pub fn delete_snapshot(&self, collection: &str, name: &str) -> Result<()> {
+        let _guard = self.snapshots.lock().map_err(db_poisoned)?;
+        self.snapshot_dir(collection, name)?;
+        let root = self.snapshot_root(collection)?;
+        let to = format!("{DROPPING}{name}");
+        root.remove_dir(&to)?;
+        root.rename_dir(name, &to)?;
+        root.remove_dir(&to)
+    }
+
+    /// Restores snapshot `name` of `collection` as collection `target` (default: the
+    /// collection itself). An existing `target` is replaced only with `replace`; its open
+    /// handles keep working on their files until dropped. The restored collection holds
+    /// exactly the snapshot's state; the snapshot stays.
+    pub fn restore_snapshot(
+        &self,
+        collection: &str,
+        name: &str,
+        target: Option<&str>,
+        replace: bool,
+    ) -> Result<Collection> {
+        let target = target.unwrap_or(collection);
+        check_name(target)?;
+        let _guard = self.snapshots.lock().map_err(db_poisoned)?;
+        let src = self.snapshot_dir(collection, name)?;
+        let info = read_meta(&*src)?;
+        check_files(&*src, &info)?;
+        let mut map = self.collections.write().map_err(db_poisoned)?;
+        let exists = map.contains_key(target)
+            || self
+                .failed
+                .read()
+                .map_err(db_poisoned)?
+                .contains_key(target);
+        if exists && !replace {
+            return Err(Error::CollectionExists {
+                name: target.into(),
+                detail: " (restore with replace to overwrite it)".into(),
+            });
+        }
+        let staging = format!("{RESTORING}{target}");
+        self.root.remove_dir(&staging)?;
+        let filled = self.root.sub(&staging).and_then(|dest| {
+            for f in &info.files {
+                bring(&*src, &*dest, &f.name)?;
+            }
+            // Open and verify every checksum where it is: a damaged snapshot fails here,
+            // before anything is replaced.
+            let c = Collection::open(target, dest.clone(), None)?;
+            c.verify()?;
+            c.close()?;
+            drop(c);
+            dest.write_atomic(READY, b"verified\n")
+        });
+        if let Err(e) = filled {
+            let _ = self.root.remove_dir(&staging);
+            return Err(e);
+        }
+        // From here a crash completes the restore on the next open (see `RESTORING`).
+        if exists {
+            if let Some(old) = map.remove(target) {
+                old.close()?;
+            }
+            self.failed.write().map_err(db_poisoned)?.remove(target);
+            let to = format!("{DROPPING}{target}");
+            self.root.remove_dir(&to)?;
+            self.root.rename_dir(target, &to)?;
+            self.root.rename_dir(&staging, target)?;
+            self.root.remove_dir(&to)?;
+        } else {
+            self.root.rename_dir(&staging, target)?;
+        }
+        let c = Collection::open(target, self.root.sub(target)?, Some(self.lock.clone()))?;
+        map.insert(target.into(), c.clone());
+        Ok(c)
+    }
+}
