@@ -272,16 +272,17 @@ impl Database {
     /// first.
     pub fn list_snapshots(&self, collection: Option<&str>) -> Result<Vec<SnapshotInfo>> {
         let all = self.top.sub(SNAPSHOTS)?;
+        let present = all.list_dirs()?;
         let collections = match collection {
             Some(c) => {
                 check_name(c)?;
                 vec![c.to_string()]
             }
-            None => all.list_dirs()?,
+            None => present.clone(),
         };
         let mut out = Vec::new();
         for c in collections {
-            if check_name(&c).is_err() || !all.list_dirs()?.contains(&c) {
+            if check_name(&c).is_err() || !present.contains(&c) {
                 continue;
             }
             let root = all.sub(&c)?;
