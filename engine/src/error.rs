@@ -27,6 +27,9 @@ pub enum ErrorKind {
     NotFound,
     /// A collection with that name already exists.
     AlreadyExists,
+    /// Another writer got there first (a conditional put lost, a lease is held); re-read and
+    /// retry, or stop the other writer.
+    Conflict,
     /// An operating-system I/O error.
     Io,
     /// Stored data failed a check: a file is damaged or was not written by Gyre.
@@ -151,6 +154,15 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// A conditional write lost to another writer (an object that must be written once exists
+    /// already, a manifest moved on, a lease is held).
+    #[error("conflict on {key}: {detail}")]
+    Conflict {
+        /// The object or file that was raced for.
+        key: String,
+        /// What the other side did.
+        detail: String,
+    },
     /// Another process holds the data directory.
     #[error(
         "data directory {path} is locked by another process ({holder}); stop it or use another directory"
@@ -195,6 +207,7 @@ impl Error {
                 ErrorKind::AlreadyExists
             }
             Error::Io { .. } => ErrorKind::Io,
+            Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } => ErrorKind::Corruption,
             Error::Locked { .. } => ErrorKind::Unavailable,
             Error::Internal { .. } => ErrorKind::Internal,
@@ -202,8 +215,9 @@ impl Error {
         }
     }
 
-    /// An I/O error on `path`.
-    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+    /// An I/O error on `path` (public for [`Directory`](crate::directory::Directory)
+    /// implementations outside the engine).
+    pub fn io(path: &std::path::Path, e: std::io::Error) -> Self {
         Error::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -212,7 +226,7 @@ impl Error {
     }
 
     /// A failed check of the file at `path`.
-    pub(crate) fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> Self {
+    pub fn corrupt(path: &std::path::Path, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             path: path.display().to_string(),
             reason: reason.into(),

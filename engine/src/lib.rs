@@ -64,7 +64,7 @@ pub mod wal;
 pub use collection::{
     Collection, CollectionConfig, CollectionInfo, Database, Durability, Point, Recovery,
     ScrollPage, ScrollRequest, SearchOptions, SearchOutput, SegmentIndex, SegmentInfo,
-    SnapshotInfo,
+    SnapshotFile, SnapshotInfo,
 };
 pub use directory::{Directory, FaultDirectory, LocalDirectory};
 pub use error::{Error, ErrorKind, MAX_NORM, MIN_NORM, Result};

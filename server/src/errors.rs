@@ -5,7 +5,7 @@ use tonic::Status;
 
 /// Maps an engine error to a status: bad input → INVALID_ARGUMENT (the message names the
 /// field), unknown collection → NOT_FOUND, duplicate create → ALREADY_EXISTS, damaged files →
-/// DATA_LOSS, I/O and broken invariants → INTERNAL, a locked directory → UNAVAILABLE, a
+/// DATA_LOSS, I/O and broken invariants → INTERNAL, a locked directory → UNAVAILABLE, a lost conditional write → ABORTED, a
 /// cancelled search → DEADLINE_EXCEEDED or CANCELLED. Storage failures are logged
 /// with their path; the client sees the same message.
 pub fn to_status(e: Error) -> Status {
@@ -23,6 +23,7 @@ pub fn to_status(e: Error) -> Status {
             Status::internal(msg)
         }
         ErrorKind::Unavailable => Status::unavailable(msg),
+        ErrorKind::Conflict => Status::aborted(msg),
         // The server cancels the engine's work when the deadline passes or the client leaves.
         ErrorKind::Cancelled if msg.contains("deadline") => Status::deadline_exceeded(msg),
         ErrorKind::Cancelled => Status::cancelled(msg),

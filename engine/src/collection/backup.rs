@@ -72,6 +72,9 @@ pub struct SnapshotFile {
     pub name: String,
     /// Its length in bytes.
     pub bytes: u64,
+    /// Its CRC-32C, recorded by backups (local snapshots trust the file system and skip it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +141,7 @@ impl Collection {
             files.push(SnapshotFile {
                 bytes: dest.file_len(&n)?,
                 name: n,
+                crc32c: None,
             });
         }
         dest.write_atomic(manifest::FILE, &bytes)?;
@@ -145,6 +149,7 @@ impl Collection {
         files.push(SnapshotFile {
             name: manifest::FILE.into(),
             bytes: bytes.len() as u64,
+            crc32c: None,
         });
         Ok(Checkpoint {
             files,
@@ -167,6 +172,16 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn encode_meta(info: &SnapshotInfo) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(&MetaFile {
+        format: 1,
+        info: info.clone(),
+    })
+    .map_err(|e| Error::internal(format!("snapshot description: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 fn read_meta(dir: &dyn Directory) -> Result<SnapshotInfo> {
@@ -249,13 +264,7 @@ impl Database {
                 files: cp.files,
                 copied_bytes: cp.copied,
             };
-            let mut bytes = serde_json::to_vec_pretty(&MetaFile {
-                format: 1,
-                info: info.clone(),
-            })
-            .map_err(|e| Error::internal(format!("snapshot description: {e}")))?;
-            bytes.push(b'\n');
-            dest.write_atomic(META, &bytes)?;
+            dest.write_atomic(META, &encode_meta(&info)?)?;
             Ok(info)
         });
         let renamed = made.and_then(|info| root.rename_dir(&staging, &name).map(|()| info));
@@ -379,5 +388,210 @@ impl Database {
         let c = Collection::open(target, self.root.sub(target)?, Some(self.lock.clone()))?;
         map.insert(target.into(), c.clone());
         Ok(c)
+    }
+}
+
+/// Copies `name` from `from` to `to` through a streamed, write-once [`Directory::create`] and
+/// returns its length and CRC-32C; with `expect`, the bytes read must match it first (a
+/// download: a damaged or truncated object is named by its key and nothing is written).
+fn copy_checked(
+    from: &dyn Directory,
+    name: &str,
+    to: &dyn Directory,
+    expect: Option<&SnapshotFile>,
+) -> Result<(u64, u32)> {
+    let len = from.file_len(name)?;
+    let mut w = to.create(name)?;
+    let crc = if len == 0 {
+        crc32c::crc32c(&[])
+    } else {
+        let bytes = from.map(name)?;
+        let crc = crc32c::crc32c(&bytes);
+        if let Some(f) = expect {
+            if bytes.len() as u64 != f.bytes {
+                return Err(Error::corrupt(
+                    &from.path_of(name),
+                    format!(
+                        "{} bytes where the backup recorded {}",
+                        bytes.len(),
+                        f.bytes
+                    ),
+                ));
+            }
+            if f.crc32c.is_some_and(|c| c != crc) {
+                return Err(Error::corrupt(
+                    &from.path_of(name),
+                    format!(
+                        "crc32c {crc:08x} where the backup recorded {:08x}",
+                        f.crc32c.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        for chunk in bytes.chunks(8 << 20) {
+            w.write(chunk)?;
+        }
+        crc
+    };
+    if let Some(f) = expect
+        && len != f.bytes
+    {
+        return Err(Error::corrupt(
+            &from.path_of(name),
+            format!("{len} bytes where the backup recorded {}", f.bytes),
+        ));
+    }
+    w.finish()?;
+    Ok((len, crc))
+}
+
+/// Backups: a snapshot copied file by file into another [`Directory`] (an object store
+/// prefix, another disk) as `COLLECTION/NAME/`, each file with its CRC-32C, `SNAPSHOT.json`
+/// last, every file written once (a second backup under the same name is a conflict, never an
+/// overwrite). A backup without its `SNAPSHOT.json` is incomplete and is not listed.
+impl Database {
+    /// Backs `collection` up into `dest` as snapshot `snapshot` (an existing local snapshot
+    /// is uploaded as it is; a missing one is taken first and removed after the upload).
+    /// `progress` hears of each file once it is written.
+    pub fn backup_to(
+        &self,
+        collection: &str,
+        snapshot: Option<&str>,
+        dest: &dyn Directory,
+        progress: &mut dyn FnMut(&SnapshotFile),
+    ) -> Result<SnapshotInfo> {
+        check_name(collection)?;
+        let existing = match snapshot {
+            Some(n) => self
+                .list_snapshots(Some(collection))?
+                .into_iter()
+                .find(|i| i.name == n),
+            None => None,
+        };
+        let temporary = existing.is_none();
+        let mut info = match existing {
+            Some(i) => i,
+            None => self.create_snapshot(collection, snapshot)?,
+        };
+        let result = (|| {
+            let root = dest.sub(collection)?;
+            if root.list_dirs()?.contains(&info.name)
+                && root.sub(&info.name)?.file_len(META).is_ok()
+            {
+                return Err(Error::SnapshotExists {
+                    collection: collection.into(),
+                    name: format!("{} (in the backup store)", info.name),
+                });
+            }
+            let to = root.sub(&info.name)?;
+            let src = self.snapshot_dir(collection, &info.name)?;
+            let mut copied = 0;
+            for f in &mut info.files {
+                let (len, crc) = copy_checked(&*src, &f.name, &*to, None)?;
+                f.bytes = len;
+                f.crc32c = Some(crc);
+                copied += len;
+                progress(f);
+            }
+            info.copied_bytes = copied;
+            let meta = encode_meta(&info)?;
+            let mut w = to.create(META)?;
+            w.write(&meta)?;
+            w.finish()?;
+            Ok(info.clone())
+        })();
+        if temporary {
+            let name = info.name.clone();
+            if let Err(e) = self.delete_snapshot(collection, &name)
+                && result.is_ok()
+            {
+                return Err(e);
+            }
+        }
+        result
+    }
+
+    /// The complete backups in `from`, oldest first.
+    pub fn list_backups(from: &dyn Directory) -> Result<Vec<SnapshotInfo>> {
+        let mut out = Vec::new();
+        for c in from.list_dirs()? {
+            if check_name(&c).is_err() {
+                continue;
+            }
+            let root = from.sub(&c)?;
+            for name in root.list_dirs()? {
+                let dir = root.sub(&name)?;
+                if check_name(&name).is_err() || dir.file_len(META).is_err() {
+                    continue;
+                }
+                out.push(read_meta(&*dir)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.created_unix_ms, &a.collection, &a.name).cmp(&(
+                b.created_unix_ms,
+                &b.collection,
+                &b.name,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Restores backup `name` of `collection` from `from` as collection `target` (default:
+    /// the collection itself; an existing one only with `replace`). Every file is checked
+    /// against its recorded length and CRC-32C as it is downloaded, into a local snapshot of
+    /// the same name (which stays), and the collection is restored from that snapshot as
+    /// [`Database::restore_snapshot`] does.
+    pub fn restore_backup(
+        &self,
+        from: &dyn Directory,
+        collection: &str,
+        name: &str,
+        target: Option<&str>,
+        replace: bool,
+        progress: &mut dyn FnMut(&SnapshotFile),
+    ) -> Result<Collection> {
+        check_name(collection)?;
+        check_name(name)?;
+        let not_found = || Error::SnapshotNotFound {
+            collection: collection.into(),
+            name: format!("{name} (in the backup store)"),
+        };
+        let croot = from.sub(collection)?;
+        if !croot.list_dirs()?.iter().any(|d| d == name) {
+            return Err(not_found());
+        }
+        let src = croot.sub(name)?;
+        if src.file_len(META).is_err() {
+            return Err(not_found());
+        }
+        let info = read_meta(&*src)?;
+        {
+            let _guard = self.snapshots.lock().map_err(db_poisoned)?;
+            let root = self.snapshot_root(collection)?;
+            if root.list_dirs()?.iter().any(|d| d == name) {
+                return Err(Error::SnapshotExists {
+                    collection: collection.into(),
+                    name: format!(
+                        "{name} (locally: restore it with restore_snapshot, or delete it)"
+                    ),
+                });
+            }
+            let staging = format!("{CREATING}{name}");
+            root.remove_dir(&staging)?;
+            let filled = root.sub(&staging).and_then(|dest| {
+                for f in &info.files {
+                    copy_checked(&*src, &f.name, &*dest, Some(f))?;
+                    progress(f);
+                }
+                dest.write_atomic(META, &encode_meta(&info)?)?;
+                root.rename_dir(&staging, name)
+            });
+            if let Err(e) = filled {
+                let _ = root.remove_dir(&staging);
+                return Err(e);
+            }
+        }
+        self.restore_snapshot(collection, name, target, replace)
     }
 }

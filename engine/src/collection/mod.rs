@@ -41,7 +41,7 @@ mod seal;
 mod snapshot;
 mod types;
 
-pub use backup::SnapshotInfo;
+pub use backup::{SnapshotFile, SnapshotInfo};
 pub use config::{CollectionConfig, DEFAULT_INDEX_MIN_ROWS, Durability, SegmentIndex};
 pub use database::Database;
 pub use types::{
