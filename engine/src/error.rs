@@ -234,7 +234,7 @@ impl Error {
     }
 
     /// A broken invariant.
-    pub(crate) fn internal(reason: impl Into<String>) -> Self {
+    pub fn internal(reason: impl Into<String>) -> Self {
         Error::Internal {
             reason: reason.into(),
         }

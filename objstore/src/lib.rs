@@ -21,6 +21,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod replica;
+
 use futures::TryStreamExt;
 use gyre::directory::{AppendFile, FileBytes, FileWriter, LockGuard};
 use gyre::{Directory, Error, Result};
@@ -160,6 +162,18 @@ impl ObjectDirectory {
             }),
             prefix: prefix.trim_matches('/').to_string(),
         })
+    }
+
+    /// The sub-directory `name` as an object directory.
+    pub fn sub_dir(&self, name: &str) -> ObjectDirectory {
+        ObjectDirectory {
+            shared: self.shared.clone(),
+            prefix: if self.prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}/{name}", self.prefix)
+            },
+        }
     }
 
     /// `s3://bucket/prefix`.
@@ -409,15 +423,7 @@ impl Directory for ObjectDirectory {
     }
 
     fn sub(&self, name: &str) -> Result<Arc<dyn Directory>> {
-        let prefix = if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.prefix)
-        };
-        Ok(Arc::new(ObjectDirectory {
-            shared: self.shared.clone(),
-            prefix,
-        }))
+        Ok(Arc::new(self.sub_dir(name)))
     }
 
     fn list_dirs(&self) -> Result<Vec<String>> {
@@ -436,14 +442,7 @@ impl Directory for ObjectDirectory {
     }
 
     fn remove_dir(&self, name: &str) -> Result<()> {
-        let sub = ObjectDirectory {
-            shared: self.shared.clone(),
-            prefix: if self.prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{}/{name}", self.prefix)
-            },
-        };
+        let sub = self.sub_dir(name);
         for (rel, _, _) in sub.list_all()? {
             sub.delete(&rel)?;
         }

@@ -146,7 +146,10 @@ fn backup_restores_on_a_fresh_data_directory() {
     assert_eq!(info.points, 2997);
     // The temporary local snapshot is gone; the backup is listed.
     assert!(db.list_snapshots(Some("docs")).unwrap().is_empty());
-    assert_eq!(Database::list_backups(&store).unwrap(), std::slice::from_ref(&info));
+    assert_eq!(
+        Database::list_backups(&store).unwrap(),
+        std::slice::from_ref(&info)
+    );
     // The same name again: refused, nothing overwritten.
     let e = db
         .backup_to("docs", Some("b1"), &store, &mut |_| {})

@@ -84,8 +84,9 @@ struct MetaFile {
     info: SnapshotInfo,
 }
 
-/// Segments and deletion files are immutable (linked); the rest are copied.
-fn immutable(name: &str) -> bool {
+/// Segments and deletion files are immutable (linked, uploaded once under their own name); the
+/// rest (`MANIFEST`, `config.json`, `schema.json`, WAL files) change in place.
+pub fn immutable(name: &str) -> bool {
     segment::parse_file_name(name).is_some() || manifest::parse_del_file_name(name).is_some()
 }
 
@@ -398,10 +399,11 @@ fn copy_checked(
     from: &dyn Directory,
     name: &str,
     to: &dyn Directory,
+    to_name: &str,
     expect: Option<&SnapshotFile>,
 ) -> Result<(u64, u32)> {
     let len = from.file_len(name)?;
-    let mut w = to.create(name)?;
+    let mut w = to.create(to_name)?;
     let crc = if len == 0 {
         crc32c::crc32c(&[])
     } else {
@@ -487,7 +489,7 @@ impl Database {
             let src = self.snapshot_dir(collection, &info.name)?;
             let mut copied = 0;
             for f in &mut info.files {
-                let (len, crc) = copy_checked(&*src, &f.name, &*to, None)?;
+                let (len, crc) = copy_checked(&*src, &f.name, &*to, &f.name, None)?;
                 f.bytes = len;
                 f.crc32c = Some(crc);
                 copied += len;
@@ -566,32 +568,90 @@ impl Database {
             return Err(not_found());
         }
         let info = read_meta(&*src)?;
-        {
-            let _guard = self.snapshots.lock().map_err(db_poisoned)?;
-            let root = self.snapshot_root(collection)?;
-            if root.list_dirs()?.iter().any(|d| d == name) {
-                return Err(Error::SnapshotExists {
-                    collection: collection.into(),
-                    name: format!(
-                        "{name} (locally: restore it with restore_snapshot, or delete it)"
-                    ),
-                });
-            }
-            let staging = format!("{CREATING}{name}");
-            root.remove_dir(&staging)?;
-            let filled = root.sub(&staging).and_then(|dest| {
-                for f in &info.files {
-                    copy_checked(&*src, &f.name, &*dest, Some(f))?;
-                    progress(f);
-                }
-                dest.write_atomic(META, &encode_meta(&info)?)?;
-                root.rename_dir(&staging, name)
-            });
-            if let Err(e) = filled {
-                let _ = root.remove_dir(&staging);
-                return Err(e);
-            }
+        if info.collection != collection || info.name != name {
+            return Err(Error::corrupt(
+                &src.path_of(META),
+                format!(
+                    "describes snapshot {}/{}, not {collection}/{name}",
+                    info.collection, info.name
+                ),
+            ));
         }
+        self.import_snapshot(&info, &mut |f, dest| {
+            copy_checked(&*src, &f.name, dest, &f.name, Some(f))?;
+            progress(f);
+            Ok(())
+        })?;
         self.restore_snapshot(collection, name, target, replace)
     }
+
+    /// Makes `info` a local snapshot (of `info.collection`, named `info.name`), its files
+    /// written into the staging folder by `fetch` (one call per file, which must write it
+    /// under its name); their lengths are checked, then the snapshot is published whole. A
+    /// failure leaves nothing behind.
+    pub fn import_snapshot(
+        &self,
+        info: &SnapshotInfo,
+        fetch: &mut dyn FnMut(&SnapshotFile, &dyn Directory) -> Result<()>,
+    ) -> Result<()> {
+        let (collection, name) = (info.collection.as_str(), info.name.as_str());
+        check_name(collection)?;
+        check_name(name)?;
+        let _guard = self.snapshots.lock().map_err(db_poisoned)?;
+        let root = self.snapshot_root(collection)?;
+        if root.list_dirs()?.iter().any(|d| d == name) {
+            return Err(Error::SnapshotExists {
+                collection: collection.into(),
+                name: format!("{name} (locally: restore it with restore_snapshot, or delete it)"),
+            });
+        }
+        let staging = format!("{CREATING}{name}");
+        root.remove_dir(&staging)?;
+        let filled = root.sub(&staging).and_then(|dest| {
+            for f in &info.files {
+                fetch(f, &*dest)?;
+            }
+            check_files(&*dest, info)?;
+            dest.write_atomic(META, &encode_meta(info)?)?;
+            root.rename_dir(&staging, name)
+        });
+        if let Err(e) = filled {
+            let _ = root.remove_dir(&staging);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The folder of local snapshot `name` of `collection` (read it, never write it).
+    pub fn snapshot_directory(
+        &self,
+        collection: &str,
+        name: &str,
+    ) -> Result<std::sync::Arc<dyn Directory>> {
+        self.snapshot_dir(collection, name)
+    }
+}
+
+/// Copies `name` from `from` into `to` as `to_name` (write-once), checked against `f`'s length and CRC-32C
+/// as read: a damaged source is named and nothing is written. For replicas and restores
+/// outside the engine.
+pub fn copy_verified(
+    from: &dyn Directory,
+    name: &str,
+    to: &dyn Directory,
+    to_name: &str,
+    f: &SnapshotFile,
+) -> Result<()> {
+    copy_checked(from, name, to, to_name, Some(f)).map(|_| ())
+}
+
+/// Copies `name` from `from` into `to` as `to_name` (write-once) and returns its length and
+/// CRC-32C.
+pub fn copy_with_crc(
+    from: &dyn Directory,
+    name: &str,
+    to: &dyn Directory,
+    to_name: &str,
+) -> Result<(u64, u32)> {
+    copy_checked(from, name, to, to_name, None)
 }

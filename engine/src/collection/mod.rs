@@ -41,9 +41,11 @@ mod seal;
 mod snapshot;
 mod types;
 
-pub use backup::{SnapshotFile, SnapshotInfo};
+pub use backup::{
+    SnapshotFile, SnapshotInfo, copy_verified, copy_with_crc, immutable as immutable_file,
+};
 pub use config::{CollectionConfig, DEFAULT_INDEX_MIN_ROWS, Durability, SegmentIndex};
-pub use database::Database;
+pub use database::{Database, check_name};
 pub use types::{
     CollectionInfo, Point, Recovery, ScrollPage, ScrollRequest, SearchOptions, SearchOutput,
     SegmentInfo,
@@ -771,6 +773,14 @@ impl Collection {
             s.seg.verify()?;
         }
         Ok(())
+    }
+
+    /// The generation of the manifest on disk (it grows with every seal, deletion flush and
+    /// compaction; replicas publish a new version when it moves).
+    pub fn durable_generation(&self) -> Result<u64> {
+        let dir = &*self.inner.dir;
+        let bytes = dir.read(manifest::FILE)?;
+        Ok(manifest::Manifest::decode(&dir.path_of(manifest::FILE), &bytes)?.generation)
     }
 
     /// Counts and sizes.

@@ -1,0 +1,543 @@
+//! Replication through object storage: one writer publishes versions of a collection, any
+//! number of query nodes follow them.
+//!
+//! Layout under `PREFIX/COLLECTION/`:
+//! * `files/NAME`: segments and deletion files under their own names (immutable, written once),
+//!   and each version's copies of the mutable files as `files/VVVVVVVVVVVV.NAME` (`MANIFEST`,
+//!   `config.json`, `schema.json`);
+//! * `versions/VVVVVVVVVVVV.json`: the commit point of version V, a [`VersionRecord`] naming
+//!   every file with its length and CRC-32C, put only if absent: of two writers committing the
+//!   same version exactly one wins, the other gets a [`Conflict`](Error::Conflict);
+//! * `lease.json`: which writer may publish, until when; taken and renewed by conditional puts.
+//!
+//! A version holds sealed state only (segments and deletions, not the WAL tail): a query node
+//! sees a write once the writer has sealed it and published. Invariants: every file a version
+//! names was uploaded before the version was committed; files are never rewritten; the garbage
+//! collector removes only objects that no kept version names and that are older than the grace
+//! period, so a query node that has just read a version can still fetch its files.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gyre::collection::{copy_verified, copy_with_crc, immutable_file};
+use gyre::directory::Directory;
+use gyre::{Database, Error, LocalDirectory, Result, SnapshotFile, SnapshotInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::{ObjectDirectory, Version};
+
+const VERSIONS: &str = "versions";
+const FILES: &str = "files";
+const LEASE: &str = "lease.json";
+/// The mutable files a version carries (the WAL stays with the writer).
+const MUTABLE: [&str; 3] = ["MANIFEST", "config.json", "schema.json"];
+
+/// One published version of a collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Record format (1).
+    pub format: u32,
+    /// The collection.
+    pub collection: String,
+    /// The version number (1, 2, ...).
+    pub version: u64,
+    /// The writer's manifest generation it holds.
+    pub generation: u64,
+    /// When it was committed, Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// The writer that committed it.
+    pub writer: String,
+    /// Live points at the writer when it was published, the unsealed tail included (the tail
+    /// is not shipped: a query node serves the sealed ones).
+    pub points: u64,
+    /// Its files.
+    pub files: Vec<VersionFile>,
+}
+
+/// A file of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionFile {
+    /// The name in the collection's folder.
+    pub name: String,
+    /// The object's name under `files/`.
+    pub key: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// CRC-32C.
+    pub crc32c: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn version_name(v: u64) -> String {
+    format!("{v:012}.json")
+}
+
+fn internal(msg: String) -> Error {
+    Error::internal(msg)
+}
+
+/// The versions in `coll` (a collection's prefix), ascending.
+fn versions(coll: &dyn Directory) -> Result<Vec<u64>> {
+    let mut v: Vec<u64> = coll
+        .sub(VERSIONS)?
+        .list()?
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json")?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+fn read_record(coll: &dyn Directory, v: u64) -> Result<VersionRecord> {
+    let dir = coll.sub(VERSIONS)?;
+    let name = version_name(v);
+    let bytes = dir.read(&name)?;
+    let r: VersionRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(&dir.path_of(&name), format!("not a version record: {e}")))?;
+    if r.format != 1 || r.version != v {
+        return Err(Error::corrupt(
+            &dir.path_of(&name),
+            format!(
+                "format {} version {} (expected 1, {v})",
+                r.format, r.version
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+/// The newest published version of every collection under `store`, as `(collection, version)`.
+pub fn published(store: &ObjectDirectory) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for c in store.list_dirs()? {
+        if let Some(&v) = versions(&*store.sub(&c)?)?.last() {
+            out.push((c, v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseBody {
+    writer: String,
+    expires_unix_ms: u64,
+}
+
+#[derive(Default)]
+struct Published {
+    version: u64,
+    generation: u64,
+    /// Objects under `files/` known to be whole, with their CRC-32C.
+    uploaded: HashMap<String, (u64, u32)>,
+    lease: Option<Version>,
+}
+
+/// The writer's side: publishes a collection's sealed state as a new version when its
+/// manifest moved, holding the collection's lease.
+#[derive(Debug)]
+pub struct Publisher {
+    store: ObjectDirectory,
+    writer: String,
+    lease_ttl: Duration,
+    state: Mutex<HashMap<String, PublishedState>>,
+}
+
+/// Boxed so the map stays small; `Debug` by hand (the upload set is large).
+struct PublishedState(Published);
+
+impl std::fmt::Debug for PublishedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "version {}", self.0.version)
+    }
+}
+
+impl Publisher {
+    /// A publisher named `writer` (shown to a second writer that is refused) into `store`.
+    pub fn new(store: ObjectDirectory, writer: &str, lease_ttl: Duration) -> Publisher {
+        Publisher {
+            store,
+            writer: writer.to_string(),
+            lease_ttl,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes or renews the lease on `collection`: refused with a conflict while another
+    /// writer's lease has not expired.
+    fn lease(&self, coll: &ObjectDirectory, st: &mut Published) -> Result<()> {
+        let body = serde_json::to_vec(&LeaseBody {
+            writer: self.writer.clone(),
+            expires_unix_ms: now_ms() + self.lease_ttl.as_millis() as u64,
+        })
+        .map_err(|e| internal(e.to_string()))?;
+        let current = match &st.lease {
+            Some(v) => Some(v.clone()),
+            None => match coll.read_versioned(LEASE)? {
+                None => None,
+                Some((bytes, v)) => {
+                    let held: LeaseBody = serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::corrupt(&coll.path_of(LEASE), format!("not a lease: {e}"))
+                    })?;
+                    if held.writer != self.writer && held.expires_unix_ms > now_ms() {
+                        return Err(Error::Conflict {
+                            key: coll.path_of(LEASE).display().to_string(),
+                            detail: format!(
+                                "collection is held by writer {:?} for {} ms more",
+                                held.writer,
+                                held.expires_unix_ms - now_ms()
+                            ),
+                        });
+                    }
+                    Some(v)
+                }
+            },
+        };
+        let next = match current {
+            None => coll.put_if_absent(LEASE, &body),
+            Some(v) => coll.put_if_match(LEASE, &body, &v),
+        };
+        match next {
+            Ok(v) => {
+                st.lease = Some(v);
+                Ok(())
+            }
+            Err(e) => {
+                st.lease = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes `collection` if its manifest moved since the last version (or it was never
+    /// published by this process). Returns the new version, or `None` when nothing changed.
+    pub fn publish(&self, db: &Database, collection: &str) -> Result<Option<u64>> {
+        let c = db.collection(collection)?;
+        let coll = self.store.sub_dir(collection);
+        let mut all = self
+            .state
+            .lock()
+            .map_err(|_| internal("publisher state poisoned".into()))?;
+        let st = &mut all
+            .entry(collection.to_string())
+            .or_insert_with(|| PublishedState(Published::default()))
+            .0;
+        self.lease(&coll, st)?;
+        let generation = c.durable_generation()?;
+        if st.version == 0 {
+            // First call in this process: continue after the newest version in the store.
+            if let Some(&v) = versions(&coll)?.last() {
+                let r = read_record(&coll, v)?;
+                st.version = v;
+                st.generation = if r.writer == self.writer {
+                    r.generation
+                } else {
+                    0
+                };
+                for f in r.files {
+                    st.uploaded.insert(f.key, (f.bytes, f.crc32c));
+                }
+            }
+            if st.version > 0 && st.generation == generation {
+                return Ok(None);
+            }
+        } else if st.generation == generation {
+            return Ok(None);
+        }
+        let v = st.version + 1;
+        let snap = format!("publish-{}", now_ms());
+        let info = db.create_snapshot(collection, Some(&snap))?;
+        let result = self.upload(db, &coll, st, &info, v);
+        let _ = db.delete_snapshot(collection, &snap);
+        let record = result?;
+        let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| internal(e.to_string()))?;
+        bytes.push(b'\n');
+        coll.sub_dir(VERSIONS)
+            .put_if_absent(&version_name(v), &bytes)?;
+        st.version = v;
+        st.generation = info.generation;
+        Ok(Some(v))
+    }
+
+    fn upload(
+        &self,
+        db: &Database,
+        coll: &ObjectDirectory,
+        st: &mut Published,
+        info: &SnapshotInfo,
+        v: u64,
+    ) -> Result<VersionRecord> {
+        let src = db.snapshot_directory(&info.collection, &info.name)?;
+        let files_dir = coll.sub_dir(FILES);
+        let mut files = Vec::new();
+        for f in &info.files {
+            let key = if immutable_file(&f.name) {
+                f.name.clone()
+            } else if MUTABLE.contains(&f.name.as_str()) {
+                format!("{v:012}.{}", f.name)
+            } else {
+                continue; // the WAL tail stays with the writer
+            };
+            let (bytes, crc) = match st.uploaded.get(&key) {
+                Some(&x) => x,
+                None => {
+                    let x = match copy_with_crc(&*src, &f.name, &files_dir, &key) {
+                        Ok(x) => x,
+                        // Uploaded before a crash, but never committed: the same bytes are
+                        // fine, other bytes are another writer's.
+                        Err(e) if e.kind() == gyre::ErrorKind::Conflict => {
+                            let mine = crc32c::crc32c(&src.read(&f.name)?);
+                            let theirs = files_dir.read(&key)?;
+                            if crc32c::crc32c(&theirs) != mine {
+                                return Err(e);
+                            }
+                            (theirs.len() as u64, mine)
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    st.uploaded.insert(key.clone(), x);
+                    x
+                }
+            };
+            files.push(VersionFile {
+                name: f.name.clone(),
+                key,
+                bytes,
+                crc32c: crc,
+            });
+        }
+        Ok(VersionRecord {
+            format: 1,
+            collection: info.collection.clone(),
+            version: v,
+            generation: info.generation,
+            created_unix_ms: now_ms(),
+            writer: self.writer.clone(),
+            points: info.points,
+            files,
+        })
+    }
+
+    /// Removes objects of `collection` that no kept version names: versions other than the
+    /// newest `keep` and older than `grace` are dropped, then every file under `files/` that no
+    /// remaining version names and that is older than `grace`. Returns the objects removed.
+    pub fn collect_garbage(&self, collection: &str, keep: usize, grace: Duration) -> Result<usize> {
+        collect_garbage(&self.store.sub_dir(collection), keep.max(1), grace)
+    }
+}
+
+fn collect_garbage(coll: &ObjectDirectory, keep: usize, grace: Duration) -> Result<usize> {
+    let cutoff = now_ms().saturating_sub(grace.as_millis() as u64) as i64;
+    let vs = versions(coll)?;
+    let vdir = coll.sub_dir(VERSIONS);
+    let mut named = HashSet::new();
+    let mut removed = 0;
+    let times: HashMap<String, i64> = vdir
+        .list_all()?
+        .into_iter()
+        .map(|(k, _, t)| (k, t))
+        .collect();
+    for (i, &v) in vs.iter().enumerate() {
+        let name = version_name(v);
+        let old = times.get(&name).is_some_and(|&t| t < cutoff);
+        if i + keep < vs.len() && old {
+            vdir.delete_key(&name)?;
+            removed += 1;
+        } else {
+            for f in read_record(coll, v)?.files {
+                named.insert(f.key);
+            }
+        }
+    }
+    let fdir = coll.sub_dir(FILES);
+    for (key, _, t) in fdir.list_all()? {
+        if !named.contains(&key) && t < cutoff {
+            fdir.delete_key(&key)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// A query node's side: downloads new versions into a local cache bounded in bytes (least
+/// recently used files go first, never those of a version being served) and serves them as
+/// local collections, replaced atomically when a newer version arrives.
+#[derive(Debug)]
+pub struct Follower {
+    store: ObjectDirectory,
+    cache: Arc<LocalDirectory>,
+    bound: u64,
+    state: Mutex<FollowState>,
+}
+
+#[derive(Debug, Default)]
+struct FollowState {
+    served: HashMap<String, u64>,
+    in_use: HashMap<String, HashSet<String>>,
+    used: HashMap<(String, String), u64>,
+    tick: u64,
+}
+
+/// What one [`Follower::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Collections moved to a new version, with it.
+    pub updated: Vec<(String, u64)>,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+    /// Files evicted from the cache.
+    pub evicted: usize,
+}
+
+impl Follower {
+    /// Follows `store`, caching files under `cache_dir` up to `cache_bytes` (the versions
+    /// being served are kept even past the bound).
+    pub fn new(
+        store: ObjectDirectory,
+        cache_dir: &std::path::Path,
+        cache_bytes: u64,
+    ) -> Result<Self> {
+        Ok(Follower {
+            store,
+            cache: Arc::new(LocalDirectory::open(cache_dir)?),
+            bound: cache_bytes,
+            state: Mutex::new(FollowState::default()),
+        })
+    }
+
+    /// Brings every published collection in `db` to its newest version.
+    pub fn sync(&self, db: &Database) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        for (c, v) in published(&self.store)? {
+            if gyre::collection::check_name(&c).is_ok() {
+                if let Some(d) = self.sync_one(db, &c, v)? {
+                    report.downloaded += d;
+                    report.updated.push((c, v));
+                }
+            }
+        }
+        report.evicted = self.evict()?;
+        Ok(report)
+    }
+
+    /// The version of `collection` being served, if any.
+    pub fn served(&self, collection: &str) -> Option<u64> {
+        self.state.lock().ok()?.served.get(collection).copied()
+    }
+
+    /// Bytes of the files in the cache.
+    pub fn cache_bytes(&self) -> Result<u64> {
+        let mut n = 0;
+        for c in self.cache.list_dirs()? {
+            let d = self.cache.sub(&c)?;
+            for f in d.list()? {
+                n += d.file_len(&f).unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
+    fn sync_one(&self, db: &Database, collection: &str, v: u64) -> Result<Option<u64>> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| internal("follower state poisoned".into()))?;
+        if st.served.get(collection) == Some(&v) {
+            return Ok(None);
+        }
+        let coll = self.store.sub_dir(collection);
+        let r = read_record(&coll, v)?;
+        let files_dir = coll.sub_dir(FILES);
+        let cache = self.cache.sub(collection)?;
+        let name = format!("v{v:012}");
+        let info = SnapshotInfo {
+            collection: collection.to_string(),
+            name: name.clone(),
+            created_unix_ms: r.created_unix_ms,
+            generation: r.generation,
+            points: r.points,
+            files: r
+                .files
+                .iter()
+                .map(|f| SnapshotFile {
+                    name: f.name.clone(),
+                    bytes: f.bytes,
+                    crc32c: Some(f.crc32c),
+                })
+                .collect(),
+            copied_bytes: 0,
+        };
+        // A snapshot left by a crash mid-sync is stale.
+        let _ = db.delete_snapshot(collection, &name);
+        let mut downloaded = 0;
+        let mut names = HashSet::new();
+        db.import_snapshot(&info, &mut |f, dest| {
+            let vf = &r.files[info
+                .files
+                .iter()
+                .position(|x| x.name == f.name)
+                .unwrap_or(0)];
+            if !immutable_file(&f.name) {
+                downloaded += f.bytes;
+                return copy_verified(&files_dir, &vf.key, dest, &f.name, f);
+            }
+            if cache.file_len(&f.name).ok() != Some(f.bytes) {
+                cache.delete(&f.name)?;
+                copy_verified(&files_dir, &vf.key, &*cache, &f.name, f)?;
+                downloaded += f.bytes;
+            }
+            names.insert(f.name.clone());
+            dest.import(&*cache, &f.name).map(|_| ())
+        })?;
+        let restored = db.restore_snapshot(collection, &name, None, true);
+        let _ = db.delete_snapshot(collection, &name);
+        restored?;
+        st.tick += 1;
+        let tick = st.tick;
+        for n in &names {
+            st.used.insert((collection.to_string(), n.clone()), tick);
+        }
+        st.in_use.insert(collection.to_string(), names);
+        st.served.insert(collection.to_string(), v);
+        Ok(Some(downloaded))
+    }
+
+    /// Drops least recently used cache files not being served until the cache fits.
+    fn evict(&self) -> Result<usize> {
+        let st = self
+            .state
+            .lock()
+            .map_err(|_| internal("follower state poisoned".into()))?;
+        let mut files = Vec::new();
+        let mut total = 0;
+        for c in self.cache.list_dirs()? {
+            let d = self.cache.sub(&c)?;
+            for f in d.list()? {
+                let len = d.file_len(&f).unwrap_or(0);
+                total += len;
+                let busy = st.in_use.get(&c).is_some_and(|s| s.contains(&f));
+                if !busy {
+                    let used = st.used.get(&(c.clone(), f.clone())).copied().unwrap_or(0);
+                    files.push((used, c.clone(), f, len));
+                }
+            }
+        }
+        files.sort();
+        let mut evicted = 0;
+        for (_, c, f, len) in files {
+            if total <= self.bound {
+                break;
+            }
+            self.cache.sub(&c)?.delete(&f)?;
+            total -= len;
+            evicted += 1;
+        }
+        Ok(evicted)
+    }
+}
