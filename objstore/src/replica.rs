@@ -415,11 +415,11 @@ impl Follower {
     pub fn sync(&self, db: &Database) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         for (c, v) in published(&self.store)? {
-            if gyre::collection::check_name(&c).is_ok() {
-                if let Some(d) = self.sync_one(db, &c, v)? {
-                    report.downloaded += d;
-                    report.updated.push((c, v));
-                }
+            if gyre::collection::check_name(&c).is_ok()
+                && let Some(d) = self.sync_one(db, &c, v)?
+            {
+                report.downloaded += d;
+                report.updated.push((c, v));
             }
         }
         report.evicted = self.evict()?;

@@ -89,6 +89,27 @@ fn writer_and_two_query_nodes_serve_docs() {
         }
         hit as f64 / (10 * ds.test.rows()) as f64
     };
+    // Latency on a query node just opened (first pass: its maps not yet touched) and warm.
+    {
+        let qc = nodes[0].1.collection("docs").unwrap();
+        for pass in ["cold", "warm"] {
+            let mut lat: Vec<f64> = (0..ds.test.rows())
+                .map(|qi| {
+                    let t = Instant::now();
+                    qc.search(ds.test.row(qi), 10, &opts).unwrap();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            let p = |x: f64| lat[((lat.len() - 1) as f64 * x) as usize];
+            eprintln!(
+                "query node {pass} latency over {} queries: p50 {:.3} ms, p99 {:.3} ms",
+                lat.len(),
+                p(0.5),
+                p(0.99)
+            );
+        }
+    }
     let local = recall(&c);
     for (i, (_, ndb, _)) in nodes.iter().enumerate() {
         let qc = ndb.collection("docs").unwrap();

@@ -1,7 +1,7 @@
 //! `gyre`: Gyre's gRPC server and data-directory tool.
 //!
-//! `gyre serve` runs the service; `import`, `search`, `info`, `verify`, `compact` and
-//! `snapshot` work on a data directory directly (no server; the directory must not be open in
+//! `gyre serve` runs the service; `import`, `search`, `info`, `verify`, `compact`,
+//! `snapshot` and `backup` work on a data directory directly (no server; the directory must not be open in
 //! a running server).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -11,6 +11,7 @@ mod edge;
 mod errors;
 mod metrics;
 mod ops;
+mod replicate;
 mod serve;
 mod service;
 
@@ -45,6 +46,8 @@ enum Command {
     Compact(ops::CompactArgs),
     /// Snapshots: create, list, restore, delete.
     Snapshot(ops::SnapshotArgs),
+    /// Backups in an object store: create, list, restore (also onto a new machine).
+    Backup(ops::BackupArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => ops::verify(&a),
         Command::Compact(a) => ops::compact(&a),
         Command::Snapshot(a) => ops::snapshot(&a),
+        Command::Backup(a) => ops::backup(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

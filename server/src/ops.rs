@@ -417,3 +417,143 @@ pub fn snapshot(a: &SnapshotArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `gyre backup`: backups of collections in an object store (`s3://bucket/prefix`), restored
+/// onto this or another machine.
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// S3-compatible endpoint [default: AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, global = true)]
+    store_endpoint: Option<String>,
+    /// Region [default: AWS_REGION, else us-east-1].
+    #[arg(long, global = true)]
+    store_region: Option<String>,
+    #[command(subcommand)]
+    action: BackupAction,
+}
+
+#[derive(clap::Subcommand)]
+enum BackupAction {
+    /// Upload a collection's snapshot (taken now, or an existing one by --snapshot), every
+    /// file with its CRC-32C; a backup name is written once.
+    Create {
+        /// The collection.
+        #[arg(long)]
+        collection: String,
+        /// The store, s3://bucket/prefix.
+        #[arg(long)]
+        to: String,
+        /// The snapshot to upload, or the name of one to take now [default: snap-<unix ms>].
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+    /// List the complete backups in a store, oldest first.
+    List {
+        /// The store, s3://bucket/prefix.
+        #[arg(long)]
+        from: String,
+        /// JSON output, one object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a backup (each object checked), keep it as a local snapshot and restore the
+    /// collection from it; the data directory is created if missing.
+    Restore {
+        /// The store, s3://bucket/prefix.
+        #[arg(long)]
+        from: String,
+        /// The collection the backup was taken of.
+        #[arg(long)]
+        collection: String,
+        /// The backup.
+        #[arg(long)]
+        name: String,
+        /// The collection to restore into (default: --collection).
+        #[arg(long)]
+        target: Option<String>,
+        /// Replace the target if it exists.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+pub fn backup(a: &BackupArgs) -> Result<(), String> {
+    let opts = gyre_objstore::StoreOptions {
+        endpoint: a.store_endpoint.clone(),
+        region: a.store_region.clone(),
+        ..Default::default()
+    };
+    let err = |e: gyre::Error| e.to_string();
+    let store = |url: &str| gyre_objstore::ObjectDirectory::open(url, &opts).map_err(err);
+    let t = std::time::Instant::now();
+    let mut moved = 0u64;
+    let mut progress = |f: &gyre::SnapshotFile| {
+        moved += f.bytes;
+        eprintln!("  {} ({} bytes)", f.name, f.bytes);
+    };
+    match &a.action {
+        BackupAction::Create {
+            collection,
+            to,
+            snapshot,
+        } => {
+            let db = open(&a.dir)?;
+            let s = store(to)?;
+            let i = db
+                .backup_to(collection, snapshot.as_deref(), &s, &mut progress)
+                .map_err(err)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "backed up {} to {to} in {secs:.2} s ({:.1} MB/s)",
+                snapshot_line(&i),
+                moved as f64 / 1e6 / secs.max(1e-9)
+            );
+        }
+        BackupAction::List { from, json } => {
+            for i in Database::list_backups(&store(from)?).map_err(err)? {
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "collection": i.collection, "name": i.name,
+                            "created_unix_ms": i.created_unix_ms, "generation": i.generation,
+                            "points": i.points, "files": i.files.len(), "bytes": i.bytes(),
+                        })
+                    );
+                } else {
+                    println!("{}", snapshot_line(&i));
+                }
+            }
+        }
+        BackupAction::Restore {
+            from,
+            collection,
+            name,
+            target,
+            replace,
+        } => {
+            let s = store(from)?;
+            let db = Database::open(&a.dir.data_dir).map_err(err)?;
+            let c = db
+                .restore_backup(
+                    &s,
+                    collection,
+                    name,
+                    target.as_deref(),
+                    *replace,
+                    &mut progress,
+                )
+                .map_err(err)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "restored {collection}/{name} from {from} as {} ({} points) in {secs:.2} s ({:.1} MB/s)",
+                c.name(),
+                c.len(),
+                moved as f64 / 1e6 / secs.max(1e-9)
+            );
+        }
+    }
+    Ok(())
+}

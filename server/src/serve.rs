@@ -82,6 +82,35 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Object store to replicate through, `s3://bucket/prefix` (endpoint, region and
+    /// credentials from --store-endpoint, --store-region and the `AWS_*` variables).
+    #[arg(long)]
+    store: Option<String>,
+    /// With --store: `writer` (serves writes, publishes each collection's sealed state) or
+    /// `query` (read-only, follows the published versions) [default: writer].
+    #[arg(long)]
+    role: Option<String>,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 [default: AWS_ENDPOINT_URL, else AWS].
+    #[arg(long)]
+    store_endpoint: Option<String>,
+    /// Region [default: AWS_REGION, else us-east-1].
+    #[arg(long)]
+    store_region: Option<String>,
+    /// How often a writer publishes and a query node polls, in milliseconds [default: 1000].
+    #[arg(long)]
+    sync_interval_ms: Option<u64>,
+    /// Writer: seal every collection's unsealed writes this often, in milliseconds, so query
+    /// nodes see them within about this plus --sync-interval-ms [default: off: writes become
+    /// visible when a memtable fills or on Flush].
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
+    /// Query node: the segment cache's folder [default: <data-dir>/store-cache].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Query node: the segment cache's bound in bytes (files being served stay past it)
+    /// [default: 10737418240 = 10 GiB].
+    #[arg(long)]
+    cache_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +133,26 @@ struct FileConfig {
     metrics_api_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    store: Option<String>,
+    role: Option<String>,
+    store_endpoint: Option<String>,
+    store_region: Option<String>,
+    sync_interval_ms: Option<u64>,
+    flush_interval_ms: Option<u64>,
+    cache_dir: Option<PathBuf>,
+    cache_bytes: Option<u64>,
+}
+
+/// Replication through an object store.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: String,
+    pub query_node: bool,
+    pub options: gyre_objstore::StoreOptions,
+    pub sync_interval: Duration,
+    pub flush_interval: Option<Duration>,
+    pub cache_dir: PathBuf,
+    pub cache_bytes: u64,
 }
 
 /// The resolved settings.
@@ -116,6 +165,7 @@ pub struct Settings {
     pub limits: Limits,
     pub keys: Keys,
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub store: Option<StoreSettings>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -280,7 +330,61 @@ impl ServeArgs {
                 "--max-request-bytes and --max-response-bytes must be at least 1024".into(),
             );
         }
+        let store = match self.store.or(env("GYRE_STORE")).or(file.store) {
+            None => None,
+            Some(url) => {
+                gyre_objstore::parse_url(&url).map_err(|e| e.to_string())?;
+                let role = self
+                    .role
+                    .or(env("GYRE_ROLE"))
+                    .or(file.role)
+                    .unwrap_or_else(|| "writer".into());
+                let query_node = match role.as_str() {
+                    "writer" => false,
+                    "query" => true,
+                    r => return Err(format!("--role {r:?}: expected writer or query")),
+                };
+                let ms = |v: Option<u64>| v.map(Duration::from_millis);
+                Some(StoreSettings {
+                    url,
+                    query_node,
+                    options: gyre_objstore::StoreOptions {
+                        endpoint: self
+                            .store_endpoint
+                            .or(env("GYRE_STORE_ENDPOINT"))
+                            .or(file.store_endpoint),
+                        region: self
+                            .store_region
+                            .or(env("GYRE_STORE_REGION"))
+                            .or(file.store_region),
+                        allow_http: false,
+                        credentials: None,
+                    },
+                    sync_interval: ms(self
+                        .sync_interval_ms
+                        .or(parse_env("GYRE_SYNC_INTERVAL_MS")?)
+                        .or(file.sync_interval_ms))
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_millis(10)),
+                    flush_interval: ms(self
+                        .flush_interval_ms
+                        .or(parse_env("GYRE_FLUSH_INTERVAL_MS")?)
+                        .or(file.flush_interval_ms)),
+                    cache_dir: self
+                        .cache_dir
+                        .or(env("GYRE_CACHE_DIR").map(PathBuf::from))
+                        .or(file.cache_dir)
+                        .unwrap_or_else(|| data_dir.join("store-cache")),
+                    cache_bytes: self
+                        .cache_bytes
+                        .or(parse_env("GYRE_CACHE_BYTES")?)
+                        .or(file.cache_bytes)
+                        .unwrap_or(10 << 30),
+                })
+            }
+        };
         Ok(Settings {
+            store,
             data_dir,
             listen,
             metrics_listen: (metrics_listen != "off").then_some(metrics_listen),
@@ -330,12 +434,26 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     }
     let db = Arc::new(db);
     let metrics = Metrics::default();
-    let service = Service::new(
+    let mut service = Service::new(
         db.clone(),
         settings.keys.clone(),
         metrics.clone(),
         settings.limits,
     );
+    let (repl_stop_tx, repl_stop) = std::sync::mpsc::channel::<()>();
+    let replicator = match settings.store.clone() {
+        None => None,
+        Some(st) => {
+            if st.query_node {
+                service = service.query_node(&st.url);
+            }
+            let db = db.clone();
+            let handle = tokio::task::spawn_blocking(move || crate::replicate::start(db, &st))
+                .await
+                .map_err(|e| e.to_string())??;
+            Some(std::thread::spawn(move || handle.run(&repl_stop)))
+        }
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -449,6 +567,10 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let _ = stop_tx.send(true);
+    let _ = repl_stop_tx.send(());
+    if let Some(r) = replicator {
+        let _ = tokio::task::spawn_blocking(move || r.join()).await;
+    }
     tracing::info!("shutting down: flushing collections");
     let db2 = db.clone();
     tokio::task::spawn_blocking(move || {

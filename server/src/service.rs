@@ -57,6 +57,8 @@ pub struct Service {
     metrics: Metrics,
     limits: Limits,
     slots: Arc<Slots>,
+    /// Set on a query node: the store it follows (writes are refused).
+    follows: Option<Arc<str>>,
 }
 
 /// The client's deadline from `grpc-timeout` (`<digits><H|M|S|m|u|n>`).
@@ -130,7 +132,15 @@ impl Service {
                 waiting: AtomicUsize::new(0),
                 max_waiting: limits.max_queued_searches,
             }),
+            follows: None,
         }
+    }
+
+    /// Makes this a query node's service: reads only, writes refused with
+    /// FAILED_PRECONDITION naming the store it follows.
+    pub fn query_node(mut self, store: &str) -> Service {
+        self.follows = Some(store.into());
+        self
     }
 
     /// The path every RPC takes: the key check, the client's deadline (answered a little
@@ -146,6 +156,12 @@ impl Service {
         let start = Instant::now();
         let result = async {
             self.keys.check(meta, access)?;
+            if let (Some(store), Access::Write) = (&self.follows, access) {
+                return Err(Status::failed_precondition(format!(
+                    "this is a read-only query node following {store}: send writes to the \
+                     collection's writer"
+                )));
+            }
             let cancel = Cancel::new();
             let _trip = CancelOnDrop(cancel.clone());
             match deadline(meta) {
