@@ -147,6 +147,20 @@ pub struct Publisher {
     writer: String,
     lease_ttl: Duration,
     state: Mutex<HashMap<String, PublishedState>>,
+    before_commit: Option<Hook>,
+}
+
+/// Runs after a version's files are uploaded and before it is committed, with the collection,
+/// the version and the keys uploaded for it (crash tests stop the process there).
+pub struct Hook(pub Box<HookFn>);
+
+/// What a [`Hook`] runs.
+pub type HookFn = dyn Fn(&str, u64, &[String]) + Send + Sync;
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// Boxed so the map stays small; `Debug` by hand (the upload set is large).
@@ -166,7 +180,14 @@ impl Publisher {
             writer: writer.to_string(),
             lease_ttl,
             state: Mutex::new(HashMap::new()),
+            before_commit: None,
         }
+    }
+
+    /// Sets the hook run between a version's uploads and its commit.
+    pub fn before_commit(mut self, hook: Hook) -> Publisher {
+        self.before_commit = Some(hook);
+        self
     }
 
     /// Takes or renews the lease on `collection`: refused with a conflict while another
@@ -255,9 +276,12 @@ impl Publisher {
         let info = db.create_snapshot(collection, Some(&snap))?;
         let result = self.upload(db, &coll, st, &info, v);
         let _ = db.delete_snapshot(collection, &snap);
-        let record = result?;
+        let (record, fresh) = result?;
         let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| internal(e.to_string()))?;
         bytes.push(b'\n');
+        if let Some(h) = &self.before_commit {
+            (h.0)(collection, v, &fresh);
+        }
         coll.sub_dir(VERSIONS)
             .put_if_absent(&version_name(v), &bytes)?;
         st.version = v;
@@ -272,10 +296,11 @@ impl Publisher {
         st: &mut Published,
         info: &SnapshotInfo,
         v: u64,
-    ) -> Result<VersionRecord> {
+    ) -> Result<(VersionRecord, Vec<String>)> {
         let src = db.snapshot_directory(&info.collection, &info.name)?;
         let files_dir = coll.sub_dir(FILES);
         let mut files = Vec::new();
+        let mut fresh = Vec::new();
         for f in &info.files {
             let key = if immutable_file(&f.name) {
                 f.name.clone()
@@ -302,6 +327,7 @@ impl Publisher {
                         Err(e) => return Err(e),
                     };
                     st.uploaded.insert(key.clone(), x);
+                    fresh.push(key.clone());
                     x
                 }
             };
@@ -312,7 +338,7 @@ impl Publisher {
                 crc32c: crc,
             });
         }
-        Ok(VersionRecord {
+        let record = VersionRecord {
             format: 1,
             collection: info.collection.clone(),
             version: v,
@@ -321,7 +347,8 @@ impl Publisher {
             writer: self.writer.clone(),
             points: info.points,
             files,
-        })
+        };
+        Ok((record, fresh))
     }
 
     /// Removes objects of `collection` that no kept version names: versions other than the

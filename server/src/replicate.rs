@@ -2,21 +2,19 @@
 //! publishes every collection whose manifest moved and collects garbage now and then; a query
 //! node follows the newest published versions. Runs on its own thread; the engine is blocking.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use gyre::Database;
 use gyre_objstore::ObjectDirectory;
-use gyre_objstore::replica::{Follower, Publisher};
+use gyre_objstore::replica::{Follower, Hook, Publisher};
 
 use crate::serve::StoreSettings;
 
 /// How long a writer's lease lasts without renewal (renewed every sync interval).
 const LEASE: Duration = Duration::from_secs(30);
-/// Objects unnamed by the newest versions live this long, so that a query node that has just
-/// read an older version can still fetch its files.
-const GRACE: Duration = Duration::from_secs(600);
 /// Versions kept besides those younger than the grace period.
 const KEEP: usize = 3;
 
@@ -34,19 +32,56 @@ pub struct Replicator {
     flush_interval: Option<Duration>,
     last_flush: Instant,
     last_gc: Instant,
+    gc_grace: Duration,
+}
+
+/// The writer's name in leases: kept in the data directory, so that a writer restarted on the
+/// same directory (after a crash, say) takes its own lease back at once, while another
+/// directory's writer waits for it to expire.
+fn writer_id(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("writer-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gyre".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("{host}-{:x}", nanos ^ u128::from(std::process::id()) << 64);
+    let tmp = data_dir.join("writer-id.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(id)
 }
 
 /// Opens the store and runs the first round: a writer takes every collection's lease (a
 /// second writer is refused here) and publishes; a query node downloads the newest versions.
-pub fn start(db: Arc<Database>, st: &StoreSettings) -> Result<Replicator, String> {
+pub fn start(db: Arc<Database>, data_dir: &Path, st: &StoreSettings) -> Result<Replicator, String> {
     let store = ObjectDirectory::open(&st.url, &st.options).map_err(|e| e.to_string())?;
     let mode = if st.query_node {
         let f = Follower::new(store, &st.cache_dir, st.cache_bytes).map_err(|e| e.to_string())?;
         Mode::Query(f)
     } else {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gyre".into());
-        let id = format!("{host}-{}", std::process::id());
-        Mode::Writer(Publisher::new(store, &id, LEASE))
+        let mut p = Publisher::new(store, &writer_id(data_dir)?, LEASE);
+        // For crash tests: die between the upload of a new segment and its version's commit.
+        if std::env::var_os("GYRE_TEST_CRASH_BEFORE_COMMIT").is_some() {
+            p = p.before_commit(Hook(Box::new(|c, v, fresh| {
+                if fresh.iter().any(|k| k.ends_with(".gseg")) {
+                    eprintln!("gyre: GYRE_TEST_CRASH_BEFORE_COMMIT: aborting before {c} v{v}");
+                    std::process::abort();
+                }
+            })));
+        }
+        Mode::Writer(p)
     };
     let r = Replicator {
         db,
@@ -56,6 +91,7 @@ pub fn start(db: Arc<Database>, st: &StoreSettings) -> Result<Replicator, String
         flush_interval: st.flush_interval,
         last_flush: Instant::now(),
         last_gc: Instant::now(),
+        gc_grace: st.gc_grace,
     };
     match &r.mode {
         Mode::Writer(p) => {
@@ -104,7 +140,7 @@ impl Replicator {
                 if flush {
                     self.last_flush = Instant::now();
                 }
-                let gc = self.last_gc.elapsed() >= GRACE / 10;
+                let gc = self.last_gc.elapsed() >= (self.gc_grace / 10).max(self.interval);
                 if gc {
                     self.last_gc = Instant::now();
                 }
@@ -128,7 +164,7 @@ impl Replicator {
                         }
                     }
                     if gc {
-                        match p.collect_garbage(&name, KEEP, GRACE) {
+                        match p.collect_garbage(&name, KEEP, self.gc_grace) {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(collection = %name, removed = n, "store GC"),
                             Err(e) => tracing::warn!(collection = %name, error = %e, "store GC"),

@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// visible when a memtable fills or on Flush].
     #[arg(long)]
     flush_interval_ms: Option<u64>,
+    /// Writer: store objects no kept version names are deleted once this old, in
+    /// milliseconds, so that a query node reading an older version can still fetch it
+    /// [default: 600000 = 10 min].
+    #[arg(long)]
+    gc_grace_ms: Option<u64>,
     /// Query node: the segment cache's folder [default: <data-dir>/store-cache].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -139,6 +144,7 @@ struct FileConfig {
     store_region: Option<String>,
     sync_interval_ms: Option<u64>,
     flush_interval_ms: Option<u64>,
+    gc_grace_ms: Option<u64>,
     cache_dir: Option<PathBuf>,
     cache_bytes: Option<u64>,
 }
@@ -151,6 +157,7 @@ pub struct StoreSettings {
     pub options: gyre_objstore::StoreOptions,
     pub sync_interval: Duration,
     pub flush_interval: Option<Duration>,
+    pub gc_grace: Duration,
     pub cache_dir: PathBuf,
     pub cache_bytes: u64,
 }
@@ -370,6 +377,11 @@ impl ServeArgs {
                         .flush_interval_ms
                         .or(parse_env("GYRE_FLUSH_INTERVAL_MS")?)
                         .or(file.flush_interval_ms)),
+                    gc_grace: ms(self
+                        .gc_grace_ms
+                        .or(parse_env("GYRE_GC_GRACE_MS")?)
+                        .or(file.gc_grace_ms))
+                    .unwrap_or(Duration::from_secs(600)),
                     cache_dir: self
                         .cache_dir
                         .or(env("GYRE_CACHE_DIR").map(PathBuf::from))
@@ -448,9 +460,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
                 service = service.query_node(&st.url);
             }
             let db = db.clone();
-            let handle = tokio::task::spawn_blocking(move || crate::replicate::start(db, &st))
-                .await
-                .map_err(|e| e.to_string())??;
+            let dir = settings.data_dir.clone();
+            let handle =
+                tokio::task::spawn_blocking(move || crate::replicate::start(db, &dir, &st))
+                    .await
+                    .map_err(|e| e.to_string())??;
             Some(std::thread::spawn(move || handle.run(&repl_stop)))
         }
     };

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Server, create, rows};
+use gyre::directory::Directory;
 use gyre_proto::v1 as pb;
 
 const D: usize = 32;
@@ -192,4 +193,98 @@ async fn writer_and_query_nodes_through_s3() {
         assert_eq!(top(&restored, v).await, top(&original, v).await, "row {i}");
     }
     assert_eq!(top(&restored, &fresh).await.first(), Some(&9000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_between_its_uploads_and_its_commit() {
+    let Some(m) = moto::Moto::start() else { return };
+    m.bucket("crash");
+    let env_owned = m.env();
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let wdir = tmp.path().join("w");
+    let args = ["--store", "s3://crash/gyre", "--sync-interval-ms", "100"];
+    let writer = Server::start_env(&wdir, &args, &env);
+    let mut w = writer.clients().await;
+    w.cols.create(create("docs", D as u32)).await.unwrap();
+    let data = rows(500, D, 9);
+    w.points
+        .upsert(pb::UpsertRequest {
+            collection: "docs".into(),
+            ids: (0..500).collect(),
+            vectors: data.clone(),
+            wait: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(w);
+    drop(writer); // SIGKILL: the 500 rows are acknowledged, in the WAL only
+
+    // Restarted with a crash point: the Flush seals, the next round uploads the segment and
+    // the process aborts before the version is committed.
+    let crash_env = [&env[..], &[("GYRE_TEST_CRASH_BEFORE_COMMIT", "1")]].concat();
+    let mut writer = Server::start_env(&wdir, &args, &crash_env);
+    let mut w = writer.clients().await;
+    w.admin
+        .flush(pb::FlushRequest {
+            collection: "docs".into(),
+        })
+        .await
+        .unwrap();
+    drop(w);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = writer.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the writer did not crash"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let store = gyre_objstore::ObjectDirectory::open("s3://crash/gyre", &m.options()).unwrap();
+    let files = store.sub_dir("docs").sub_dir("files");
+    let uploaded: Vec<String> = files.list_all().unwrap().into_iter().map(|f| f.0).collect();
+    assert!(
+        uploaded.iter().any(|f| f.ends_with(".gseg")),
+        "{uploaded:?}"
+    );
+    // An orphan no version will name (as a compaction that never committed leaves).
+    files
+        .write_atomic("seg-00000000000000ff.gseg", b"orphan")
+        .unwrap();
+
+    // Restarted on the same directory: its own lease back at once, the uploaded segment
+    // reused, the version committed, the orphan collected.
+    let writer = Server::start_env(&wdir, &[&args[..], &["--gc-grace-ms", "0"]].concat(), &env);
+    let q = Server::start_env(
+        &tmp.path().join("q"),
+        &[&args[..], &["--role", "query"]].concat(),
+        &env,
+    );
+    for i in (0..500).step_by(61) {
+        let v = &data[i * D..(i + 1) * D];
+        until_top(&q, v, i as u64).await;
+        assert_eq!(top(&q, v).await, top(&writer, v).await, "row {i}");
+    }
+    let t = Instant::now();
+    while files.file_len("seg-00000000000000ff.gseg").is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the orphan was never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everything a version names is still there.
+    let mut cq = q.clients().await;
+    let st = cq
+        .admin
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.collections[0].points, 500);
 }

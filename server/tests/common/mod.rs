@@ -100,7 +100,10 @@ impl Server {
     /// [`start`](Self::start) with extra environment variables.
     pub fn start_env(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut child = serve_command(dir, "127.0.0.1:0", extra, envs)
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("GYRE_TEST_SERVER_STDERR") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start gyre serve");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
