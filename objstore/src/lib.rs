@@ -131,7 +131,13 @@ impl ObjectDirectory {
             .or_else(|| std::env::var("AWS_REGION").ok())
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .unwrap_or_else(|| "us-east-1".into());
-        b = b.with_region(region);
+        b = b.with_region(region).with_retry(object_store::RetryConfig {
+            // A store that is down is reported within seconds, not after the default three
+            // minutes of retries (a query node then serves its local copies meanwhile).
+            max_retries: 4,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..Default::default()
+        });
         let store = b.build().map_err(|e| {
             Error::io(
                 url.as_ref(),

@@ -103,16 +103,25 @@ pub fn start(db: Arc<Database>, data_dir: &Path, st: &StoreSettings) -> Result<R
             }
             println!("gyre: writer publishing to {}", r.url);
         }
-        Mode::Query(f) => {
-            let rep = f.sync(&r.db).map_err(|e| e.to_string())?;
-            println!(
+        Mode::Query(f) => match f.sync(&r.db) {
+            Ok(rep) => println!(
                 "gyre: query node following {} ({} collections, {} bytes downloaded, cache {} bytes)",
                 r.url,
                 rep.updated.len(),
                 rep.downloaded,
                 f.cache_bytes().unwrap_or(0)
-            );
-        }
+            ),
+            // Serve what the data directory holds (the last versions followed) and keep
+            // trying: a query node must come back even while the store is unreachable.
+            Err(e) => {
+                tracing::error!(store = %r.url, error = %e, "first sync failed; serving local copies");
+                println!(
+                    "gyre: query node following {} (store unreachable: {e}; serving {} local collections)",
+                    r.url,
+                    r.db.list().map_or(0, |l| l.len())
+                );
+            }
+        },
     }
     Ok(r)
 }

@@ -193,6 +193,15 @@ async fn writer_and_query_nodes_through_s3() {
         assert_eq!(top(&restored, v).await, top(&original, v).await, "row {i}");
     }
     assert_eq!(top(&restored, &fresh).await.first(), Some(&9000));
+    // With the store gone, a restarted query node still serves the last version it followed.
+    drop(m);
+    let t = Instant::now();
+    let q2 = Server::start_env(&tmp.path().join("q2"), &query_args, &env);
+    eprintln!(
+        "query node restart with the store down: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(top(&q2, &fresh).await.first(), Some(&9000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
