@@ -1,14 +1,15 @@
 //! Replication through object storage: one writer publishes versions of a collection, any
 //! number of query nodes follow them.
 //!
-//! Layout under `PREFIX/COLLECTION/`:
-//! * `files/NAME`: segments and deletion files under their own names (immutable, written once),
-//!   and each version's copies of the mutable files as `files/VVVVVVVVVVVV.NAME` (`MANIFEST`,
+//! Layout under `PREFIX/COLLECTION/` (the names start with a dot, which no collection, snapshot
+//! or backup name may, so backups kept under the same prefix never collide with them):
+//! * `.files/NAME`: segments and deletion files under their own names (immutable, written once),
+//!   and each version's copies of the mutable files as `.files/VVVVVVVVVVVV.NAME` (`MANIFEST`,
 //!   `config.json`, `schema.json`);
-//! * `versions/VVVVVVVVVVVV.json`: the commit point of version V, a [`VersionRecord`] naming
+//! * `.versions/VVVVVVVVVVVV.json`: the commit point of version V, a [`VersionRecord`] naming
 //!   every file with its length and CRC-32C, put only if absent: of two writers committing the
 //!   same version exactly one wins, the other gets a [`Conflict`](Error::Conflict);
-//! * `lease.json`: which writer may publish, until when; taken and renewed by conditional puts.
+//! * `.lease.json`: which writer may publish, until when; taken and renewed by conditional puts.
 //!
 //! A version holds sealed state only (segments and deletions, not the WAL tail): a query node
 //! sees a write once the writer has sealed it and published. Invariants: every file a version
@@ -27,9 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ObjectDirectory, Version};
 
-const VERSIONS: &str = "versions";
-const FILES: &str = "files";
-const LEASE: &str = "lease.json";
+const VERSIONS: &str = ".versions";
+const FILES: &str = ".files";
+const LEASE: &str = ".lease.json";
 /// The mutable files a version carries (the WAL stays with the writer).
 const MUTABLE: [&str; 3] = ["MANIFEST", "config.json", "schema.json"];
 
@@ -60,7 +61,7 @@ pub struct VersionRecord {
 pub struct VersionFile {
     /// The name in the collection's folder.
     pub name: String,
-    /// The object's name under `files/`.
+    /// The object's name under `.files/`.
     pub key: String,
     /// Length in bytes.
     pub bytes: u64,
@@ -134,7 +135,7 @@ struct LeaseBody {
 struct Published {
     version: u64,
     generation: u64,
-    /// Objects under `files/` known to be whole, with their CRC-32C.
+    /// Objects under `.files/` known to be whole, with their CRC-32C.
     uploaded: HashMap<String, (u64, u32)>,
     lease: Option<Version>,
 }
@@ -352,7 +353,7 @@ impl Publisher {
     }
 
     /// Removes objects of `collection` that no kept version names: versions other than the
-    /// newest `keep` and older than `grace` are dropped, then every file under `files/` that no
+    /// newest `keep` and older than `grace` are dropped, then every file under `.files/` that no
     /// remaining version names and that is older than `grace`. Returns the objects removed.
     pub fn collect_garbage(&self, collection: &str, keep: usize, grace: Duration) -> Result<usize> {
         collect_garbage(&self.store.sub_dir(collection), keep.max(1), grace)

@@ -255,7 +255,7 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
     assert_eq!(p.publish(&db, "v").unwrap(), Some(1));
     // A second seal; the "crashed" publisher had put its segment but not the version.
     let c = small(&db, 2, 400);
-    let files = s.sub_dir("v").sub_dir("files");
+    let files = s.sub_dir("v").sub_dir(".files");
     let seg = c.info().unwrap().segments.last().unwrap().id;
     let name = gyre::segment::file_name(seg);
     let local = gyre::LocalDirectory::open(w.path().join("collections/v")).unwrap();
@@ -302,7 +302,7 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
     assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     assert!(
         e.to_string()
-            .contains(&format!("s3://crash/gyre/v/files/{name}")),
+            .contains(&format!("s3://crash/gyre/v/.files/{name}")),
         "{e}"
     );
 }

@@ -255,7 +255,7 @@ async fn a_writer_killed_between_its_uploads_and_its_commit() {
     };
     assert!(!status.success());
     let store = gyre_objstore::ObjectDirectory::open("s3://crash/gyre", &m.options()).unwrap();
-    let files = store.sub_dir("docs").sub_dir("files");
+    let files = store.sub_dir("docs").sub_dir(".files");
     let uploaded: Vec<String> = files.list_all().unwrap().into_iter().map(|f| f.0).collect();
     assert!(
         uploaded.iter().any(|f| f.ends_with(".gseg")),
