@@ -191,6 +191,12 @@ impl Publisher {
         self
     }
 
+    /// The newest version of `collection` this publisher committed or found in the store.
+    pub fn published_version(&self, collection: &str) -> Option<u64> {
+        let all = self.state.lock().ok()?;
+        all.get(collection).map(|s| s.0.version).filter(|&v| v > 0)
+    }
+
     /// Takes or renews the lease on `collection`: refused with a conflict while another
     /// writer's lease has not expired.
     fn lease(&self, coll: &ObjectDirectory, st: &mut Published) -> Result<()> {

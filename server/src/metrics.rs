@@ -32,8 +32,8 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CollectionLabels {
-    collection: String,
+pub struct CollectionLabels {
+    pub collection: String,
 }
 
 type Latency = Family<MethodLabels, Histogram, fn() -> Histogram>;
@@ -53,6 +53,17 @@ struct Collections {
     dead: Family<CollectionLabels, Gauge>,
 }
 
+/// Replication through an object store (`serve --store`), set by the replicator's rounds.
+#[derive(Debug, Default, Clone)]
+pub struct Replica {
+    /// The version each collection was last published (writer) or is served at (query node).
+    pub version: Family<CollectionLabels, Gauge>,
+    /// Bytes in a query node's segment cache.
+    pub cache_bytes: Gauge,
+    /// Rounds (publish, sync or GC) that failed.
+    pub failures: Counter,
+}
+
 /// Request statistics shared by every handler, and the registry they are exposed from.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -60,6 +71,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Latency,
     collections: Collections,
+    /// Replication gauges (zero without `--store`).
+    pub replica: Replica,
 }
 
 impl Default for Metrics {
@@ -112,11 +125,28 @@ impl Default for Metrics {
         ] {
             registry.register(name, help, family.clone());
         }
+        let replica = Replica::default();
+        registry.register(
+            "gyre_store_version",
+            "Object-store version per collection: last published (writer) or served (query node)",
+            replica.version.clone(),
+        );
+        registry.register(
+            "gyre_store_cache_bytes",
+            "Bytes in a query node's segment cache",
+            replica.cache_bytes.clone(),
+        );
+        registry.register(
+            "gyre_store_failures",
+            "Replication rounds (publish, sync, GC) that failed",
+            replica.failures.clone(),
+        );
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
             requests,
             latency,
             collections,
+            replica,
         }
     }
 }

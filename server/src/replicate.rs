@@ -11,6 +11,7 @@ use gyre::Database;
 use gyre_objstore::ObjectDirectory;
 use gyre_objstore::replica::{Follower, Hook, Publisher};
 
+use crate::metrics::{CollectionLabels, Replica};
 use crate::serve::StoreSettings;
 
 /// How long a writer's lease lasts without renewal (renewed every sync interval).
@@ -33,6 +34,7 @@ pub struct Replicator {
     last_flush: Instant,
     last_gc: Instant,
     gc_grace: Duration,
+    gauges: Replica,
 }
 
 /// The writer's name in leases: kept in the data directory, so that a writer restarted on the
@@ -65,7 +67,12 @@ fn writer_id(data_dir: &Path) -> Result<String, String> {
 
 /// Opens the store and runs the first round: a writer takes every collection's lease (a
 /// second writer is refused here) and publishes; a query node downloads the newest versions.
-pub fn start(db: Arc<Database>, data_dir: &Path, st: &StoreSettings) -> Result<Replicator, String> {
+pub fn start(
+    db: Arc<Database>,
+    data_dir: &Path,
+    st: &StoreSettings,
+    gauges: Replica,
+) -> Result<Replicator, String> {
     let store = ObjectDirectory::open(&st.url, &st.options).map_err(|e| e.to_string())?;
     let mode = if st.query_node {
         let f = Follower::new(store, &st.cache_dir, st.cache_bytes).map_err(|e| e.to_string())?;
@@ -92,6 +99,7 @@ pub fn start(db: Arc<Database>, data_dir: &Path, st: &StoreSettings) -> Result<R
         last_flush: Instant::now(),
         last_gc: Instant::now(),
         gc_grace: st.gc_grace,
+        gauges,
     };
     match &r.mode {
         Mode::Writer(p) => {
@@ -100,20 +108,25 @@ pub fn start(db: Arc<Database>, data_dir: &Path, st: &StoreSettings) -> Result<R
                 if let Some(v) = v {
                     tracing::info!(collection = %name, version = v, "published");
                 }
+                r.set_version(&name, p.published_version(&name));
             }
             println!("gyre: writer publishing to {}", r.url);
         }
         Mode::Query(f) => match f.sync(&r.db) {
-            Ok(rep) => println!(
-                "gyre: query node following {} ({} collections, {} bytes downloaded, cache {} bytes)",
-                r.url,
-                rep.updated.len(),
-                rep.downloaded,
-                f.cache_bytes().unwrap_or(0)
-            ),
+            Ok(rep) => {
+                r.follow_gauges(f);
+                println!(
+                    "gyre: query node following {} ({} collections, {} bytes downloaded, cache {} bytes)",
+                    r.url,
+                    rep.updated.len(),
+                    rep.downloaded,
+                    f.cache_bytes().unwrap_or(0)
+                )
+            }
             // Serve what the data directory holds (the last versions followed) and keep
             // trying: a query node must come back even while the store is unreachable.
             Err(e) => {
+                r.gauges.failures.inc();
                 tracing::error!(store = %r.url, error = %e, "first sync failed; serving local copies");
                 println!(
                     "gyre: query node following {} (store unreachable: {e}; serving {} local collections)",
@@ -127,6 +140,26 @@ pub fn start(db: Arc<Database>, data_dir: &Path, st: &StoreSettings) -> Result<R
 }
 
 impl Replicator {
+    fn set_version(&self, collection: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.gauges
+                .version
+                .get_or_create(&CollectionLabels {
+                    collection: collection.to_string(),
+                })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn follow_gauges(&self, f: &Follower) {
+        for name in self.db.list().unwrap_or_default() {
+            self.set_version(&name, f.served(&name));
+        }
+        self.gauges
+            .cache_bytes
+            .set(i64::try_from(f.cache_bytes().unwrap_or(0)).unwrap_or(i64::MAX));
+    }
+
     /// Rounds every sync interval until `stop` says so (or its sender is gone); a writer seals
     /// and publishes once more on the way out.
     pub fn run(mut self, stop: &Receiver<()>) {
@@ -166,9 +199,11 @@ impl Replicator {
                     match p.publish(&self.db, &name) {
                         Ok(Some(v)) => {
                             tracing::info!(collection = %name, version = v, "published");
+                            self.set_version(&name, Some(v));
                         }
                         Ok(None) => {}
                         Err(e) => {
+                            self.gauges.failures.inc();
                             tracing::error!(collection = %name, error = %e, "publish failed");
                         }
                     }
@@ -176,13 +211,17 @@ impl Replicator {
                         match p.collect_garbage(&name, KEEP, self.gc_grace) {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(collection = %name, removed = n, "store GC"),
-                            Err(e) => tracing::warn!(collection = %name, error = %e, "store GC"),
+                            Err(e) => {
+                                self.gauges.failures.inc();
+                                tracing::warn!(collection = %name, error = %e, "store GC");
+                            }
                         }
                     }
                 }
             }
             Mode::Query(f) => match f.sync(&self.db) {
                 Ok(rep) => {
+                    self.follow_gauges(f);
                     for (c, v) in &rep.updated {
                         tracing::info!(
                             collection = %c,
@@ -193,7 +232,10 @@ impl Replicator {
                         );
                     }
                 }
-                Err(e) => tracing::error!(store = %self.url, error = %e, "sync failed"),
+                Err(e) => {
+                    self.gauges.failures.inc();
+                    tracing::error!(store = %self.url, error = %e, "sync failed");
+                }
             },
         }
     }

@@ -461,8 +461,9 @@ pub async fn run(settings: Settings) -> Result<(), String> {
             }
             let db = db.clone();
             let dir = settings.data_dir.clone();
+            let gauges = metrics.replica.clone();
             let handle =
-                tokio::task::spawn_blocking(move || crate::replicate::start(db, &dir, &st))
+                tokio::task::spawn_blocking(move || crate::replicate::start(db, &dir, &st, gauges))
                     .await
                     .map_err(|e| e.to_string())??;
             Some(std::thread::spawn(move || handle.run(&repl_stop)))

@@ -225,3 +225,57 @@ fn snapshot_create_list_restore_delete() {
     let (ok, out) = gyre(&["snapshot", "list"], &dir);
     assert!(ok && out.trim().is_empty(), "{out}");
 }
+
+/// Every `gyre` command the README shows parses: each `cargo run --release --bin gyre -- …`
+/// line (continuations joined) is run with `--help` appended, which clap answers only once
+/// every flag before it is known (a renamed or removed flag fails here, so the README cannot
+/// drift from the CLI). Environment references such as `"$WRITE_KEY"` are replaced by a value.
+#[test]
+fn readme_gyre_commands_parse() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for l in readme.lines() {
+        let l = l.trim();
+        if cur.is_empty() && !l.starts_with("cargo run --release --bin gyre -- ") {
+            continue;
+        }
+        cur.push_str(l.trim_end_matches('\\'));
+        cur.push(' ');
+        if !l.ends_with('\\') {
+            lines.push(std::mem::take(&mut cur));
+        }
+    }
+    assert!(
+        lines.len() >= 10,
+        "found only {} gyre commands in the README",
+        lines.len()
+    );
+    for line in &lines {
+        let rest = line.trim_start_matches("cargo run --release --bin gyre -- ");
+        let args: Vec<String> = rest
+            .split_whitespace()
+            .map(|a| {
+                let a = a.trim_matches('"');
+                if a.starts_with('$') {
+                    "0123456789abcdef0123".to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_gyre"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README command does not parse: gyre {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

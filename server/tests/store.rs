@@ -81,6 +81,24 @@ async fn writer_and_query_nodes_through_s3() {
             assert_eq!(top(q, v).await, top(&writer, v).await, "row {i}");
         }
     }
+    // The replication gauges: the served version and the cache's bytes.
+    let m1 = common::fetch_metrics(q1.metrics.as_deref().unwrap());
+    let line = |m: &str, name: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    assert!(
+        line(&m1, "gyre_store_version{collection=\"docs\"}") >= 1.0,
+        "{m1}"
+    );
+    assert!(line(&m1, "gyre_store_cache_bytes") > 100_000.0, "{m1}");
+    let mw = common::fetch_metrics(writer.metrics.as_deref().unwrap());
+    assert!(
+        line(&mw, "gyre_store_version{collection=\"docs\"}") >= 1.0,
+        "{mw}"
+    );
     // A write is visible on both query nodes after the writer's flush interval and a sync.
     let fresh: Vec<f32> = data[3 * D..4 * D].iter().map(|x| x + 0.001).collect();
     let t = Instant::now();
