@@ -85,6 +85,32 @@ fn directory_contract_on_s3() {
     );
     let (bytes, now) = d.read_versioned("m/1").unwrap().unwrap();
     assert_eq!((bytes.as_slice(), &now), (&b"third"[..], &v2));
+    // Eight writers racing for one commit point, at once: exactly one wins, and its bytes
+    // are what is stored.
+    for round in 0..5 {
+        let key = format!("m/race-{round}");
+        let results: Vec<_> = std::thread::scope(|t| {
+            let hs: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let (d, key) = (&d, &key);
+                    t.spawn(move || d.put_if_absent(key, &[i; 100]).map(|_| i))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<u8> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| e.kind() == ErrorKind::Conflict)
+        );
+        assert_eq!(d.read(&key).unwrap(), [won[0]; 100]);
+    }
 }
 
 const D: usize = 16;
