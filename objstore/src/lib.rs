@@ -304,6 +304,13 @@ impl ObjectDirectory {
             .collect())
     }
 
+    /// One level of this directory: its objects and its sub-prefixes.
+    fn listing(&self) -> Result<object_store::ListResult> {
+        let (store, prefix) = (self.shared.store.clone(), self.prefix_key());
+        self.run(async move { store.list_with_delimiter(prefix.as_ref()).await })
+            .map_err(|e| self.error("", e))
+    }
+
     /// Deletes one key relative to this directory (missing is fine).
     pub fn delete_key(&self, rel: &str) -> Result<()> {
         self.delete(rel)
@@ -357,11 +364,9 @@ impl Directory for ObjectDirectory {
     }
 
     fn list(&self) -> Result<Vec<String>> {
-        let (store, prefix) = (self.shared.store.clone(), self.prefix_key());
-        let r = self
-            .run(async move { store.list_with_delimiter(prefix.as_ref()).await })
-            .map_err(|e| self.error("", e))?;
-        Ok(r.objects
+        Ok(self
+            .listing()?
+            .objects
             .into_iter()
             .filter_map(|m| m.location.filename().map(str::to_string))
             .collect())
@@ -433,11 +438,9 @@ impl Directory for ObjectDirectory {
     }
 
     fn list_dirs(&self) -> Result<Vec<String>> {
-        let (store, prefix) = (self.shared.store.clone(), self.prefix_key());
-        let r = self
-            .run(async move { store.list_with_delimiter(prefix.as_ref()).await })
-            .map_err(|e| self.error("", e))?;
-        Ok(r.common_prefixes
+        Ok(self
+            .listing()?
+            .common_prefixes
             .into_iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())

@@ -324,20 +324,7 @@ enum SnapshotAction {
         json: bool,
     },
     /// Restore a snapshot as a collection, after checking every file.
-    Restore {
-        /// The collection the snapshot was taken of.
-        #[arg(long)]
-        collection: String,
-        /// The snapshot.
-        #[arg(long)]
-        name: String,
-        /// The collection to restore into (default: --collection).
-        #[arg(long)]
-        target: Option<String>,
-        /// Replace the target if it exists.
-        #[arg(long)]
-        replace: bool,
-    },
+    Restore(RestoreArgs),
     /// Remove a snapshot.
     Delete {
         /// The collection.
@@ -347,6 +334,33 @@ enum SnapshotAction {
         #[arg(long)]
         name: String,
     },
+}
+
+/// Which snapshot (or backup) to restore, and where.
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The collection it was taken of.
+    #[arg(long)]
+    collection: String,
+    /// The snapshot's (or backup's) name.
+    #[arg(long)]
+    name: String,
+    /// The collection to restore into (default: --collection).
+    #[arg(long)]
+    target: Option<String>,
+    /// Replace the target if it exists.
+    #[arg(long)]
+    replace: bool,
+}
+
+/// One snapshot (or backup) as a JSON line.
+fn snapshot_json(i: &gyre::SnapshotInfo) -> serde_json::Value {
+    serde_json::json!({
+        "collection": i.collection, "name": i.name,
+        "created_unix_ms": i.created_unix_ms, "generation": i.generation,
+        "points": i.points, "files": i.files.len(), "bytes": i.bytes(),
+        "copied_bytes": i.copied_bytes,
+    })
 }
 
 fn snapshot_line(i: &gyre::SnapshotInfo) -> String {
@@ -381,26 +395,18 @@ pub fn snapshot(a: &SnapshotArgs) -> Result<(), String> {
         SnapshotAction::List { collection, json } => {
             for i in db.list_snapshots(collection.as_deref()).map_err(err)? {
                 if *json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "collection": i.collection, "name": i.name,
-                            "created_unix_ms": i.created_unix_ms, "generation": i.generation,
-                            "points": i.points, "files": i.files.len(), "bytes": i.bytes(),
-                            "copied_bytes": i.copied_bytes,
-                        })
-                    );
+                    println!("{}", snapshot_json(&i));
                 } else {
                     println!("{}", snapshot_line(&i));
                 }
             }
         }
-        SnapshotAction::Restore {
+        SnapshotAction::Restore(RestoreArgs {
             collection,
             name,
             target,
             replace,
-        } => {
+        }) => {
             let c = db
                 .restore_snapshot(collection, name, target.as_deref(), *replace)
                 .map_err(err)?;
@@ -464,18 +470,8 @@ enum BackupAction {
         /// The store, s3://bucket/prefix.
         #[arg(long)]
         from: String,
-        /// The collection the backup was taken of.
-        #[arg(long)]
-        collection: String,
-        /// The backup.
-        #[arg(long)]
-        name: String,
-        /// The collection to restore into (default: --collection).
-        #[arg(long)]
-        target: Option<String>,
-        /// Replace the target if it exists.
-        #[arg(long)]
-        replace: bool,
+        #[command(flatten)]
+        what: RestoreArgs,
     },
 }
 
@@ -514,14 +510,7 @@ pub fn backup(a: &BackupArgs) -> Result<(), String> {
         BackupAction::List { from, json } => {
             for i in Database::list_backups(&store(from)?).map_err(err)? {
                 if *json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "collection": i.collection, "name": i.name,
-                            "created_unix_ms": i.created_unix_ms, "generation": i.generation,
-                            "points": i.points, "files": i.files.len(), "bytes": i.bytes(),
-                        })
-                    );
+                    println!("{}", snapshot_json(&i));
                 } else {
                     println!("{}", snapshot_line(&i));
                 }
@@ -529,10 +518,13 @@ pub fn backup(a: &BackupArgs) -> Result<(), String> {
         }
         BackupAction::Restore {
             from,
-            collection,
-            name,
-            target,
-            replace,
+            what:
+                RestoreArgs {
+                    collection,
+                    name,
+                    target,
+                    replace,
+                },
         } => {
             let s = store(from)?;
             let db = Database::open(&a.dir.data_dir).map_err(err)?;

@@ -175,6 +175,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Orders snapshots by time taken, then collection and name.
+fn oldest_first(list: &mut [SnapshotInfo]) {
+    list.sort_by(|a, b| {
+        (a.created_unix_ms, &a.collection, &a.name).cmp(&(
+            b.created_unix_ms,
+            &b.collection,
+            &b.name,
+        ))
+    });
+}
+
 fn encode_meta(info: &SnapshotInfo) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(&MetaFile {
         format: 1,
@@ -303,13 +314,7 @@ impl Database {
                 out.push(read_meta(&*root.sub(&name)?)?);
             }
         }
-        out.sort_by(|a, b| {
-            (a.created_unix_ms, &a.collection, &a.name).cmp(&(
-                b.created_unix_ms,
-                &b.collection,
-                &b.name,
-            ))
-        });
+        oldest_first(&mut out);
         Ok(out)
     }
 
@@ -546,13 +551,7 @@ impl Database {
                 out.push(read_meta(&*dir)?);
             }
         }
-        out.sort_by(|a, b| {
-            (a.created_unix_ms, &a.collection, &a.name).cmp(&(
-                b.created_unix_ms,
-                &b.collection,
-                &b.name,
-            ))
-        });
+        oldest_first(&mut out);
         Ok(out)
     }
 
