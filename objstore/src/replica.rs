@@ -3,7 +3,8 @@
 //!
 //! Layout under `PREFIX/COLLECTION/` (the names start with a dot, which no collection, snapshot
 //! or backup name may, so backups kept under the same prefix never collide with them):
-//! * `.files/NAME`: segments and deletion files under their own names (immutable, written once),
+//! * `.files/NAME.CRC`: segments and deletion files under their names and CRC-32C (8 hex
+//!   digits; immutable, written once),
 //!   and each version's copies of the mutable files as `.files/VVVVVVVVVVVV.NAME` (`MANIFEST`,
 //!   `config.json`, `schema.json`);
 //! * `.versions/VVVVVVVVVVVV.json`: the commit point of version V, a [`VersionRecord`] naming
@@ -137,7 +138,45 @@ struct Published {
     generation: u64,
     /// Objects under `.files/` known to be whole, with their CRC-32C.
     uploaded: HashMap<String, (u64, u32)>,
+    /// CRC-32C of local immutable files by (name, inode, length): a file is read for its
+    /// checksum once per process, and a collection dropped and created again (whose new
+    /// files reuse the old names) is never mistaken for the old one.
+    local: HashMap<(String, u64, u64), u32>,
+    /// What the newest version ships, as (name, CRC-32C) pairs in order.
+    shipped: Option<Vec<(String, u32)>>,
+    /// The collection last published (a re-created namesake is another instance).
+    instance: Option<u64>,
     lease: Option<Version>,
+}
+
+/// What a version ships, for telling whether anything changed.
+fn fingerprint(files: &[VersionFile]) -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = files.iter().map(|f| (f.name.clone(), f.crc32c)).collect();
+    v.sort();
+    v
+}
+
+/// The identity of a local file: its inode and length (`None` off Unix or off local disk).
+fn identity(dir: &dyn Directory, name: &str) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir.local_path(name)?).ok()?;
+        Some((m.ino(), m.len()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, name);
+        None
+    }
+}
+
+/// The CRC-32C of `dir`'s file `name`, read whole.
+fn file_crc(dir: &dyn Directory, name: &str) -> Result<u32> {
+    if dir.file_len(name)? == 0 {
+        return Ok(crc32c::crc32c(&[]));
+    }
+    Ok(crc32c::crc32c(&dir.map(name)?))
 }
 
 /// The writer's side: publishes a collection's sealed state as a new version when its
@@ -258,32 +297,33 @@ impl Publisher {
             .0;
         self.lease(&coll, st)?;
         let generation = c.durable_generation()?;
+        // The cheap test: this very collection (not a re-created namesake), manifest unmoved.
+        if st.instance == Some(c.instance()) && st.generation == generation {
+            return Ok(None);
+        }
         if st.version == 0 {
             // First call in this process: continue after the newest version in the store.
             if let Some(&v) = versions(&coll)?.last() {
                 let r = read_record(&coll, v)?;
                 st.version = v;
-                st.generation = if r.writer == self.writer {
-                    r.generation
-                } else {
-                    0
-                };
+                st.shipped = Some(fingerprint(&r.files));
                 for f in r.files {
                     st.uploaded.insert(f.key, (f.bytes, f.crc32c));
                 }
             }
-            if st.version > 0 && st.generation == generation {
-                return Ok(None);
-            }
-        } else if st.generation == generation {
-            return Ok(None);
         }
         let v = st.version + 1;
         let snap = format!("publish-{}", now_ms());
         let info = db.create_snapshot(collection, Some(&snap))?;
         let result = self.upload(db, &coll, st, &info, v);
         let _ = db.delete_snapshot(collection, &snap);
-        let (record, fresh) = result?;
+        let Some((record, fresh)) = result? else {
+            // The same files as the newest version (a restart, or a manifest edit that
+            // changed nothing shipped): nothing to commit.
+            st.generation = info.generation;
+            st.instance = Some(c.instance());
+            return Ok(None);
+        };
         let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| internal(e.to_string()))?;
         bytes.push(b'\n');
         if let Some(h) = &self.before_commit {
@@ -293,9 +333,13 @@ impl Publisher {
             .put_if_absent(&version_name(v), &bytes)?;
         st.version = v;
         st.generation = info.generation;
+        st.shipped = Some(fingerprint(&record.files));
+        st.instance = Some(c.instance());
         Ok(Some(v))
     }
 
+    /// The record of version `v` for snapshot `info`, its files uploaded (and the keys
+    /// uploaded now), or `None` when it would ship exactly what the newest version does.
     fn upload(
         &self,
         db: &Database,
@@ -303,47 +347,71 @@ impl Publisher {
         st: &mut Published,
         info: &SnapshotInfo,
         v: u64,
-    ) -> Result<(VersionRecord, Vec<String>)> {
+    ) -> Result<Option<(VersionRecord, Vec<String>)>> {
         let src = db.snapshot_directory(&info.collection, &info.name)?;
-        let files_dir = coll.sub_dir(FILES);
-        let mut files = Vec::new();
-        let mut fresh = Vec::new();
+        // What would ship, each file with its CRC-32C (immutable ones read once per process).
+        let mut ship = Vec::new();
         for f in &info.files {
-            let key = if immutable_file(&f.name) {
-                f.name.clone()
+            let crc = if immutable_file(&f.name) {
+                let id = identity(&*src, &f.name).map(|(ino, len)| (f.name.clone(), ino, len));
+                match id.as_ref().and_then(|id| st.local.get(id)) {
+                    Some(&c) => c,
+                    None => {
+                        let c = file_crc(&*src, &f.name)?;
+                        if let Some(id) = id {
+                            st.local.insert(id, c);
+                        }
+                        c
+                    }
+                }
             } else if MUTABLE.contains(&f.name.as_str()) {
-                format!("{v:012}.{}", f.name)
+                file_crc(&*src, &f.name)?
             } else {
                 continue; // the WAL tail stays with the writer
             };
-            let (bytes, crc) = match st.uploaded.get(&key) {
-                Some(&x) => x,
-                None => {
-                    let x = match copy_with_crc(&*src, &f.name, &files_dir, &key) {
-                        Ok(x) => x,
-                        // Uploaded before a crash, but never committed: the same bytes are
-                        // fine, other bytes are another writer's.
-                        Err(e) if e.kind() == gyre::ErrorKind::Conflict => {
-                            let mine = crc32c::crc32c(&src.read(&f.name)?);
-                            let theirs = files_dir.read(&key)?;
-                            if crc32c::crc32c(&theirs) != mine {
-                                return Err(e);
-                            }
-                            (theirs.len() as u64, mine)
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    st.uploaded.insert(key.clone(), x);
-                    fresh.push(key.clone());
-                    x
-                }
-            };
-            files.push(VersionFile {
+            ship.push(VersionFile {
                 name: f.name.clone(),
-                key,
-                bytes,
+                // Immutable files are named by their content too (`NAME.CRC`): a name reused
+                // by a dropped and re-created collection is another object.
+                key: if immutable_file(&f.name) {
+                    format!("{}.{crc:08x}", f.name)
+                } else {
+                    format!("{v:012}.{}", f.name)
+                },
+                bytes: f.bytes,
                 crc32c: crc,
             });
+        }
+        if st.shipped.as_ref() == Some(&fingerprint(&ship)) {
+            return Ok(None);
+        }
+        let files_dir = coll.sub_dir(FILES);
+        let mut fresh = Vec::new();
+        for f in &ship {
+            if st.uploaded.contains_key(&f.key) {
+                continue;
+            }
+            match copy_with_crc(&*src, &f.name, &files_dir, &f.key) {
+                Ok((len, crc)) if (len, crc) == (f.bytes, f.crc32c) => {}
+                Ok(_) => {
+                    return Err(Error::internal(format!(
+                        "{} changed while it was uploaded",
+                        src.path_of(&f.name).display()
+                    )));
+                }
+                // Uploaded before a crash, or by another writer, but never committed: the
+                // same bytes are fine (the key names them), other bytes under a version's
+                // MANIFEST key are another writer's commit in progress.
+                Err(e) if e.kind() == gyre::ErrorKind::Conflict => {
+                    let theirs = files_dir.read(&f.key)?;
+                    if crc32c::crc32c(&theirs) != f.crc32c {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            st.uploaded.insert(f.key.clone(), (f.bytes, f.crc32c));
+            fresh.push(f.key.clone());
         }
         let record = VersionRecord {
             format: 1,
@@ -353,9 +421,9 @@ impl Publisher {
             created_unix_ms: now_ms(),
             writer: self.writer.clone(),
             points: info.points,
-            files,
+            files: ship,
         };
-        Ok((record, fresh))
+        Ok(Some((record, fresh)))
     }
 
     /// Removes objects of `collection` that no kept version names: versions other than the
@@ -521,13 +589,14 @@ impl Follower {
                 downloaded += f.bytes;
                 return copy_verified(&files_dir, &vf.key, dest, &f.name, f);
             }
-            if cache.file_len(&f.name).ok() != Some(f.bytes) {
-                cache.delete(&f.name)?;
-                copy_verified(&files_dir, &vf.key, &*cache, &f.name, f)?;
+            // Cached under the object's key, which names the content.
+            if cache.file_len(&vf.key).ok() != Some(f.bytes) {
+                cache.delete(&vf.key)?;
+                copy_verified(&files_dir, &vf.key, &*cache, &vf.key, f)?;
                 downloaded += f.bytes;
             }
-            names.insert(f.name.clone());
-            dest.import(&*cache, &f.name).map(|_| ())
+            names.insert(vf.key.clone());
+            dest.import_as(&*cache, &vf.key, &f.name).map(|_| ())
         })?;
         // Every file's CRC-32C was checked when it was fetched (cached ones when they were):
         // no second full read of the segments before the swap.

@@ -259,9 +259,9 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
     let seg = c.info().unwrap().segments.last().unwrap().id;
     let name = gyre::segment::file_name(seg);
     let local = gyre::LocalDirectory::open(w.path().join("collections/v")).unwrap();
-    files
-        .write_atomic(&name, &local.read(&name).unwrap())
-        .unwrap();
+    let seg_bytes = local.read(&name).unwrap();
+    let key = format!("{name}.{:08x}", crc32c::crc32c(&seg_bytes));
+    files.write_atomic(&key, &seg_bytes).unwrap();
     // An orphan no version will ever name (a compaction's output that never committed).
     files
         .write_atomic("seg-00000000000000ff.gseg", b"orphan")
@@ -291,10 +291,10 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
     assert_eq!(f.sync(&qdb).unwrap().updated, [("v".to_string(), 2)]);
     assert_eq!(qdb.collection("v").unwrap().len(), 800);
     // A damaged object is named by its key when a node fetches it.
-    let bytes = files.read(&name).unwrap();
+    let bytes = files.read(&key).unwrap();
     let mut bad = bytes.clone();
     bad[bytes.len() / 3] ^= 1;
-    files.write_atomic(&name, &bad).unwrap();
+    files.write_atomic(&key, &bad).unwrap();
     let q2 = tempfile::tempdir().unwrap();
     let qdb2 = Database::open(q2.path().join("data")).unwrap();
     let f2 = Follower::new(s.clone(), &q2.path().join("cache"), u64::MAX).unwrap();
@@ -302,7 +302,37 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
     assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     assert!(
         e.to_string()
-            .contains(&format!("s3://crash/gyre/v/.files/{name}")),
+            .contains(&format!("s3://crash/gyre/v/.files/{key}")),
         "{e}"
     );
+}
+
+#[test]
+fn a_dropped_and_recreated_collection_is_published_as_new() {
+    let Some(m) = Moto::start() else { return };
+    let s = store(&m, "recreate");
+    let w = tempfile::tempdir().unwrap();
+    let db = Database::open(w.path()).unwrap();
+    let opts = SearchOptions::default();
+    small(&db, 1, 300);
+    let p = Publisher::new(s.clone(), "w", Duration::from_secs(60));
+    assert_eq!(p.publish(&db, "v").unwrap(), Some(1));
+    let q = tempfile::tempdir().unwrap();
+    let qdb = Database::open(q.path().join("data")).unwrap();
+    let f = Follower::new(s.clone(), &q.path().join("cache"), u64::MAX).unwrap();
+    f.sync(&qdb).unwrap();
+    // Same name, same row count, other vectors: its segment file has the old one's name.
+    db.drop_collection("v").unwrap();
+    let c = small(&db, 2, 300);
+    let mut rng = SeededRng::for_data(2);
+    let first: Vec<f32> = (0..16).map(|_| rng.gaussian() as f32).collect();
+    assert_eq!(p.publish(&db, "v").unwrap(), Some(2));
+    assert_eq!(f.sync(&qdb).unwrap().updated, [("v".to_string(), 2)]);
+    let qc = qdb.collection("v").unwrap();
+    assert_eq!(
+        ids(&qc.search(&first, 5, &opts).unwrap()),
+        ids(&c.search(&first, 5, &opts).unwrap())
+    );
+    let got = qc.get(&[0]).unwrap()[0].as_ref().unwrap().vector.clone();
+    assert_eq!(got.as_deref(), Some(&first[..]));
 }

@@ -82,7 +82,7 @@ pub fn start(
         // For crash tests: die between the upload of a new segment and its version's commit.
         if std::env::var_os("GYRE_TEST_CRASH_BEFORE_COMMIT").is_some() {
             p = p.before_commit(Hook(Box::new(|c, v, fresh| {
-                if fresh.iter().any(|k| k.ends_with(".gseg")) {
+                if fresh.iter().any(|k| k.contains(".gseg.")) {
                     eprintln!("gyre: GYRE_TEST_CRASH_BEFORE_COMMIT: aborting before {c} v{v}");
                     std::process::abort();
                 }

@@ -67,6 +67,8 @@ use snapshot::{Op, Restrict, State, walk_grouped, walk_matched, walk_sources};
 
 #[derive(Debug)]
 struct Inner {
+    /// Unique among the collections this process opened (see [`Collection::instance`]).
+    instance: u64,
     name: String,
     dir: Arc<dyn Directory>,
     /// The directory's path, for messages.
@@ -773,6 +775,12 @@ impl Collection {
             s.seg.verify()?;
         }
         Ok(())
+    }
+
+    /// A number that no other collection this process opened has (not even a dropped and
+    /// re-created namesake, nor this one reopened): tells one open collection from another.
+    pub fn instance(&self) -> u64 {
+        self.inner.instance
     }
 
     /// The generation of the manifest on disk (it grows with every seal, deletion flush and

@@ -114,6 +114,11 @@ impl Collection {
         let wal_floor = wal_files.first().copied().unwrap_or(manifest.wal_seq);
         let collection = Collection {
             inner: Arc::new(Inner {
+                instance: {
+                    static NEXT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(1);
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                },
                 name: name.to_string(),
                 path: dir.path_of(""),
                 dir,

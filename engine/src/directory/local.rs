@@ -168,16 +168,21 @@ impl Directory for LocalDirectory {
         Some(self.path_of(name))
     }
 
-    fn import(&self, from: &dyn Directory, name: &str) -> Result<super::Imported> {
+    fn import_as(
+        &self,
+        from: &dyn Directory,
+        name: &str,
+        to_name: &str,
+    ) -> Result<super::Imported> {
         if let Some(src) = from.local_path(name) {
-            let dst = self.path_of(name);
+            let dst = self.path_of(to_name);
             // A link fails across file systems (and on some that have none): then copy.
             if fs::hard_link(&src, &dst).is_ok() {
                 self.sync_self()?;
                 return Ok(super::Imported::Linked);
             }
         }
-        super::copy_file(from, name, self)?;
+        super::copy_file_as(from, name, self, to_name)?;
         Ok(super::Imported::Copied)
     }
 

@@ -78,7 +78,11 @@ pub trait Directory: Send + Sync + fmt::Debug {
     /// where both sides are local files on one file system, else a copy. Only for files that
     /// are never written again (a link shares later writes): segments, deletion files.
     fn import(&self, from: &dyn Directory, name: &str) -> Result<Imported> {
-        copy_file(from, name, self)?;
+        self.import_as(from, name, name)
+    }
+    /// [`import`](Self::import) under another name here: `from`'s `name` becomes `to_name`.
+    fn import_as(&self, from: &dyn Directory, name: &str, to_name: &str) -> Result<Imported> {
+        copy_file_as(from, name, self, to_name)?;
         Ok(Imported::Copied)
     }
 }
@@ -95,12 +99,22 @@ pub enum Imported {
 /// Copies `from`'s file `name` into `to` under the same name (streamed from a map, written
 /// under a temporary name, synced and renamed into place).
 pub fn copy_file<D: Directory + ?Sized>(from: &dyn Directory, name: &str, to: &D) -> Result<u64> {
+    copy_file_as(from, name, to, name)
+}
+
+/// [`copy_file`] under another name in `to`.
+pub fn copy_file_as<D: Directory + ?Sized>(
+    from: &dyn Directory,
+    name: &str,
+    to: &D,
+    to_name: &str,
+) -> Result<u64> {
     if from.file_len(name)? == 0 {
-        to.write_atomic(name, &[])?;
+        to.write_atomic(to_name, &[])?;
         return Ok(0);
     }
     let bytes = from.map(name)?;
-    let mut w = to.create(name)?;
+    let mut w = to.create(to_name)?;
     for chunk in bytes.chunks(8 << 20) {
         w.write(chunk)?;
     }
