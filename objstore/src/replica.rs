@@ -55,6 +55,9 @@ pub struct VersionRecord {
     pub points: u64,
     /// Its files.
     pub files: Vec<VersionFile>,
+    /// The collection was dropped on the writer (no files): query nodes drop it too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 /// A file of a version.
@@ -138,14 +141,17 @@ struct Published {
     generation: u64,
     /// Objects under `.files/` known to be whole, with their CRC-32C.
     uploaded: HashMap<String, (u64, u32)>,
-    /// CRC-32C of local immutable files by (name, inode, length): a file is read for its
+    /// CRC-32C of local immutable files by name and [`identity`]: a file is read for its
     /// checksum once per process, and a collection dropped and created again (whose new
-    /// files reuse the old names) is never mistaken for the old one.
-    local: HashMap<(String, u64, u64), u32>,
+    /// files reuse the old names, and may get a freed inode back) is never mistaken for the
+    /// old one.
+    local: HashMap<(String, FileId), u32>,
     /// What the newest version ships, as (name, CRC-32C) pairs in order.
     shipped: Option<Vec<(String, u32)>>,
     /// The collection last published (a re-created namesake is another instance).
     instance: Option<u64>,
+    /// The newest version is a drop.
+    dropped: bool,
     lease: Option<Version>,
 }
 
@@ -156,13 +162,18 @@ fn fingerprint(files: &[VersionFile]) -> Vec<(String, u32)> {
     v
 }
 
-/// The identity of a local file: its inode and length (`None` off Unix or off local disk).
-fn identity(dir: &dyn Directory, name: &str) -> Option<(u64, u64)> {
+/// A local file's device, inode, length and modification time in nanoseconds.
+type FileId = (u64, u64, u64, i64, i64);
+
+/// The identity of a local file (`None` off Unix or off local disk). The modification time
+/// tells a new file from a deleted one whose inode it reuses; hard links (snapshots) leave
+/// it alone.
+fn identity(dir: &dyn Directory, name: &str) -> Option<FileId> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(dir.local_path(name)?).ok()?;
-        Some((m.ino(), m.len()))
+        Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
     }
     #[cfg(not(unix))]
     {
@@ -228,6 +239,63 @@ impl Publisher {
     pub fn before_commit(mut self, hook: Hook) -> Publisher {
         self.before_commit = Some(hook);
         self
+    }
+
+    /// The collections this publisher has published in this process and not seen dropped.
+    pub fn known(&self) -> Vec<String> {
+        let Ok(all) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| s.0.version > 0 && !s.0.dropped)
+            .map(|(c, _)| c.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Commits a version saying `collection` was dropped (call it once the collection is gone
+    /// from the writer's database): query nodes following it drop it too. Only for a collection
+    /// this publisher published in this process (see [`known`](Self::known)), so that a writer
+    /// started on an empty data directory never withdraws what it did not see.
+    pub fn publish_drop(&self, db: &Database, collection: &str) -> Result<Option<u64>> {
+        if db.collection(collection).is_ok() {
+            return Ok(None);
+        }
+        let coll = self.store.sub_dir(collection);
+        let mut all = self
+            .state
+            .lock()
+            .map_err(|_| internal("publisher state poisoned".into()))?;
+        let Some(PublishedState(st)) = all.get_mut(collection) else {
+            return Ok(None);
+        };
+        if st.version == 0 || st.dropped {
+            return Ok(None);
+        }
+        self.lease(&coll, st)?;
+        let v = st.version + 1;
+        let record = VersionRecord {
+            format: 1,
+            collection: collection.to_string(),
+            version: v,
+            generation: 0,
+            created_unix_ms: now_ms(),
+            writer: self.writer.clone(),
+            points: 0,
+            files: Vec::new(),
+            dropped: true,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| internal(e.to_string()))?;
+        bytes.push(b'\n');
+        coll.sub_dir(VERSIONS)
+            .put_if_absent(&version_name(v), &bytes)?;
+        st.version = v;
+        st.dropped = true;
+        st.shipped = Some(Vec::new());
+        st.instance = None;
+        Ok(Some(v))
     }
 
     /// The newest version of `collection` this publisher committed or found in the store.
@@ -306,6 +374,7 @@ impl Publisher {
             if let Some(&v) = versions(&coll)?.last() {
                 let r = read_record(&coll, v)?;
                 st.version = v;
+                st.dropped = r.dropped;
                 st.shipped = Some(fingerprint(&r.files));
                 for f in r.files {
                     st.uploaded.insert(f.key, (f.bytes, f.crc32c));
@@ -335,6 +404,7 @@ impl Publisher {
         st.generation = info.generation;
         st.shipped = Some(fingerprint(&record.files));
         st.instance = Some(c.instance());
+        st.dropped = false;
         Ok(Some(v))
     }
 
@@ -353,7 +423,7 @@ impl Publisher {
         let mut ship = Vec::new();
         for f in &info.files {
             let crc = if immutable_file(&f.name) {
-                let id = identity(&*src, &f.name).map(|(ino, len)| (f.name.clone(), ino, len));
+                let id = identity(&*src, &f.name).map(|id| (f.name.clone(), id));
                 match id.as_ref().and_then(|id| st.local.get(id)) {
                     Some(&c) => c,
                     None => {
@@ -422,6 +492,7 @@ impl Publisher {
             writer: self.writer.clone(),
             points: info.points,
             files: ship,
+            dropped: false,
         };
         Ok(Some((record, fresh)))
     }
@@ -555,6 +626,14 @@ impl Follower {
         }
         let coll = self.store.sub_dir(collection);
         let r = read_record(&coll, v)?;
+        if r.dropped {
+            if db.collection(collection).is_ok() {
+                db.drop_collection(collection)?;
+            }
+            st.in_use.remove(collection);
+            st.served.insert(collection.to_string(), v);
+            return Ok(Some(0));
+        }
         let files_dir = coll.sub_dir(FILES);
         let cache = self.cache.sub(collection)?;
         let name = format!("v{v:012}");

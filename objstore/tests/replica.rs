@@ -308,7 +308,7 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
 }
 
 #[test]
-fn a_dropped_and_recreated_collection_is_published_as_new() {
+fn a_dropped_collection_is_withdrawn_and_a_recreated_one_published_as_new() {
     let Some(m) = Moto::start() else { return };
     let s = store(&m, "recreate");
     let w = tempfile::tempdir().unwrap();
@@ -321,13 +321,23 @@ fn a_dropped_and_recreated_collection_is_published_as_new() {
     let qdb = Database::open(q.path().join("data")).unwrap();
     let f = Follower::new(s.clone(), &q.path().join("cache"), u64::MAX).unwrap();
     f.sync(&qdb).unwrap();
-    // Same name, same row count, other vectors: its segment file has the old one's name.
+    // Dropped on the writer: withdrawn from the query nodes by a drop version.
     db.drop_collection("v").unwrap();
+    assert_eq!(p.known(), ["v"]);
+    assert_eq!(p.publish_drop(&db, "v").unwrap(), Some(2));
+    assert_eq!(p.publish_drop(&db, "v").unwrap(), None, "once");
+    assert!(p.known().is_empty());
+    assert_eq!(f.sync(&qdb).unwrap().updated, [("v".to_string(), 2)]);
+    assert!(qdb.collection("v").is_err());
+    // A writer that never saw the collection withdraws nothing.
+    let other = Publisher::new(s.clone(), "w", Duration::from_secs(60));
+    assert_eq!(other.publish_drop(&db, "v").unwrap(), None);
+    // Same name again, same row count, other vectors: its segment file has the old one's name.
     let c = small(&db, 2, 300);
     let mut rng = SeededRng::for_data(2);
     let first: Vec<f32> = (0..16).map(|_| rng.gaussian() as f32).collect();
-    assert_eq!(p.publish(&db, "v").unwrap(), Some(2));
-    assert_eq!(f.sync(&qdb).unwrap().updated, [("v".to_string(), 2)]);
+    assert_eq!(p.publish(&db, "v").unwrap(), Some(3));
+    assert_eq!(f.sync(&qdb).unwrap().updated, [("v".to_string(), 3)]);
     let qc = qdb.collection("v").unwrap();
     assert_eq!(
         ids(&qc.search(&first, 5, &opts).unwrap()),

@@ -186,6 +186,21 @@ impl Replicator {
                 if gc {
                     self.last_gc = Instant::now();
                 }
+                for gone in p.known() {
+                    if !names.contains(&gone) {
+                        match p.publish_drop(&self.db, &gone) {
+                            Ok(Some(v)) => {
+                                tracing::info!(collection = %gone, version = v, "published drop");
+                                self.set_version(&gone, Some(v));
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                self.gauges.failures.inc();
+                                tracing::error!(collection = %gone, error = %e, "publish failed");
+                            }
+                        }
+                    }
+                }
                 for name in names {
                     let Ok(c) = self.db.collection(&name) else {
                         continue;

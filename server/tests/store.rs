@@ -134,6 +134,46 @@ async fn writer_and_query_nodes_through_s3() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("s3://srv/gyre"), "{e:?}");
+    // A collection dropped on the writer is withdrawn from the query nodes.
+    w.cols.create(create("scratch", D as u32)).await.unwrap();
+    let names = |s: &Server| {
+        let s = s.addr.clone();
+        async move {
+            let ch = tonic::transport::Channel::from_shared(format!("http://{s}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            gyre_proto::v1::collections_client::CollectionsClient::new(ch)
+                .list(pb::ListCollectionsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .names
+        }
+    };
+    let t = Instant::now();
+    while !names(&q2).await.contains(&"scratch".to_string()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "scratch never reached the query node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.cols
+        .delete(pb::DeleteCollectionRequest {
+            name: "scratch".into(),
+        })
+        .await
+        .unwrap();
+    while names(&q2).await.contains(&"scratch".to_string()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the drop never reached the query node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(names(&q2).await, ["docs"]);
     // A second writer (here on the query node's copy of the collection) is refused while
     // the first holds the lease.
     let q1_dir = tmp.path().join("q1");
