@@ -566,6 +566,9 @@ pub struct SyncReport {
     pub downloaded: u64,
     /// Files evicted from the cache.
     pub evicted: usize,
+    /// Collections that could not move to their newest version (they keep serving the one
+    /// they had), with the error's kind and message; the others moved regardless.
+    pub failed: Vec<(String, gyre::ErrorKind, String)>,
 }
 
 impl Follower {
@@ -584,15 +587,22 @@ impl Follower {
         })
     }
 
-    /// Brings every published collection in `db` to its newest version.
+    /// Brings every published collection in `db` to its newest version; one that fails (a
+    /// damaged object, say) is reported in [`SyncReport::failed`] and does not hold the others
+    /// back. Only a store that cannot be listed fails the whole call.
     pub fn sync(&self, db: &Database) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         for (c, v) in published(&self.store)? {
-            if gyre::collection::check_name(&c).is_ok()
-                && let Some(d) = self.sync_one(db, &c, v)?
-            {
-                report.downloaded += d;
-                report.updated.push((c, v));
+            if gyre::collection::check_name(&c).is_err() {
+                continue;
+            }
+            match self.sync_one(db, &c, v) {
+                Ok(Some(d)) => {
+                    report.downloaded += d;
+                    report.updated.push((c, v));
+                }
+                Ok(None) => {}
+                Err(e) => report.failed.push((c, e.kind(), e.to_string())),
             }
         }
         report.evicted = self.evict()?;

@@ -295,16 +295,28 @@ fn a_writer_killed_before_its_commit_loses_nothing_and_orphans_are_collected() {
     let mut bad = bytes.clone();
     bad[bytes.len() / 3] ^= 1;
     files.write_atomic(&key, &bad).unwrap();
+    // A healthy collection beside it still reaches a new node.
+    let other = db
+        .create_collection("healthy", CollectionConfig::new(16))
+        .unwrap();
+    other.upsert(&[1], &[0.5; 16]).unwrap();
+    other.flush().unwrap();
+    assert_eq!(p.publish(&db, "healthy").unwrap(), Some(1));
     let q2 = tempfile::tempdir().unwrap();
     let qdb2 = Database::open(q2.path().join("data")).unwrap();
     let f2 = Follower::new(s.clone(), &q2.path().join("cache"), u64::MAX).unwrap();
-    let e = f2.sync(&qdb2).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+    let r = f2.sync(&qdb2).unwrap();
+    let [(c, kind, e)] = &r.failed[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!((c.as_str(), *kind), ("v", ErrorKind::Corruption), "{e}");
     assert!(
-        e.to_string()
-            .contains(&format!("s3://crash/gyre/v/.files/{key}")),
+        e.contains(&format!("s3://crash/gyre/v/.files/{key}")),
         "{e}"
     );
+    assert!(qdb2.collection("v").is_err());
+    assert_eq!(r.updated, [("healthy".to_string(), 1)]);
+    assert_eq!(qdb2.collection("healthy").unwrap().len(), 1);
 }
 
 #[test]

@@ -115,6 +115,7 @@ pub fn start(
         Mode::Query(f) => match f.sync(&r.db) {
             Ok(rep) => {
                 r.follow_gauges(f);
+                r.report_failures(&rep);
                 println!(
                     "gyre: query node following {} ({} collections, {} bytes downloaded, cache {} bytes)",
                     r.url,
@@ -148,6 +149,13 @@ impl Replicator {
                     collection: collection.to_string(),
                 })
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn report_failures(&self, rep: &gyre_objstore::replica::SyncReport) {
+        for (c, _, e) in &rep.failed {
+            self.gauges.failures.inc();
+            tracing::error!(collection = %c, error = %e, "sync failed; serving the version it had");
         }
     }
 
@@ -237,6 +245,7 @@ impl Replicator {
             Mode::Query(f) => match f.sync(&self.db) {
                 Ok(rep) => {
                     self.follow_gauges(f);
+                    self.report_failures(&rep);
                     for (c, v) in &rep.updated {
                         tracing::info!(
                             collection = %c,
