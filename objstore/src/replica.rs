@@ -83,10 +83,6 @@ fn version_name(v: u64) -> String {
     format!("{v:012}.json")
 }
 
-fn internal(msg: String) -> Error {
-    Error::internal(msg)
-}
-
 /// The versions in `coll` (a collection's prefix), ascending.
 fn versions(coll: &dyn Directory) -> Result<Vec<u64>> {
     let mut v: Vec<u64> = coll
@@ -214,7 +210,7 @@ impl std::fmt::Debug for Hook {
     }
 }
 
-/// Boxed so the map stays small; `Debug` by hand (the upload set is large).
+/// One collection's publishing state; `Debug` by hand (the upload set is large).
 struct PublishedState(Published);
 
 impl std::fmt::Debug for PublishedState {
@@ -267,7 +263,7 @@ impl Publisher {
         let mut all = self
             .state
             .lock()
-            .map_err(|_| internal("publisher state poisoned".into()))?;
+            .map_err(|_| Error::internal("publisher state poisoned"))?;
         let Some(PublishedState(st)) = all.get_mut(collection) else {
             return Ok(None);
         };
@@ -287,7 +283,8 @@ impl Publisher {
             files: Vec::new(),
             dropped: true,
         };
-        let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| internal(e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
         bytes.push(b'\n');
         coll.sub_dir(VERSIONS)
             .put_if_absent(&version_name(v), &bytes)?;
@@ -311,7 +308,7 @@ impl Publisher {
             writer: self.writer.clone(),
             expires_unix_ms: now_ms() + self.lease_ttl.as_millis() as u64,
         })
-        .map_err(|e| internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
         let current = match &st.lease {
             Some(v) => Some(v.clone()),
             None => match coll.read_versioned(LEASE)? {
@@ -358,7 +355,7 @@ impl Publisher {
         let mut all = self
             .state
             .lock()
-            .map_err(|_| internal("publisher state poisoned".into()))?;
+            .map_err(|_| Error::internal("publisher state poisoned"))?;
         let st = &mut all
             .entry(collection.to_string())
             .or_insert_with(|| PublishedState(Published::default()))
@@ -393,7 +390,8 @@ impl Publisher {
             st.instance = Some(c.instance());
             return Ok(None);
         };
-        let mut bytes = serde_json::to_vec_pretty(&record).map_err(|e| internal(e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
         bytes.push(b'\n');
         if let Some(h) = &self.before_commit {
             (h.0)(collection, v, &fresh);
@@ -630,7 +628,7 @@ impl Follower {
         let mut st = self
             .state
             .lock()
-            .map_err(|_| internal("follower state poisoned".into()))?;
+            .map_err(|_| Error::internal("follower state poisoned"))?;
         if st.served.get(collection) == Some(&v) {
             return Ok(None);
         }
@@ -707,7 +705,7 @@ impl Follower {
         let st = self
             .state
             .lock()
-            .map_err(|_| internal("follower state poisoned".into()))?;
+            .map_err(|_| Error::internal("follower state poisoned"))?;
         let mut files = Vec::new();
         let mut total = 0;
         for c in self.cache.list_dirs()? {

@@ -152,6 +152,21 @@ impl Replicator {
         }
     }
 
+    /// Logs and counts one publish (or drop) round of `collection`.
+    fn published(&self, collection: &str, what: &str, result: gyre::Result<Option<u64>>) {
+        match result {
+            Ok(Some(v)) => {
+                tracing::info!(collection = %collection, version = v, "{what}");
+                self.set_version(collection, Some(v));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.gauges.failures.inc();
+                tracing::error!(collection = %collection, error = %e, "publish failed");
+            }
+        }
+    }
+
     fn report_failures(&self, rep: &gyre_objstore::replica::SyncReport) {
         for (c, _, e) in &rep.failed {
             self.gauges.failures.inc();
@@ -196,17 +211,7 @@ impl Replicator {
                 }
                 for gone in p.known() {
                     if !names.contains(&gone) {
-                        match p.publish_drop(&self.db, &gone) {
-                            Ok(Some(v)) => {
-                                tracing::info!(collection = %gone, version = v, "published drop");
-                                self.set_version(&gone, Some(v));
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                self.gauges.failures.inc();
-                                tracing::error!(collection = %gone, error = %e, "publish failed");
-                            }
-                        }
+                        self.published(&gone, "published drop", p.publish_drop(&self.db, &gone));
                     }
                 }
                 for name in names {
@@ -219,17 +224,7 @@ impl Replicator {
                     {
                         tracing::error!(collection = %name, error = %e, "flush failed");
                     }
-                    match p.publish(&self.db, &name) {
-                        Ok(Some(v)) => {
-                            tracing::info!(collection = %name, version = v, "published");
-                            self.set_version(&name, Some(v));
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            self.gauges.failures.inc();
-                            tracing::error!(collection = %name, error = %e, "publish failed");
-                        }
-                    }
+                    self.published(&name, "published", p.publish(&self.db, &name));
                     if gc {
                         match p.collect_garbage(&name, KEEP, self.gc_grace) {
                             Ok(0) => {}
