@@ -239,16 +239,34 @@ impl Kernel {
             // SAFETY: `Avx512` and `Avx512Vnni` are only constructed after detecting AVX-512 F
             // and BW; the sizes were checked above.
             Kernel::Avx512 | Kernel::Avx512Vnni => unsafe {
-                match queries.len() {
-                    1 => avx512::top::<1, S>(codes, columns, queries, rows, sinks),
-                    2 => avx512::top::<2, S>(codes, columns, queries, rows, sinks),
-                    3 => avx512::top::<3, S>(codes, columns, queries, rows, sinks),
-                    _ => avx512::top::<4, S>(codes, columns, queries, rows, sinks),
+                // A scan of 1.5 KB of tables (d = 384) against one of the rows: free.
+                let narrow = queries.iter().all(|q| is_narrow(q.tables));
+                match (queries.len(), narrow) {
+                    (1, false) => avx512::top::<1, false, S>(codes, columns, queries, rows, sinks),
+                    (2, false) => avx512::top::<2, false, S>(codes, columns, queries, rows, sinks),
+                    (3, false) => avx512::top::<3, false, S>(codes, columns, queries, rows, sinks),
+                    (_, false) => avx512::top::<4, false, S>(codes, columns, queries, rows, sinks),
+                    (1, true) => avx512::top::<1, true, S>(codes, columns, queries, rows, sinks),
+                    (2, true) => avx512::top::<2, true, S>(codes, columns, queries, rows, sinks),
+                    (3, true) => avx512::top::<3, true, S>(codes, columns, queries, rows, sinks),
+                    (_, true) => avx512::top::<4, true, S>(codes, columns, queries, rows, sinks),
                 }
             },
             _ => top_by_blocks(self, codes, columns, queries, rows, sinks),
         }
     }
+}
+
+/// The largest entry of a *narrow* table (the sign plane's, `QueryLut::sign_plane_lut`): four
+/// of them sum within a byte.
+pub const NARROW_TOP: u8 = 63;
+
+/// Whether every entry of `tables` is at most [`NARROW_TOP`]: then four columns' lookups add
+/// in a byte without overflow, and the AVX-512 kernel widens once per four columns instead of
+/// once per column (the sign plane's tables are built so).
+#[inline]
+pub fn is_narrow(tables: &[u8]) -> bool {
+    tables.iter().fold(0u8, |m, &t| m.max(t)) <= NARROW_TOP
 }
 
 /// The reference of [`Kernel::scan_top`].
@@ -665,12 +683,15 @@ mod avx512 {
         )
     }
 
-    /// The fused scan of `Q` queries (see `Kernel::scan_top`).
+    /// The fused scan of `Q` queries (see `Kernel::scan_top`). With `NARROW` (every table
+    /// entry ≤ `NARROW_TOP`), four quads' lookups are added in bytes (at most 4 · 63 = 252)
+    /// before the u16 accumulation, which then takes a quarter of the shifts and adds.
     ///
     /// # Safety
-    /// AVX-512 F and BW; sizes as checked by `Kernel::scan_top`, `Q` queries and sinks.
+    /// AVX-512 F and BW; sizes as checked by `Kernel::scan_top`, `Q` queries and sinks; with
+    /// `NARROW`, no table entry above `NARROW_TOP`.
     #[target_feature(enable = "avx512f,avx512bw,avx2")]
-    pub(super) unsafe fn top<const Q: usize, S: super::Sink>(
+    pub(super) unsafe fn top<const Q: usize, const NARROW: bool, S: super::Sink>(
         codes: &[u8],
         columns: usize,
         queries: &[super::TopQuery<'_>],
@@ -702,7 +723,44 @@ mod avx512 {
                 // 256 steps of at most 255 per u16 lane, plus the tail pair: 257 · 255 < 2¹⁶.
                 let end = (start + FLUSH_STEPS).min(quads);
                 let mut acc = [[zero; 4]; Q];
-                for qd in start..end {
+                let mut qd = start;
+                if NARROW {
+                    while qd + 4 <= end {
+                        let mut lo = [zero; 4];
+                        let mut hi = [zero; 4];
+                        for u in 0..4 {
+                            let pf = block.wrapping_add(64 * (qd + u) + ahead);
+                            if pf < limit {
+                                _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                            }
+                            // SAFETY: quad `qd + u < end ≤ columns / 4` is inside the block.
+                            let x = unsafe { _mm512_loadu_si512(block.add(64 * (qd + u)).cast()) };
+                            lo[u] = _mm512_and_si512(x, m);
+                            hi[u] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m);
+                        }
+                        for i in 0..Q {
+                            let mut rlo = zero;
+                            let mut rhi = zero;
+                            for u in 0..4 {
+                                // SAFETY: every table is `columns · 16` bytes (checked by the
+                                // caller); quad `qd + u` is inside it.
+                                let t = unsafe {
+                                    _mm512_loadu_si512(tables[i].add(64 * (qd + u)).cast())
+                                };
+                                // Entries ≤ 63: four of them stay below 256.
+                                rlo = _mm512_add_epi8(rlo, _mm512_shuffle_epi8(t, lo[u]));
+                                rhi = _mm512_add_epi8(rhi, _mm512_shuffle_epi8(t, hi[u]));
+                            }
+                            let a = &mut acc[i];
+                            a[0] = _mm512_add_epi16(a[0], rlo);
+                            a[1] = _mm512_add_epi16(a[1], _mm512_srli_epi16(rlo, 8));
+                            a[2] = _mm512_add_epi16(a[2], rhi);
+                            a[3] = _mm512_add_epi16(a[3], _mm512_srli_epi16(rhi, 8));
+                        }
+                        qd += 4;
+                    }
+                }
+                for qd in qd..end {
                     // Only the address is formed (wrapping) and prefetched inside the codes.
                     let pf = block.wrapping_add(64 * qd + ahead);
                     if pf < limit {
@@ -907,34 +965,49 @@ mod tests {
                     masks: &masks,
                 };
                 let q = 1 + (c / 2) % MAX_MULTI;
-                let mut tables: Vec<Vec<u8>> =
-                    (0..q).map(|_| random_bytes(&mut rng, c * 16)).collect();
-                if c == 1026 || c == 1538 {
-                    tables[0] = vec![255; c * 16];
-                }
-                let qs: Vec<TopQuery<'_>> = tables
-                    .iter()
-                    .map(|t| TopQuery {
-                        tables: t,
-                        delta: 0.01 + rng.open01() as f32,
-                        bias: rng.gaussian() as f32,
-                    })
-                    .collect();
-                for keep in [1usize, 7, 1000] {
-                    let mut want: Vec<Record> = (0..q).map(|_| Record::new(keep)).collect();
-                    top_scalar(&codes, c, &qs, r, &mut want);
-                    for k in Kernel::available() {
-                        let mut got: Vec<Record> = (0..q).map(|_| Record::new(keep)).collect();
-                        k.scan_top(&codes, c, &qs, r, &mut got);
-                        for (g, w) in got.iter().zip(&want) {
-                            assert_eq!(g.offers, w.offers, "{k:?} columns={c} rows={rows} q={q}");
-                        }
+                // Wide tables (any byte), then narrow ones (the sign plane's: ≤ NARROW_TOP,
+                // which the AVX-512 kernel sums in bytes four columns at a time).
+                for narrow in [false, true] {
+                    let top = if narrow { NARROW_TOP } else { u8::MAX };
+                    let mut tables: Vec<Vec<u8>> = (0..q)
+                        .map(|_| {
+                            let t = random_bytes(&mut rng, c * 16);
+                            t.into_iter()
+                                .map(|b| if narrow { b % (NARROW_TOP + 1) } else { b })
+                                .collect()
+                        })
+                        .collect();
+                    if c == 1026 || c == 1538 || (narrow && (c == 160 || c == 8)) {
+                        tables[0] = vec![top; c * 16];
                     }
-                    if keep == 1000 {
-                        let live = (0..rows)
-                            .filter(|&i| masks[i / BLOCK] >> (i % BLOCK) & 1 == 1)
-                            .count();
-                        assert_eq!(want[0].offers.len(), live);
+                    assert_eq!(is_narrow(&tables[0]), narrow || c == 0);
+                    let qs: Vec<TopQuery<'_>> = tables
+                        .iter()
+                        .map(|t| TopQuery {
+                            tables: t,
+                            delta: 0.01 + rng.open01() as f32,
+                            bias: rng.gaussian() as f32,
+                        })
+                        .collect();
+                    for keep in [1usize, 7, 1000] {
+                        let mut want: Vec<Record> = (0..q).map(|_| Record::new(keep)).collect();
+                        top_scalar(&codes, c, &qs, r, &mut want);
+                        for k in Kernel::available() {
+                            let mut got: Vec<Record> = (0..q).map(|_| Record::new(keep)).collect();
+                            k.scan_top(&codes, c, &qs, r, &mut got);
+                            for (g, w) in got.iter().zip(&want) {
+                                assert_eq!(
+                                    g.offers, w.offers,
+                                    "{k:?} columns={c} rows={rows} q={q}"
+                                );
+                            }
+                        }
+                        if keep == 1000 {
+                            let live = (0..rows)
+                                .filter(|&i| masks[i / BLOCK] >> (i % BLOCK) & 1 == 1)
+                                .count();
+                            assert_eq!(want[0].offers.len(), live);
+                        }
                     }
                 }
             }
