@@ -37,6 +37,8 @@ def ratio(a, b):
 rows = ["| data | index | build s (1 thread) | bytes/vector | QPS @0.95 | QPS @0.99 | max recall | ratio @0.95 | ratio @0.99 |",
         "|---|---|---|---|---|---|---|---|---|"]
 args = sys.argv[1:]
+if not args or len(args) % 4:
+    sys.exit("usage: bench/graph_table.py NAME ROWS GYRE.jsonl HNSW.csv [NAME ROWS GYRE.jsonl HNSW.csv ...]")
 for i in range(0, len(args), 4):
     name, n, gj, hc = args[i:i + 4]
     n = int(n)

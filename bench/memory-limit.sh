@@ -7,7 +7,8 @@
 # DATA_DIR holds an `ingest` collection (gyre-bench ingest --random 1000000 --data-dir DATA_DIR).
 # Needs root and a cgroup-v1 memory controller (/sys/fs/cgroup/memory) or cgroup v2.
 set -euo pipefail
-dir=${1:?data dir}; limit_mib=${2:?limit in MiB}; queries=${3:-2000}
+usage="usage: bench/memory-limit.sh DATA_DIR LIMIT_MIB [QUERIES]"
+dir=${1:?$usage}; limit_mib=${2:?$usage}; queries=${3:-2000}
 bin=target/release/gyre-bench
 cargo build --release -q -p gyre-bench
 # Evict the segment files from the page cache, so the pages the search touches are read (and
