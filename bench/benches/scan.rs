@@ -3,7 +3,8 @@
 //! here before they show in the recall runner.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gyre::kernels::fastscan::Kernel;
+use gyre::kernels::fastscan::{Kernel, MAX_MULTI, MAX_TOP, NARROW_TOP, TopQuery};
+use gyre::kernels::{Rows, Sink};
 use gyre::quantizer::layout::{BLOCK, nibbles};
 use gyre::random::SeededRng;
 use std::hint::black_box;
@@ -41,5 +42,79 @@ fn scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan);
+/// A sink whose bound no key reaches: the fused scan's arithmetic and compares alone.
+struct Never;
+
+impl Sink for Never {
+    fn bound(&self) -> f32 {
+        f32::INFINITY
+    }
+    fn offer(&mut self, _row: usize, _key: f32) {}
+}
+
+/// The fused scan (`scan_top`) over the sign plane of 4-bit codes (narrow tables, what the
+/// staged search's first stage runs) and over 2-bit codes (wide tables), one query and
+/// `MAX_MULTI` and `MAX_TOP` at once; throughput counts row-queries.
+fn scan_top(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fastscan_top");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let mut rng = SeededRng::for_data(5);
+    for dim in [384usize, 768] {
+        for (what, bits, top) in [("sign", 1u8, NARROW_TOP), ("b2", 2, u8::MAX)] {
+            let (_, columns) = nibbles(dim, bits);
+            let rows = BLOCKS * BLOCK;
+            let codes: Vec<u8> = (0..BLOCKS * columns * 16)
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            let tables: Vec<Vec<u8>> = (0..MAX_TOP)
+                .map(|_| {
+                    (0..columns * 16)
+                        .map(|_| (rng.next_u64() % (u64::from(top) + 1)) as u8)
+                        .collect()
+                })
+                .collect();
+            let queries: Vec<TopQuery<'_>> = tables
+                .iter()
+                .map(|t| TopQuery {
+                    tables: t,
+                    delta: 0.01,
+                    bias: -1.0,
+                })
+                .collect();
+            let (factor, offset, masks) = (
+                vec![1.0f32; rows],
+                vec![0.0f32; rows],
+                vec![u32::MAX; BLOCKS],
+            );
+            for q in [1, MAX_MULTI, MAX_TOP] {
+                group.throughput(Throughput::Elements((rows * q) as u64));
+                for kernel in Kernel::available() {
+                    group.bench_function(format!("{}/d{dim}/{what}/q{q}", kernel.name()), |b| {
+                        b.iter(|| {
+                            let mut sinks: Vec<Never> = (0..q).map(|_| Never).collect();
+                            let r = Rows {
+                                factor: &factor,
+                                offset: &offset,
+                                masks: &masks,
+                            };
+                            kernel.scan_top(
+                                black_box(&codes),
+                                columns,
+                                &queries[..q],
+                                r,
+                                &mut sinks,
+                            );
+                        })
+                    });
+                }
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scan, scan_top);
 criterion_main!(benches);

@@ -118,7 +118,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 | Kernel::Avx512 => 2,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => MAX_QUERIES,
+            Kernel::Avx512Vnni | Kernel::Avx512Vbmi => MAX_QUERIES,
         }
     }
 
@@ -135,7 +135,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
             // the weights cover every 64-byte chunk of the row (checked above).
-            Kernel::Avx512Vnni => unsafe { vnni::row(packed, levels, query) },
+            Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe { vnni::row(packed, levels, query) },
             _ => row_sum_packed(packed, levels, query),
         }
     }
@@ -156,7 +156,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
             // the sizes were checked above.
-            Kernel::Avx512Vnni => unsafe { vnni::sums(codes, levels, query, out) },
+            Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe {
+                vnni::sums(codes, levels, query, out)
+            },
         }
     }
 
@@ -206,7 +208,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
             // the sizes were checked above.
-            Kernel::Avx512Vnni => unsafe {
+            Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe {
                 macro_rules! width {
                     ($($n:literal)*) => {
                         match queries.len() {

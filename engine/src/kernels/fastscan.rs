@@ -34,10 +34,16 @@ pub enum Kernel {
     /// [`dot4`](super::dot4) kernels of 4-bit codes.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// x86-64 AVX-512 F + BW + VNNI + VBMI: the fused FastScan scan looks nibbles up with
+    /// `vpermb` in 64-entry tables (four columns at once) after one byte transposition per
+    /// register of codes, and sums each row's four columns exactly into a u32 lane with
+    /// `vpdpbusd`: no u16 words, no flushes, no reduction at the end of a block.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vbmi,
 }
 
 impl Kernel {
-    /// The best kernel for this CPU, detected once. `GYRE_KERNEL=portable|avx2|avx512|avx512vnni` picks a
+    /// The best kernel for this CPU, detected once. `GYRE_KERNEL=portable|avx2|avx512|avx512vnni|avx512vbmi` picks a
     /// slower one for comparisons (an unavailable choice falls back to the best).
     pub fn detect() -> Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
@@ -70,6 +76,9 @@ impl Kernel {
                 v.push(Kernel::Avx512);
                 if std::is_x86_feature_detected!("avx512vnni") {
                     v.push(Kernel::Avx512Vnni);
+                    if std::is_x86_feature_detected!("avx512vbmi") {
+                        v.push(Kernel::Avx512Vbmi);
+                    }
                 }
             }
         }
@@ -86,6 +95,8 @@ impl Kernel {
             Kernel::Avx512 => "avx512",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => "avx512vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vbmi => "avx512vbmi",
         }
     }
 
@@ -113,7 +124,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` is only constructed after detecting AVX-512 F and BW, and the
             // sizes the kernel reads and writes were checked above.
-            Kernel::Avx512 | Kernel::Avx512Vnni => unsafe {
+            Kernel::Avx512 | Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe {
                 avx512::scan(codes, columns, tables, out)
             },
         }
@@ -122,6 +133,10 @@ impl Kernel {
 
 /// Most queries [`Kernel::scan_multi`] scores per pass.
 pub const MAX_MULTI: usize = 4;
+
+/// Most queries [`Kernel::scan_top`] takes per pass; [`Kernel::top_width`] is how many a kernel
+/// scores per load of the codes.
+pub const MAX_TOP: usize = 8;
 
 impl Kernel {
     /// [`scan`](Self::scan) for up to [`MAX_MULTI`] queries at once: each 64-byte row of codes
@@ -178,7 +193,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` is only constructed after detecting AVX-512 F and BW; the sizes
             // were checked above.
-            Kernel::Avx512 | Kernel::Avx512Vnni => unsafe { fixed!(avx512) },
+            Kernel::Avx512 | Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe { fixed!(avx512) },
         }
     }
 }
@@ -202,8 +217,19 @@ pub fn top_key(sum: u32, q: &TopQuery<'_>, factor: f32, offset: f32) -> f32 {
 }
 
 impl Kernel {
+    /// Queries [`scan_top`](Self::scan_top) scores per load of the codes: 8 for the VBMI
+    /// kernel (its accumulators are two registers per query), [`MAX_MULTI`] for the others
+    /// (more queries are taken in groups of that many).
+    pub fn top_width(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vbmi => MAX_TOP,
+            _ => MAX_MULTI,
+        }
+    }
+
     /// Scores rows `0..rows.factor.len()` of `codes` (whole blocks covering them) for up to
-    /// [`MAX_MULTI`] queries and offers each query's sink every live row whose key
+    /// [`MAX_TOP`] queries and offers each query's sink every live row whose key
     /// [`top_key`] reaches the sink's bound when reached, in row order. The AVX-512 kernels
     /// keep the sums in registers (widened there, not through memory) and compare the keys
     /// with the bound in registers; the others score blocks with [`scan_multi`](Self::scan_multi)
@@ -219,8 +245,8 @@ impl Kernel {
         let n = rows.factor.len();
         let block_bytes = columns * 16;
         assert!(
-            !queries.is_empty() && queries.len() <= MAX_MULTI && sinks.len() == queries.len(),
-            "one sink per query, at most MAX_MULTI"
+            !queries.is_empty() && queries.len() <= MAX_TOP && sinks.len() == queries.len(),
+            "one sink per query, at most MAX_TOP"
         );
         assert!(
             columns.is_multiple_of(2)
@@ -234,6 +260,13 @@ impl Kernel {
                 && rows.masks.len() >= n.div_ceil(BLOCK),
             "buffer sizes"
         );
+        let width = self.top_width();
+        if queries.len() > width {
+            let (qa, qb) = queries.split_at(width);
+            let (sa, sb) = sinks.split_at_mut(width);
+            self.scan_top(codes, columns, qa, rows, sa);
+            return self.scan_top(codes, columns, qb, rows, sb);
+        }
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` and `Avx512Vnni` are only constructed after detecting AVX-512 F
@@ -250,6 +283,31 @@ impl Kernel {
                     (2, true) => avx512::top::<2, true, S>(codes, columns, queries, rows, sinks),
                     (3, true) => avx512::top::<3, true, S>(codes, columns, queries, rows, sinks),
                     (_, true) => avx512::top::<4, true, S>(codes, columns, queries, rows, sinks),
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vbmi` is only constructed after detecting AVX-512 F, BW, VNNI and
+            // VBMI; the sizes were checked above.
+            Kernel::Avx512Vbmi => unsafe {
+                let narrow = queries.iter().all(|q| is_narrow(q.tables));
+                macro_rules! by_width {
+                    ($narrow:literal) => {
+                        match queries.len() {
+                            1 => vbmi::top::<1, $narrow, S>(codes, columns, queries, rows, sinks),
+                            2 => vbmi::top::<2, $narrow, S>(codes, columns, queries, rows, sinks),
+                            3 => vbmi::top::<3, $narrow, S>(codes, columns, queries, rows, sinks),
+                            4 => vbmi::top::<4, $narrow, S>(codes, columns, queries, rows, sinks),
+                            5 => vbmi::top::<5, $narrow, S>(codes, columns, queries, rows, sinks),
+                            6 => vbmi::top::<6, $narrow, S>(codes, columns, queries, rows, sinks),
+                            7 => vbmi::top::<7, $narrow, S>(codes, columns, queries, rows, sinks),
+                            _ => vbmi::top::<8, $narrow, S>(codes, columns, queries, rows, sinks),
+                        }
+                    };
+                }
+                if narrow {
+                    by_width!(true)
+                } else {
+                    by_width!(false)
                 }
             },
             _ => top_by_blocks(self, codes, columns, queries, rows, sinks),
@@ -277,7 +335,9 @@ pub fn top_scalar<S: Sink>(
     rows: Rows<'_>,
     sinks: &mut [S],
 ) {
-    top_by_blocks(Kernel::Scalar, codes, columns, queries, rows, sinks);
+    for (qs, ss) in queries.chunks(MAX_MULTI).zip(sinks.chunks_mut(MAX_MULTI)) {
+        top_by_blocks(Kernel::Scalar, codes, columns, qs, rows, ss);
+    }
 }
 
 /// [`Kernel::scan_top`] from a kernel's block sums, compared one by one.
@@ -832,6 +892,202 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vbmi {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+
+    /// `y[4j + c] = x[16c + j]`: a register of four columns × 16 byte slots becomes 16 u32
+    /// lanes, lane `j` holding slot `j` of the four columns (rows `j` and `j + 16`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    fn transpose_index() -> __m512i {
+        let mut idx = [0u8; 64];
+        for (p, v) in idx.iter_mut().enumerate() {
+            *v = (16 * (p % 4) + p / 4) as u8;
+        }
+        // SAFETY: 64 bytes, one unaligned 512-bit load.
+        unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
+    }
+
+    /// Independent accumulator pairs per query, so that one query's chain of `vpdpbusd`
+    /// (latency ≈ 4–5 cycles) does not stall the loop.
+    const fn chains(q: usize) -> usize {
+        match q {
+            1 => 4,
+            2 => 2,
+            _ => 1,
+        }
+    }
+
+    /// The fused scan of `Q` queries (see `Kernel::scan_top`), exact in u32 for any tables.
+    ///
+    /// Per register of codes (four nibble columns of 32 rows): one `vpermb` moves each slot's
+    /// four columns into one u32 lane, two `vpternlogd` form the indices `16c + nibble` (low
+    /// nibbles: rows 0..16, high: rows 16..32); per query, two `vpermb` look the indices up
+    /// in the four columns' 64 table bytes and two `vpdpbusd` add each lane's four bytes into
+    /// its row's u32.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW, VNNI and VBMI; sizes as checked by `Kernel::scan_top`, `Q` queries and
+    /// sinks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2")]
+    pub(super) unsafe fn top<const Q: usize, const NARROW: bool, S: super::Sink>(
+        codes: &[u8],
+        columns: usize,
+        queries: &[super::TopQuery<'_>],
+        rows: super::Rows<'_>,
+        sinks: &mut [S],
+    ) {
+        let n = rows.factor.len();
+        let block_bytes = columns * 16;
+        let quads = columns / 4;
+        let tail = columns % 4 == 2;
+        let u = chains(Q);
+        let nib = _mm512_set1_epi8(0x0f);
+        let ones = _mm512_set1_epi8(1);
+        let colsel = _mm512_set1_epi32(0x3020_1000);
+        let tr = transpose_index();
+        let tables: [*const u8; Q] = std::array::from_fn(|i| queries[i].tables.as_ptr());
+        let zero = _mm512_setzero_si512();
+        let limit = codes.as_ptr_range().end;
+        let ahead = 1024;
+        // (a & b) | c
+        const AND_OR: i32 = 0xEA;
+        for b in 0..n.div_ceil(BLOCK) {
+            let live = crate::kernels::live(&rows, b, n);
+            if live == 0 {
+                continue;
+            }
+            // SAFETY: block `b` is whole inside `codes` (checked by the caller).
+            let block = unsafe { codes.as_ptr().add(b * block_bytes) };
+            // acc[i][c][h]: query i, chain c, rows 16h..16h+16.
+            let mut acc = [[[zero; 2]; 4]; Q];
+            // One quad into chain `c` of every query.
+            macro_rules! quad {
+                ($qd:expr, $c:expr) => {{
+                    let qd = $qd;
+                    let pf = block.wrapping_add(64 * qd + ahead);
+                    if pf < limit {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                    }
+                    // SAFETY: quad `qd < columns / 4` covers bytes [64qd, 64qd + 64) of the
+                    // block.
+                    let x = unsafe { _mm512_loadu_si512(block.add(64 * qd).cast()) };
+                    let y = _mm512_permutexvar_epi8(tr, x);
+                    let lo = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
+                    let hi =
+                        _mm512_ternarylogic_epi32::<AND_OR>(_mm512_srli_epi16(y, 4), nib, colsel);
+                    for i in 0..Q {
+                        // SAFETY: every table is `columns · 16` bytes (checked by the caller);
+                        // quad `qd` is inside it.
+                        let t = unsafe { _mm512_loadu_si512(tables[i].add(64 * qd).cast()) };
+                        let a = &mut acc[i][$c];
+                        a[0] = _mm512_dpbusd_epi32(a[0], _mm512_permutexvar_epi8(lo, t), ones);
+                        a[1] = _mm512_dpbusd_epi32(a[1], _mm512_permutexvar_epi8(hi, t), ones);
+                    }
+                }};
+            }
+            let mut qd = 0;
+            if NARROW {
+                // Four quads' entries (each ≤ 63) add up in bytes; one `vpdpbusd` per four
+                // quads and half then widens them, taking load off the ports `vpermb` needs.
+                let mut g = 0;
+                while qd + 4 <= quads {
+                    let mut lo = [zero; 4];
+                    let mut hi = [zero; 4];
+                    for v in 0..4 {
+                        let pf = block.wrapping_add(64 * (qd + v) + ahead);
+                        if pf < limit {
+                            _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                        }
+                        // SAFETY: quad `qd + v < columns / 4` is inside the block.
+                        let x = unsafe { _mm512_loadu_si512(block.add(64 * (qd + v)).cast()) };
+                        let y = _mm512_permutexvar_epi8(tr, x);
+                        lo[v] = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
+                        hi[v] = _mm512_ternarylogic_epi32::<AND_OR>(
+                            _mm512_srli_epi16(y, 4),
+                            nib,
+                            colsel,
+                        );
+                    }
+                    let c = if Q == 1 { g & 1 } else { 0 };
+                    for i in 0..Q {
+                        let mut rlo = zero;
+                        let mut rhi = zero;
+                        for v in 0..4 {
+                            // SAFETY: every table is `columns · 16` bytes (checked by the
+                            // caller); quad `qd + v` is inside it.
+                            let t =
+                                unsafe { _mm512_loadu_si512(tables[i].add(64 * (qd + v)).cast()) };
+                            rlo = _mm512_add_epi8(rlo, _mm512_permutexvar_epi8(lo[v], t));
+                            rhi = _mm512_add_epi8(rhi, _mm512_permutexvar_epi8(hi[v], t));
+                        }
+                        let a = &mut acc[i][c];
+                        a[0] = _mm512_dpbusd_epi32(a[0], rlo, ones);
+                        a[1] = _mm512_dpbusd_epi32(a[1], rhi, ones);
+                    }
+                    qd += 4;
+                    g += 1;
+                }
+            }
+            while qd + u <= quads {
+                for c in 0..u {
+                    quad!(qd + c, c);
+                }
+                qd += u;
+            }
+            while qd < quads {
+                quad!(qd, 0);
+                qd += 1;
+            }
+            if tail {
+                let at = 64 * quads;
+                // SAFETY: the last pair covers the final 32 bytes of the block and of every
+                // table; the masked loads read only those (the upper half is zero, and so are
+                // the looked-up entries of the two missing columns).
+                let x = unsafe { _mm512_maskz_loadu_epi8(0xffff_ffff, block.add(at).cast()) };
+                let y = _mm512_permutexvar_epi8(tr, x);
+                let lo = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
+                let hi = _mm512_ternarylogic_epi32::<AND_OR>(_mm512_srli_epi16(y, 4), nib, colsel);
+                for i in 0..Q {
+                    // SAFETY: as above, for this query's table.
+                    let t =
+                        unsafe { _mm512_maskz_loadu_epi8(0xffff_ffff, tables[i].add(at).cast()) };
+                    let a = &mut acc[i][0];
+                    a[0] = _mm512_dpbusd_epi32(a[0], _mm512_permutexvar_epi8(lo, t), ones);
+                    a[1] = _mm512_dpbusd_epi32(a[1], _mm512_permutexvar_epi8(hi, t), ones);
+                }
+            }
+            let [f0, f1, o0, o1] = crate::kernels::block_terms_512(&rows, b, n);
+            for i in 0..Q {
+                let mut s0 = acc[i][0][0];
+                let mut s1 = acc[i][0][1];
+                for c in 1..u {
+                    s0 = _mm512_add_epi32(s0, acc[i][c][0]);
+                    s1 = _mm512_add_epi32(s1, acc[i][c][1]);
+                }
+                let (delta, bias) = (
+                    _mm512_set1_ps(queries[i].delta),
+                    _mm512_set1_ps(queries[i].bias),
+                );
+                let key = |s: __m512i, f: __m512, o: __m512| {
+                    _mm512_add_ps(
+                        o,
+                        _mm512_mul_ps(
+                            f,
+                            _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias),
+                        ),
+                    )
+                };
+                let (k0, k1) = (key(s0, f0, o0), key(s1, f1, o1));
+                crate::kernels::offer_block_512(&mut sinks[i], k0, k1, live, b);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -941,7 +1197,7 @@ mod tests {
 
     /// The fused kernels offer exactly what the scalar twin offers, in the same order: every
     /// even column count up to 160, across the flush boundary (with and without the tail
-    /// pair), 1 to 4 queries, partial last blocks, dead rows and blocks, saturated tables.
+    /// pair), 1 to 8 queries, partial last blocks, dead rows and blocks, saturated tables.
     #[test]
     fn fused_kernels_offer_what_the_scalar_twin_offers() {
         let mut rng = SeededRng::for_data(13);
@@ -964,7 +1220,7 @@ mod tests {
                     offset: &offset,
                     masks: &masks,
                 };
-                let q = 1 + (c / 2) % MAX_MULTI;
+                let q = 1 + (c / 2) % MAX_TOP;
                 // Wide tables (any byte), then narrow ones (the sign plane's: ≤ NARROW_TOP,
                 // which the AVX-512 kernel sums in bytes four columns at a time).
                 for narrow in [false, true] {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_norm, check_rows, check_vector};
-use crate::kernels::fastscan::{Kernel, MAX_MULTI, TopQuery};
+use crate::kernels::fastscan::{Kernel, MAX_MULTI, MAX_TOP, TopQuery};
 use crate::kernels::{self, dot4};
 use crate::kernels::{dot_f32, squared_l2_f32, squared_norm_f64};
 use crate::metric::Metric;
@@ -792,7 +792,8 @@ impl View<'_> {
     ) -> Vec<TopK> {
         let bb = pass.shape.block_bytes;
         let (mut cands, id_base) = Candidates::start(seed, queries, keep);
-        let chunk_blocks = if queries > MAX_MULTI {
+        let width = kernel.top_width();
+        let chunk_blocks = if queries > width {
             (CHUNK_BYTES / bb).max(1)
         } else {
             usize::MAX
@@ -812,13 +813,13 @@ impl View<'_> {
             for c in &mut cands {
                 c.base = id_base + base as u64;
             }
-            for q0 in (0..queries).step_by(MAX_MULTI) {
-                let group = (queries - q0).min(MAX_MULTI);
+            for q0 in (0..queries).step_by(width) {
+                let group = (queries - q0).min(width);
                 let mut qs = [TopQuery {
                     tables: &[],
                     delta: 0.0,
                     bias: 0.0,
-                }; MAX_MULTI];
+                }; MAX_TOP];
                 for (q, lut) in qs.iter_mut().zip(&pass.tables[q0..q0 + group]) {
                     *q = TopQuery {
                         tables: &lut.tables,
