@@ -290,24 +290,43 @@ impl Kernel {
             // VBMI; the sizes were checked above.
             Kernel::Avx512Vbmi => unsafe {
                 let narrow = queries.iter().all(|q| is_narrow(q.tables));
+                // Independent accumulator pairs per query (`C`), so that one query's chain of
+                // `vpdpbusd` (latency ≈ 4–5 cycles) does not stall the loop: the narrow loop
+                // issues one per four quads, the wide one one per quad.
                 macro_rules! by_width {
-                    ($narrow:literal) => {
+                    ($narrow:literal, $c1:literal, $c2:literal) => {
                         match queries.len() {
-                            1 => vbmi::top::<1, $narrow, S>(codes, columns, queries, rows, sinks),
-                            2 => vbmi::top::<2, $narrow, S>(codes, columns, queries, rows, sinks),
-                            3 => vbmi::top::<3, $narrow, S>(codes, columns, queries, rows, sinks),
-                            4 => vbmi::top::<4, $narrow, S>(codes, columns, queries, rows, sinks),
-                            5 => vbmi::top::<5, $narrow, S>(codes, columns, queries, rows, sinks),
-                            6 => vbmi::top::<6, $narrow, S>(codes, columns, queries, rows, sinks),
-                            7 => vbmi::top::<7, $narrow, S>(codes, columns, queries, rows, sinks),
-                            _ => vbmi::top::<8, $narrow, S>(codes, columns, queries, rows, sinks),
+                            1 => vbmi::top::<1, $c1, $narrow, S>(
+                                codes, columns, queries, rows, sinks,
+                            ),
+                            2 => vbmi::top::<2, $c2, $narrow, S>(
+                                codes, columns, queries, rows, sinks,
+                            ),
+                            3 => {
+                                vbmi::top::<3, 1, $narrow, S>(codes, columns, queries, rows, sinks)
+                            }
+                            4 => {
+                                vbmi::top::<4, 1, $narrow, S>(codes, columns, queries, rows, sinks)
+                            }
+                            5 => {
+                                vbmi::top::<5, 1, $narrow, S>(codes, columns, queries, rows, sinks)
+                            }
+                            6 => {
+                                vbmi::top::<6, 1, $narrow, S>(codes, columns, queries, rows, sinks)
+                            }
+                            7 => {
+                                vbmi::top::<7, 1, $narrow, S>(codes, columns, queries, rows, sinks)
+                            }
+                            _ => {
+                                vbmi::top::<8, 1, $narrow, S>(codes, columns, queries, rows, sinks)
+                            }
                         }
                     };
                 }
                 if narrow {
-                    by_width!(true)
+                    by_width!(true, 2, 1)
                 } else {
-                    by_width!(false)
+                    by_width!(false, 4, 2)
                 }
             },
             _ => top_by_blocks(self, codes, columns, queries, rows, sinks),
@@ -911,16 +930,6 @@ mod vbmi {
         unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
     }
 
-    /// Independent accumulator pairs per query, so that one query's chain of `vpdpbusd`
-    /// (latency ≈ 4–5 cycles) does not stall the loop.
-    const fn chains(q: usize) -> usize {
-        match q {
-            1 => 4,
-            2 => 2,
-            _ => 1,
-        }
-    }
-
     /// The fused scan of `Q` queries (see `Kernel::scan_top`), exact in u32 for any tables.
     ///
     /// Per register of codes (four nibble columns of 32 rows): one `vpermb` moves each slot's
@@ -933,7 +942,7 @@ mod vbmi {
     /// AVX-512 F, BW, VNNI and VBMI; sizes as checked by `Kernel::scan_top`, `Q` queries and
     /// sinks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2")]
-    pub(super) unsafe fn top<const Q: usize, const NARROW: bool, S: super::Sink>(
+    pub(super) unsafe fn top<const Q: usize, const C: usize, const NARROW: bool, S: super::Sink>(
         codes: &[u8],
         columns: usize,
         queries: &[super::TopQuery<'_>],
@@ -944,7 +953,6 @@ mod vbmi {
         let block_bytes = columns * 16;
         let quads = columns / 4;
         let tail = columns % 4 == 2;
-        let u = chains(Q);
         let nib = _mm512_set1_epi8(0x0f);
         let ones = _mm512_set1_epi8(1);
         let colsel = _mm512_set1_epi32(0x3020_1000);
@@ -963,7 +971,7 @@ mod vbmi {
             // SAFETY: block `b` is whole inside `codes` (checked by the caller).
             let block = unsafe { codes.as_ptr().add(b * block_bytes) };
             // acc[i][c][h]: query i, chain c, rows 16h..16h+16.
-            let mut acc = [[[zero; 2]; 4]; Q];
+            let mut acc = [[[zero; 2]; C]; Q];
             // One quad into chain `c` of every query.
             macro_rules! quad {
                 ($qd:expr, $c:expr) => {{
@@ -993,50 +1001,60 @@ mod vbmi {
             if NARROW {
                 // Four quads' entries (each ≤ 63) add up in bytes; one `vpdpbusd` per four
                 // quads and half then widens them, taking load off the ports `vpermb` needs.
-                let mut g = 0;
-                while qd + 4 <= quads {
-                    let mut lo = [zero; 4];
-                    let mut hi = [zero; 4];
-                    for v in 0..4 {
-                        let pf = block.wrapping_add(64 * (qd + v) + ahead);
-                        if pf < limit {
-                            _mm_prefetch::<_MM_HINT_T0>(pf.cast());
-                        }
-                        // SAFETY: quad `qd + v < columns / 4` is inside the block.
-                        let x = unsafe { _mm512_loadu_si512(block.add(64 * (qd + v)).cast()) };
-                        let y = _mm512_permutexvar_epi8(tr, x);
-                        lo[v] = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
-                        hi[v] = _mm512_ternarylogic_epi32::<AND_OR>(
-                            _mm512_srli_epi16(y, 4),
-                            nib,
-                            colsel,
-                        );
-                    }
-                    let c = if Q == 1 { g & 1 } else { 0 };
-                    for i in 0..Q {
-                        let mut rlo = zero;
-                        let mut rhi = zero;
+                macro_rules! four {
+                    ($qd:expr, $c:expr) => {{
+                        let qd = $qd;
+                        let mut lo = [zero; 4];
+                        let mut hi = [zero; 4];
                         for v in 0..4 {
-                            // SAFETY: every table is `columns · 16` bytes (checked by the
-                            // caller); quad `qd + v` is inside it.
-                            let t =
-                                unsafe { _mm512_loadu_si512(tables[i].add(64 * (qd + v)).cast()) };
-                            rlo = _mm512_add_epi8(rlo, _mm512_permutexvar_epi8(lo[v], t));
-                            rhi = _mm512_add_epi8(rhi, _mm512_permutexvar_epi8(hi[v], t));
+                            let pf = block.wrapping_add(64 * (qd + v) + ahead);
+                            if pf < limit {
+                                _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                            }
+                            // SAFETY: quad `qd + v < columns / 4` is inside the block.
+                            let x = unsafe { _mm512_loadu_si512(block.add(64 * (qd + v)).cast()) };
+                            let y = _mm512_permutexvar_epi8(tr, x);
+                            lo[v] = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
+                            hi[v] = _mm512_ternarylogic_epi32::<AND_OR>(
+                                _mm512_srli_epi16(y, 4),
+                                nib,
+                                colsel,
+                            );
                         }
-                        let a = &mut acc[i][c];
-                        a[0] = _mm512_dpbusd_epi32(a[0], rlo, ones);
-                        a[1] = _mm512_dpbusd_epi32(a[1], rhi, ones);
+                        for i in 0..Q {
+                            let mut rlo = zero;
+                            let mut rhi = zero;
+                            for v in 0..4 {
+                                // SAFETY: every table is `columns · 16` bytes (checked by the
+                                // caller); quad `qd + v` is inside it.
+                                let t = unsafe {
+                                    _mm512_loadu_si512(tables[i].add(64 * (qd + v)).cast())
+                                };
+                                rlo = _mm512_add_epi8(rlo, _mm512_permutexvar_epi8(lo[v], t));
+                                rhi = _mm512_add_epi8(rhi, _mm512_permutexvar_epi8(hi[v], t));
+                            }
+                            let a = &mut acc[i][$c];
+                            a[0] = _mm512_dpbusd_epi32(a[0], rlo, ones);
+                            a[1] = _mm512_dpbusd_epi32(a[1], rhi, ones);
+                        }
+                    }};
+                }
+                while qd + 4 * C <= quads {
+                    for c in 0..C {
+                        four!(qd + 4 * c, c);
                     }
+                    qd += 4 * C;
+                }
+                while qd + 4 <= quads {
+                    four!(qd, 0);
                     qd += 4;
-                    g += 1;
                 }
             }
-            while qd + u <= quads {
-                for c in 0..u {
+            while qd + C <= quads {
+                for c in 0..C {
                     quad!(qd + c, c);
                 }
-                qd += u;
+                qd += C;
             }
             while qd < quads {
                 quad!(qd, 0);
@@ -1064,7 +1082,7 @@ mod vbmi {
             for i in 0..Q {
                 let mut s0 = acc[i][0][0];
                 let mut s1 = acc[i][0][1];
-                for c in 1..u {
+                for c in 1..C {
                     s0 = _mm512_add_epi32(s0, acc[i][c][0]);
                     s1 = _mm512_add_epi32(s1, acc[i][c][1]);
                 }
