@@ -941,6 +941,9 @@ mod vbmi {
     /// # Safety
     /// AVX-512 F, BW, VNNI and VBMI; sizes as checked by `Kernel::scan_top`, `Q` queries and
     /// sinks.
+    // The chain index is a loop counter over a constant range on purpose: unrolled, it is a
+    // constant, and the accumulators stay in registers.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2")]
     pub(super) unsafe fn top<const Q: usize, const C: usize, const NARROW: bool, S: super::Sink>(
         codes: &[u8],
@@ -1082,9 +1085,9 @@ mod vbmi {
             for i in 0..Q {
                 let mut s0 = acc[i][0][0];
                 let mut s1 = acc[i][0][1];
-                for c in 1..C {
-                    s0 = _mm512_add_epi32(s0, acc[i][c][0]);
-                    s1 = _mm512_add_epi32(s1, acc[i][c][1]);
+                for a in &acc[i][1..] {
+                    s0 = _mm512_add_epi32(s0, a[0]);
+                    s1 = _mm512_add_epi32(s1, a[1]);
                 }
                 let (delta, bias) = (
                     _mm512_set1_ps(queries[i].delta),
