@@ -133,8 +133,8 @@ impl Kernel {
         );
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
-            // the weights cover every 64-byte chunk of the row (checked above).
+            // SAFETY: `Avx512Vnni` and `Avx512Vbmi` are only constructed after detecting AVX-512
+            // F, BW and VNNI; the weights cover every 64-byte chunk of the row (checked above).
             Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe { vnni::row(packed, levels, query) },
             _ => row_sum_packed(packed, levels, query),
         }
@@ -154,8 +154,8 @@ impl Kernel {
             // were checked above.
             Kernel::Avx2 | Kernel::Avx512 => unsafe { avx2::sums(codes, levels, query, out) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
-            // the sizes were checked above.
+            // SAFETY: `Avx512Vnni` and `Avx512Vbmi` are only constructed after detecting AVX-512
+            // F, BW and VNNI; the sizes were checked above.
             Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe {
                 vnni::sums(codes, levels, query, out)
             },
@@ -206,8 +206,8 @@ impl Kernel {
                 }
             },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx512Vnni` is only constructed after detecting AVX-512 F, BW and VNNI;
-            // the sizes were checked above.
+            // SAFETY: `Avx512Vnni` and `Avx512Vbmi` are only constructed after detecting AVX-512
+            // F, BW and VNNI; the sizes were checked above.
             Kernel::Avx512Vnni | Kernel::Avx512Vbmi => unsafe {
                 macro_rules! width {
                     ($($n:literal)*) => {

@@ -15,6 +15,14 @@
 //! loaded and split into nibbles once and shuffled against every query's tables, with each
 //! query's accumulators in registers (a batch scans 7–11% faster than query by query).
 //! It equals the scalar twin exactly, query by query.
+//!
+//! [`Kernel::scan_top`] (the fused scan: keys and the heap's bound compared in registers) has a
+//! third x86 form where the CPU has AVX-512 VBMI and VNNI: a register of codes holds four
+//! columns × 16 byte slots; one `vpermb` transposes it so that each 32-bit lane holds one slot's
+//! four columns, the nibbles become indices `16c + nibble` into the four columns' 64 table
+//! bytes, one `vpermb` per half looks 64 of them up at once, and `vpdpbusd` adds each lane's
+//! four bytes into its row's u32: exact for any table, with no u16 words, flushes or final
+//! reduction, and two registers of state per query, so 8 queries share each load.
 
 use super::{Rows, Sink};
 use crate::quantizer::layout::BLOCK;
