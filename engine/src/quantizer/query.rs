@@ -271,44 +271,56 @@ fn nibble_tables(
     }
     let (m, padded) = layout::nibbles(dim, bits);
     let per_nibble = 4 / bits as usize;
-    let mask = (1usize << bits) - 1;
+    let levels = 1usize << bits;
     let mut float = vec![0.0f32; padded * 16];
-    for nib in 0..m {
-        for v in 0..16usize {
-            let mut sum = 0.0f32;
-            for t in 0..per_nibble {
-                let coord = nib * per_nibble + t;
-                if coord < dim {
-                    sum += entry(coord, (v >> (t * bits as usize)) & mask);
-                }
-            }
-            float[nib * 16 + v] = sum;
-        }
-    }
+    let mut mins = vec![0.0f32; padded];
     let mut bias = 0.0f64;
     let mut widest = 0.0f32;
-    let mins: Vec<f32> = float
-        .chunks_exact(16)
-        .map(|t| {
-            let lo = t.iter().copied().fold(f32::INFINITY, f32::min);
-            let hi = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            widest = widest.max(hi - lo);
-            bias += f64::from(lo);
-            lo
-        })
-        .collect();
+    let mut next = [0.0f32; 16];
+    for (nib, (table, lo)) in float
+        .chunks_exact_mut(16)
+        .zip(&mut mins)
+        .enumerate()
+        .take(m)
+    {
+        // Coordinate by coordinate: entry `v + k·size` extends entry `v` of the coordinates so
+        // far by code `k` of the next one (so each sum is still taken in coordinate order).
+        table[0] = 0.0;
+        let mut size = 1;
+        for t in 0..per_nibble {
+            let coord = nib * per_nibble + t;
+            for k in 0..levels {
+                let e = if coord < dim { entry(coord, k) } else { 0.0 };
+                for v in 0..size {
+                    next[k * size + v] = table[v] + e;
+                }
+            }
+            size *= levels;
+            table[..size].copy_from_slice(&next[..size]);
+        }
+        let (l, h) = table
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        widest = widest.max(h - l);
+        bias += f64::from(l);
+        *lo = l;
+    }
     let top_f = f32::from(top);
     let delta = if widest > 0.0 { widest / top_f } else { 1.0 };
     let inv = 1.0 / delta;
     // Entries round to nearest by `+ 0.5` then truncation (the values are non-negative).
-    let tables = float
-        .chunks_exact(16)
+    let mut tables = vec![0u8; padded * 16];
+    for ((out, t), &lo) in tables
+        .chunks_exact_mut(16)
+        .zip(float.chunks_exact(16))
         .zip(&mins)
-        .flat_map(|(t, &lo)| {
-            t.iter()
-                .map(move |&x| ((x - lo) * inv + 0.5).clamp(0.0, top_f) as u8)
-        })
-        .collect();
+    {
+        for (o, &x) in out.iter_mut().zip(t) {
+            *o = ((x - lo) * inv + 0.5).clamp(0.0, top_f) as u8;
+        }
+    }
     Some(NibbleLut {
         tables,
         delta,
