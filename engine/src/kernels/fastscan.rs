@@ -342,6 +342,35 @@ impl Kernel {
     }
 }
 
+/// The keys of block `b`'s two halves of u32 sums (`[top_key]`'s formula, lane by lane, in
+/// its order of operations) offered to `sink`: the AVX-512 fused scans' common tail.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn offer_sums_512<S: Sink>(
+    sink: &mut S,
+    sums: [std::arch::x86_64::__m512i; 2],
+    q: &TopQuery<'_>,
+    terms: &[std::arch::x86_64::__m512; 4],
+    live: u32,
+    b: usize,
+) {
+    use std::arch::x86_64::*;
+    let (delta, bias) = (_mm512_set1_ps(q.delta), _mm512_set1_ps(q.bias));
+    let key = |s: __m512i, f: __m512, o: __m512| {
+        _mm512_add_ps(
+            o,
+            _mm512_mul_ps(
+                f,
+                _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias),
+            ),
+        )
+    };
+    let [f0, f1, o0, o1] = *terms;
+    let (k0, k1) = (key(sums[0], f0, o0), key(sums[1], f1, o1));
+    super::offer_block_512(sink, k0, k1, live, b);
+}
+
 /// The largest entry of a *narrow* table (the sign plane's, `QueryLut::sign_plane_lut`): four
 /// of them sum within a byte.
 pub const NARROW_TOP: u8 = 63;
@@ -897,23 +926,9 @@ mod avx512 {
                     break;
                 }
             }
-            let [f0, f1, o0, o1] = crate::kernels::block_terms_512(&rows, b, n);
+            let terms = crate::kernels::block_terms_512(&rows, b, n);
             for i in 0..Q {
-                let (delta, bias) = (
-                    _mm512_set1_ps(queries[i].delta),
-                    _mm512_set1_ps(queries[i].bias),
-                );
-                let key = |s: __m512i, f: __m512, o: __m512| {
-                    _mm512_add_ps(
-                        o,
-                        _mm512_mul_ps(
-                            f,
-                            _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias),
-                        ),
-                    )
-                };
-                let (k0, k1) = (key(tot[i][0], f0, o0), key(tot[i][1], f1, o1));
-                crate::kernels::offer_block_512(&mut sinks[i], k0, k1, live, b);
+                super::offer_sums_512(&mut sinks[i], tot[i], &queries[i], &terms, live, b);
             }
         }
     }
@@ -1089,7 +1104,7 @@ mod vbmi {
                     a[1] = _mm512_dpbusd_epi32(a[1], _mm512_permutexvar_epi8(hi, t), ones);
                 }
             }
-            let [f0, f1, o0, o1] = crate::kernels::block_terms_512(&rows, b, n);
+            let terms = crate::kernels::block_terms_512(&rows, b, n);
             for i in 0..Q {
                 let mut s0 = acc[i][0][0];
                 let mut s1 = acc[i][0][1];
@@ -1097,21 +1112,7 @@ mod vbmi {
                     s0 = _mm512_add_epi32(s0, a[0]);
                     s1 = _mm512_add_epi32(s1, a[1]);
                 }
-                let (delta, bias) = (
-                    _mm512_set1_ps(queries[i].delta),
-                    _mm512_set1_ps(queries[i].bias),
-                );
-                let key = |s: __m512i, f: __m512, o: __m512| {
-                    _mm512_add_ps(
-                        o,
-                        _mm512_mul_ps(
-                            f,
-                            _mm512_add_ps(_mm512_mul_ps(delta, _mm512_cvtepu32_ps(s)), bias),
-                        ),
-                    )
-                };
-                let (k0, k1) = (key(s0, f0, o0), key(s1, f1, o1));
-                crate::kernels::offer_block_512(&mut sinks[i], k0, k1, live, b);
+                super::offer_sums_512(&mut sinks[i], [s0, s1], &queries[i], &terms, live, b);
             }
         }
     }
