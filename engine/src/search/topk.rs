@@ -73,6 +73,10 @@ impl TopK {
         self.buf.push(e);
         if self.buf.len() >= 2 * self.k {
             self.select();
+        } else if self.floor.is_none() && self.buf.len() == self.k {
+            // The first k candidates already bound the result: nothing worse than the worst
+            // of them can be among the best k, so refuse such rows from here on.
+            self.floor = self.buf.iter().max().copied();
         }
     }
 
