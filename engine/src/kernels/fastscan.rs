@@ -953,6 +953,30 @@ mod vbmi {
         unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }
     }
 
+    /// The lookup indices of one register of codes `x` (four columns × 16 byte slots): bytes
+    /// transposed by `tr` so that lane `j` holds slot `j` of the four columns, then
+    /// `16c + nibble` from the low nibbles (rows 0..16) and from the high ones (rows 16..32).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    fn indices(x: __m512i, tr: __m512i, nib: __m512i, colsel: __m512i) -> (__m512i, __m512i) {
+        // (a & b) | c
+        const AND_OR: i32 = 0xEA;
+        let y = _mm512_permutexvar_epi8(tr, x);
+        (
+            _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel),
+            _mm512_ternarylogic_epi32::<AND_OR>(_mm512_srli_epi16(y, 4), nib, colsel),
+        )
+    }
+
+    /// Looks the indices up in the four columns' table bytes `t` and adds each lane's four
+    /// entries into the row sums `acc` (rows 0..16, 16..32).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+    #[inline]
+    fn look(acc: &mut [__m512i; 2], lo: __m512i, hi: __m512i, t: __m512i, ones: __m512i) {
+        acc[0] = _mm512_dpbusd_epi32(acc[0], _mm512_permutexvar_epi8(lo, t), ones);
+        acc[1] = _mm512_dpbusd_epi32(acc[1], _mm512_permutexvar_epi8(hi, t), ones);
+    }
+
     /// The fused scan of `Q` queries (see `Kernel::scan_top`), exact in u32 for any tables.
     ///
     /// Per register of codes (four nibble columns of 32 rows): one `vpermb` moves each slot's
@@ -987,8 +1011,6 @@ mod vbmi {
         let zero = _mm512_setzero_si512();
         let limit = codes.as_ptr_range().end;
         let ahead = 1024;
-        // (a & b) | c
-        const AND_OR: i32 = 0xEA;
         for b in 0..n.div_ceil(BLOCK) {
             let live = crate::kernels::live(&rows, b, n);
             if live == 0 {
@@ -1009,17 +1031,12 @@ mod vbmi {
                     // SAFETY: quad `qd < columns / 4` covers bytes [64qd, 64qd + 64) of the
                     // block.
                     let x = unsafe { _mm512_loadu_si512(block.add(64 * qd).cast()) };
-                    let y = _mm512_permutexvar_epi8(tr, x);
-                    let lo = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
-                    let hi =
-                        _mm512_ternarylogic_epi32::<AND_OR>(_mm512_srli_epi16(y, 4), nib, colsel);
+                    let (lo, hi) = indices(x, tr, nib, colsel);
                     for i in 0..Q {
                         // SAFETY: every table is `columns · 16` bytes (checked by the caller);
                         // quad `qd` is inside it.
                         let t = unsafe { _mm512_loadu_si512(tables[i].add(64 * qd).cast()) };
-                        let a = &mut acc[i][$c];
-                        a[0] = _mm512_dpbusd_epi32(a[0], _mm512_permutexvar_epi8(lo, t), ones);
-                        a[1] = _mm512_dpbusd_epi32(a[1], _mm512_permutexvar_epi8(hi, t), ones);
+                        look(&mut acc[i][$c], lo, hi, t, ones);
                     }
                 }};
             }
@@ -1039,13 +1056,7 @@ mod vbmi {
                             }
                             // SAFETY: quad `qd + v < columns / 4` is inside the block.
                             let x = unsafe { _mm512_loadu_si512(block.add(64 * (qd + v)).cast()) };
-                            let y = _mm512_permutexvar_epi8(tr, x);
-                            lo[v] = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
-                            hi[v] = _mm512_ternarylogic_epi32::<AND_OR>(
-                                _mm512_srli_epi16(y, 4),
-                                nib,
-                                colsel,
-                            );
+                            (lo[v], hi[v]) = indices(x, tr, nib, colsel);
                         }
                         for i in 0..Q {
                             let mut rlo = zero;
@@ -1092,16 +1103,12 @@ mod vbmi {
                 // table; the masked loads read only those (the upper half is zero, and so are
                 // the looked-up entries of the two missing columns).
                 let x = unsafe { _mm512_maskz_loadu_epi8(0xffff_ffff, block.add(at).cast()) };
-                let y = _mm512_permutexvar_epi8(tr, x);
-                let lo = _mm512_ternarylogic_epi32::<AND_OR>(y, nib, colsel);
-                let hi = _mm512_ternarylogic_epi32::<AND_OR>(_mm512_srli_epi16(y, 4), nib, colsel);
+                let (lo, hi) = indices(x, tr, nib, colsel);
                 for i in 0..Q {
                     // SAFETY: as above, for this query's table.
                     let t =
                         unsafe { _mm512_maskz_loadu_epi8(0xffff_ffff, tables[i].add(at).cast()) };
-                    let a = &mut acc[i][0];
-                    a[0] = _mm512_dpbusd_epi32(a[0], _mm512_permutexvar_epi8(lo, t), ones);
-                    a[1] = _mm512_dpbusd_epi32(a[1], _mm512_permutexvar_epi8(hi, t), ones);
+                    look(&mut acc[i][0], lo, hi, t, ones);
                 }
             }
             let terms = crate::kernels::block_terms_512(&rows, b, n);
