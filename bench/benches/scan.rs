@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gyre::kernels::fastscan::{Kernel, MAX_MULTI, MAX_TOP, NARROW_TOP, TopQuery};
-use gyre::kernels::{Rows, Sink};
+use gyre::kernels::{Rows, Sink, dot4};
 use gyre::quantizer::layout::{BLOCK, nibbles};
 use gyre::random::SeededRng;
 use std::hint::black_box;
@@ -116,5 +116,110 @@ fn scan_top(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan, scan_top);
+/// The fused dot4 scan (`dot4_top`) over interleaved 4-bit codes: one query, and the kernel's
+/// full width; throughput counts row-queries.
+fn dot4_top(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dot4_top");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let mut rng = SeededRng::for_data(7);
+    let centroids: Vec<f32> = (0..16).map(|k| (k as f32 - 7.5) / 8.0).collect();
+    let levels = dot4::Levels::new(&centroids);
+    for dim in [384usize, 768, 1536] {
+        let rows = BLOCKS * BLOCK;
+        let codes: Vec<u8> = (0..BLOCKS * dot4::groups(dim) * dot4::GROUP_BYTES)
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let queries: Vec<dot4::Query> = (0..dot4::MAX_QUERIES)
+            .map(|_| {
+                let q: Vec<f32> = (0..dim).map(|_| rng.gaussian() as f32).collect();
+                dot4::Query::new(&q)
+            })
+            .collect();
+        let refs: Vec<&dot4::Query> = queries.iter().collect();
+        let scales = [1e-4f32; dot4::MAX_QUERIES];
+        let (factor, offset, masks) = (
+            vec![1.0f32; rows],
+            vec![0.0f32; rows],
+            vec![u32::MAX; BLOCKS],
+        );
+        for kernel in Kernel::available() {
+            let width = kernel.dot4_width();
+            let mut widths = vec![1, 8.min(width), width];
+            widths.dedup();
+            for q in widths {
+                group.throughput(Throughput::Elements((rows * q) as u64));
+                group.bench_function(format!("{}/d{dim}/q{q}", kernel.name()), |b| {
+                    b.iter(|| {
+                        let mut sinks: Vec<Never> = (0..q).map(|_| Never).collect();
+                        let r = Rows {
+                            factor: &factor,
+                            offset: &offset,
+                            masks: &masks,
+                        };
+                        kernel.dot4_top(
+                            black_box(&codes),
+                            &levels,
+                            &refs[..q],
+                            &scales[..q],
+                            r,
+                            &mut sinks,
+                        );
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+/// The sign plane of 100k rows at d = 768 for one query: larger than L2, as a single-query
+/// staged search meets it (the L2-sized benches above hide how the kernel streams).
+fn sign_plane_stream(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fastscan_top_100k");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let mut rng = SeededRng::for_data(11);
+    let dim = 768;
+    let blocks = 100_000usize.div_ceil(BLOCK);
+    let rows = blocks * BLOCK;
+    let (_, columns) = nibbles(dim, 1);
+    let codes: Vec<u8> = (0..blocks * columns * 16)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    let table: Vec<u8> = (0..columns * 16)
+        .map(|_| (rng.next_u64() % (u64::from(NARROW_TOP) + 1)) as u8)
+        .collect();
+    let query = [TopQuery {
+        tables: &table,
+        delta: 0.01,
+        bias: -1.0,
+    }];
+    let (factor, offset, masks) = (
+        vec![1.0f32; rows],
+        vec![0.0f32; rows],
+        vec![u32::MAX; blocks],
+    );
+    group.throughput(Throughput::Elements(rows as u64));
+    for kernel in Kernel::available() {
+        group.bench_function(format!("{}/d{dim}/sign/q1", kernel.name()), |b| {
+            b.iter(|| {
+                let mut sinks = [Never];
+                let r = Rows {
+                    factor: &factor,
+                    offset: &offset,
+                    masks: &masks,
+                };
+                kernel.scan_top(black_box(&codes), columns, &query, r, &mut sinks);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scan, scan_top, dot4_top, sign_plane_stream);
 criterion_main!(benches);

@@ -1,31 +1,43 @@
 //! A bounded top-k collector with deterministic ties.
 
-use std::cmp::Ordering;
-
 /// An entry ordered from best to worst: higher key first, and among equal keys the smaller id
-/// (so `a < b` means `a` is better).
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    key: f32,
-    id: u64,
+/// (so `a < b` means `a` is better), in `f32::total_cmp`'s order of keys.
+///
+/// One `u128` whose integer order is that order: the key's total-order bits, inverted, above
+/// the id. Selections and sorts then compare integers (measured: a shortlist of 2,560 handed
+/// on in id order took 39 µs with a float-then-id comparator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry(u128);
+
+impl Entry {
+    #[inline]
+    fn new(id: u64, key: f32) -> Entry {
+        Entry((u128::from(!ordered(key)) << 64) | u128::from(id))
+    }
+
+    #[inline]
+    fn id(self) -> u64 {
+        self.0 as u64
+    }
+
+    #[inline]
+    fn key(self) -> f32 {
+        unordered(!((self.0 >> 64) as u32))
+    }
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
+/// The bits of `key` as a `u32` whose unsigned order is `f32::total_cmp`'s.
+#[inline]
+fn ordered(key: f32) -> u32 {
+    let b = key.to_bits();
+    // Negative: flip every bit (larger magnitude sorts lower); positive: set the sign bit.
+    if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // "Greater" = worse.
-        other.key.total_cmp(&self.key).then(self.id.cmp(&other.id))
-    }
+
+/// The inverse of [`ordered`].
+#[inline]
+fn unordered(o: u32) -> f32 {
+    f32::from_bits(if o >> 31 == 1 { o & 0x7fff_ffff } else { !o })
 }
 
 /// Keeps the `k` best `(id, key)` pairs seen, where a larger key is better and equal keys are
@@ -55,7 +67,7 @@ impl TopK {
     /// A key every future result is at least as good as (`None` until one is known).
     #[inline]
     pub fn threshold(&self) -> Option<f32> {
-        self.floor.map(|e| e.key)
+        self.floor.map(Entry::key)
     }
 
     /// Offers a candidate.
@@ -64,7 +76,7 @@ impl TopK {
         if self.k == 0 {
             return;
         }
-        let e = Entry { key, id };
+        let e = Entry::new(id, key);
         if let Some(floor) = self.floor
             && e >= floor
         {
@@ -94,7 +106,7 @@ impl TopK {
     /// Merges another collector into this one.
     pub fn merge(&mut self, other: TopK) {
         for e in other.buf {
-            self.push(e.id, e.key);
+            self.push(e.id(), e.key());
         }
     }
 
@@ -105,16 +117,27 @@ impl TopK {
             self.buf.select_nth_unstable(self.k.saturating_sub(1));
             self.buf.truncate(self.k);
         }
-        let mut out: Vec<(u64, f32)> = self.buf.into_iter().map(|e| (e.id, e.key)).collect();
+        let mut out: Vec<(u64, f32)> = self.buf.into_iter().map(|e| (e.id(), e.key())).collect();
         out.sort_unstable_by_key(|e| e.0);
         out
+    }
+
+    /// The kept `(id, key)` pairs in no particular order (deterministic for a given sequence
+    /// of pushes): for a pass that scores each candidate into another collector, whose result
+    /// does not depend on the order, and prefetches ahead instead of walking memory forwards.
+    pub fn into_unordered(mut self) -> Vec<(u64, f32)> {
+        if self.buf.len() > self.k {
+            self.buf.select_nth_unstable(self.k.saturating_sub(1));
+            self.buf.truncate(self.k);
+        }
+        self.buf.into_iter().map(|e| (e.id(), e.key())).collect()
     }
 
     /// The kept `(id, key)` pairs, best first.
     pub fn into_sorted(mut self) -> Vec<(u64, f32)> {
         self.buf.sort_unstable();
         self.buf.truncate(self.k);
-        self.buf.into_iter().map(|e| (e.id, e.key)).collect()
+        self.buf.into_iter().map(|e| (e.id(), e.key())).collect()
     }
 }
 
@@ -122,6 +145,41 @@ impl TopK {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_integer_order_is_total_cmp() {
+        let keys = [
+            f32::NEG_INFINITY,
+            -f32::MAX,
+            -1.5,
+            -f32::MIN_POSITIVE,
+            -1e-45,
+            -0.0,
+            0.0,
+            1e-45,
+            f32::MIN_POSITIVE,
+            1.5,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
+        for &a in &keys {
+            assert_eq!(
+                unordered(ordered(a)).to_bits(),
+                a.to_bits(),
+                "{a} round-trips"
+            );
+            for &b in &keys {
+                assert_eq!(ordered(a).cmp(&ordered(b)), a.total_cmp(&b), "{a} vs {b}");
+                // Better (higher key, then smaller id) sorts first.
+                let (x, y) = (Entry::new(7, a), Entry::new(3, b));
+                let want = b.total_cmp(&a).then(7u64.cmp(&3));
+                assert_eq!(x.cmp(&y), want, "{a}@7 vs {b}@3");
+            }
+        }
+        assert_eq!(Entry::new(u64::MAX, 2.0).id(), u64::MAX);
+    }
 
     proptest! {
         #[test]

@@ -512,7 +512,7 @@ impl View<'_> {
             return candidates;
         }
         let mut top = TopK::new(keep);
-        let rows = candidates.into_by_id();
+        let rows = candidates.into_unordered();
         // A shortlist runs to thousands of rows (hard data needs `shortlist × k × oversample`
         // of 2,560 and more): touching them all first would evict the first from L2 before
         // they are scored, so each row's code and scalars are asked for REFINE_AHEAD rows
