@@ -7,8 +7,10 @@
     bench/baselines/.venv/bin/python bench/compare.py --datasets docs --rounds 1 --queries 200
 
 For every dataset it runs `gyre-bench recall` (codes only: 2 and 4 bits, plain and staged scans
-with shortlists 2 to 64, oversampling 1/2/4; and rerank on f32 copies after either scan, of
-every candidate or of those `target_recall = 0.99` keeps, for the >= 0.99 rows) and
+with shortlists 2 to 64, oversampling 1/2/4; and rerank on f32 copies after a 4-bit scan, plain
+or staged with shortlists 2 to 128, oversampling 1/2/4/8, of every candidate or of those
+`target_recall = 0.99` keeps, for the >= 0.99 rows; 2-bit codes never won a rerank row, so the
+rerank grid leaves them out) and
 `bench/baselines/run_baselines.py --only turbovec,faiss-pqfastscan,faiss-pqfastscan-refine` in
 the same process tree, `--rounds` times interleaved (each run reports the best of `--runs`
 timings; the table quotes the median over rounds). For each peer point it picks Gyre's fastest
@@ -120,8 +122,8 @@ def run_gyre(tools, dataset, out_dir, args):
         base += ["--queries", str(args.queries)]
     rows = []
     grids = [
-        ("codes", ["--bits", "2,4", "--staged", "0,2,4,16,64", "--oversample", "1,2,4", "--rerank", "none"]),
-        ("rerank", ["--bits", "2,4", "--staged", "0,2,4,8,16,32,64", "--oversample", "1,2,4", "--rerank", "f32",
+        ("codes", ["--bits", "2,4", "--staged", "0,2,4,8,16,32,64", "--oversample", "1,2,4", "--rerank", "none"]),
+        ("rerank", ["--bits", "4", "--staged", "0,2,4,8,16,32,64,128", "--oversample", "1,2,4,8", "--rerank", "f32",
                     "--target-recall", "0,0.99"]),
     ]
     for name, grid in grids:
