@@ -4,8 +4,8 @@
 /// (so `a < b` means `a` is better), in `f32::total_cmp`'s order of keys.
 ///
 /// One `u128` whose integer order is that order: the key's total-order bits, inverted, above
-/// the id. Selections and sorts then compare integers (measured: a shortlist of 2,560 handed
-/// on in id order took 39 µs with a float-then-id comparator, 36 µs now).
+/// the id. Selections and sorts then compare integers (measured, `--bench topk`: 100k pushes
+/// into a collector of 2,560 took 476 µs with a float-then-id comparator, 282 µs so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry(u128);
 
