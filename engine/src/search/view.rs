@@ -1010,33 +1010,43 @@ impl View<'_> {
         };
         let top = if split {
             // One contiguous part per thread (at least ROW_CHUNK rows, whole blocks), each
-            // scanned with one heap whose threshold rises over the part.
+            // scanned with one heap whose threshold rises over the part. The calling thread
+            // scans the first part itself while the pool takes the others: called from outside
+            // the pool (a library caller's thread), a parallel iterator would hand the whole
+            // search to the pool and sleep until it ends, a wake-up each way per query.
             let parts = n
                 .div_ceil(ROW_CHUNK)
                 .min(rayon::current_num_threads())
                 .max(1);
             let part = n.div_ceil(parts).next_multiple_of(BLOCK).max(BLOCK);
-            (0..n.div_ceil(part))
-                .into_par_iter()
-                .map(|c| {
-                    let mut tops = self.scan(
-                        luts,
-                        tables,
-                        c * part..((c + 1) * part).min(n),
-                        keep,
-                        masks,
-                        params,
-                        None,
-                    );
-                    tops.pop().unwrap_or_else(|| TopK::new(0))
-                })
-                .reduce(
-                    || TopK::new(self.scan_size(keep, params)),
-                    |mut a, b| {
-                        a.merge(b);
-                        a
-                    },
-                )
+            let scan_part = |c: usize| {
+                let mut tops = self.scan(
+                    luts,
+                    tables,
+                    c * part..((c + 1) * part).min(n),
+                    keep,
+                    masks,
+                    params,
+                    None,
+                );
+                tops.pop().unwrap_or_else(|| TopK::new(0))
+            };
+            let mut tops: Vec<Option<TopK>> = vec![None; n.div_ceil(part)];
+            // An empty source has no part.
+            if let Some((first, rest)) = tops.split_first_mut() {
+                rayon::in_place_scope(|s| {
+                    for (i, slot) in rest.iter_mut().enumerate() {
+                        let scan_part = &scan_part;
+                        s.spawn(move |_| *slot = Some(scan_part(i + 1)));
+                    }
+                    *first = Some(scan_part(0));
+                });
+            }
+            let mut top = TopK::new(self.scan_size(keep, params));
+            for t in tops.into_iter().flatten() {
+                top.merge(t);
+            }
+            top
         } else {
             // One pass, one heap: its threshold keeps rising over the whole source, so far
             // fewer candidates reach it than with a fresh heap per chunk.
