@@ -52,9 +52,20 @@ impl Sink for Never {
     fn offer(&mut self, _row: usize, _key: f32) {}
 }
 
+/// Key factors 1, offsets 0 and every row live, for `blocks` blocks.
+fn all_live(blocks: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let rows = blocks * BLOCK;
+    (vec![1.0; rows], vec![0.0; rows], vec![u32::MAX; blocks])
+}
+
+/// Blocks of the streaming variant: the sign plane of 100k rows at d = 768 is larger than L2,
+/// as a single-query staged search meets it (the L2-sized runs hide how a kernel streams).
+const STREAM_BLOCKS: usize = 100_000usize.div_ceil(BLOCK);
+
 /// The fused scan (`scan_top`) over the sign plane of 4-bit codes (narrow tables, what the
 /// staged search's first stage runs) and over 2-bit codes (wide tables), one query and
-/// `MAX_MULTI` and `MAX_TOP` at once; throughput counts row-queries.
+/// `MAX_MULTI` and `MAX_TOP` at once, in L2; and the sign plane of 100k rows at d = 768 for one
+/// query (`d768x100k`). Throughput counts row-queries.
 fn scan_top(c: &mut Criterion) {
     let mut group = c.benchmark_group("fastscan_top");
     group
@@ -62,11 +73,20 @@ fn scan_top(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
     let mut rng = SeededRng::for_data(5);
-    for dim in [384usize, 768] {
+    let sizes = [
+        (384usize, BLOCKS, ""),
+        (768, BLOCKS, ""),
+        (768, STREAM_BLOCKS, "x100k"),
+    ];
+    for (dim, blocks, size) in sizes {
         for (what, bits, top) in [("sign", 1u8, NARROW_TOP), ("b2", 2, u8::MAX)] {
+            let streaming = blocks != BLOCKS;
+            if streaming && what != "sign" {
+                continue;
+            }
             let (_, columns) = nibbles(dim, bits);
-            let rows = BLOCKS * BLOCK;
-            let codes: Vec<u8> = (0..BLOCKS * columns * 16)
+            let rows = blocks * BLOCK;
+            let codes: Vec<u8> = (0..blocks * columns * 16)
                 .map(|_| rng.next_u64() as u8)
                 .collect();
             let tables: Vec<Vec<u8>> = (0..MAX_TOP)
@@ -84,15 +104,17 @@ fn scan_top(c: &mut Criterion) {
                     bias: -1.0,
                 })
                 .collect();
-            let (factor, offset, masks) = (
-                vec![1.0f32; rows],
-                vec![0.0f32; rows],
-                vec![u32::MAX; BLOCKS],
-            );
-            for q in [1, MAX_MULTI, MAX_TOP] {
+            let (factor, offset, masks) = all_live(blocks);
+            let widths: &[usize] = if streaming {
+                &[1]
+            } else {
+                &[1, MAX_MULTI, MAX_TOP]
+            };
+            for &q in widths {
                 group.throughput(Throughput::Elements((rows * q) as u64));
                 for kernel in Kernel::available() {
-                    group.bench_function(format!("{}/d{dim}/{what}/q{q}", kernel.name()), |b| {
+                    let id = format!("{}/d{dim}{size}/{what}/q{q}", kernel.name());
+                    group.bench_function(id, |b| {
                         b.iter(|| {
                             let mut sinks: Vec<Never> = (0..q).map(|_| Never).collect();
                             let r = Rows {
@@ -140,11 +162,7 @@ fn dot4_top(c: &mut Criterion) {
             .collect();
         let refs: Vec<&dot4::Query> = queries.iter().collect();
         let scales = [1e-4f32; dot4::MAX_QUERIES];
-        let (factor, offset, masks) = (
-            vec![1.0f32; rows],
-            vec![0.0f32; rows],
-            vec![u32::MAX; BLOCKS],
-        );
+        let (factor, offset, masks) = all_live(BLOCKS);
         for kernel in Kernel::available() {
             let width = kernel.dot4_width();
             let mut widths = vec![1, 8.min(width), width];
@@ -175,51 +193,5 @@ fn dot4_top(c: &mut Criterion) {
     group.finish();
 }
 
-/// The sign plane of 100k rows at d = 768 for one query: larger than L2, as a single-query
-/// staged search meets it (the L2-sized benches above hide how the kernel streams).
-fn sign_plane_stream(c: &mut Criterion) {
-    let mut group = c.benchmark_group("fastscan_top_100k");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
-    let mut rng = SeededRng::for_data(11);
-    let dim = 768;
-    let blocks = 100_000usize.div_ceil(BLOCK);
-    let rows = blocks * BLOCK;
-    let (_, columns) = nibbles(dim, 1);
-    let codes: Vec<u8> = (0..blocks * columns * 16)
-        .map(|_| rng.next_u64() as u8)
-        .collect();
-    let table: Vec<u8> = (0..columns * 16)
-        .map(|_| (rng.next_u64() % (u64::from(NARROW_TOP) + 1)) as u8)
-        .collect();
-    let query = [TopQuery {
-        tables: &table,
-        delta: 0.01,
-        bias: -1.0,
-    }];
-    let (factor, offset, masks) = (
-        vec![1.0f32; rows],
-        vec![0.0f32; rows],
-        vec![u32::MAX; blocks],
-    );
-    group.throughput(Throughput::Elements(rows as u64));
-    for kernel in Kernel::available() {
-        group.bench_function(format!("{}/d{dim}/sign/q1", kernel.name()), |b| {
-            b.iter(|| {
-                let mut sinks = [Never];
-                let r = Rows {
-                    factor: &factor,
-                    offset: &offset,
-                    masks: &masks,
-                };
-                kernel.scan_top(black_box(&codes), columns, &query, r, &mut sinks);
-            })
-        });
-    }
-    group.finish();
-}
-
-criterion_group!(benches, scan, scan_top, dot4_top, sign_plane_stream);
+criterion_group!(benches, scan, scan_top, dot4_top);
 criterion_main!(benches);
