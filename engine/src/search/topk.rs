@@ -112,12 +112,8 @@ impl TopK {
 
     /// The kept `(id, key)` pairs in increasing id order (for a pass that reads each id's data:
     /// memory is then walked forwards).
-    pub fn into_by_id(mut self) -> Vec<(u64, f32)> {
-        if self.buf.len() > self.k {
-            self.buf.select_nth_unstable(self.k.saturating_sub(1));
-            self.buf.truncate(self.k);
-        }
-        let mut out: Vec<(u64, f32)> = self.buf.into_iter().map(|e| (e.id(), e.key())).collect();
+    pub fn into_by_id(self) -> Vec<(u64, f32)> {
+        let mut out = self.into_unordered();
         out.sort_unstable_by_key(|e| e.0);
         out
     }
