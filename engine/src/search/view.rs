@@ -522,33 +522,33 @@ impl View<'_> {
         }
         let rows = candidates.into_unordered();
         if parts < 2 || rows.len() < SPLIT_REFINE_MIN {
-            return self.refine_rows(lut, q4, &rows, keep);
+            return self.refine_rows(lut, q4, &rows, TopK::new(keep));
         }
-        let chunk = rows.len().div_ceil(parts);
-        let (first, rest) = rows.split_at(chunk);
-        let mut tops: Vec<TopK> = rest.chunks(chunk).map(|_| TopK::new(0)).collect();
-        let mut top = TopK::new(0);
-        rayon::in_place_scope(|s| {
-            for (slot, part) in tops.iter_mut().zip(rest.chunks(chunk)) {
-                s.spawn(move |_| *slot = self.refine_rows(lut, q4, part, keep));
-            }
-            top = self.refine_rows(lut, q4, first, keep);
-        });
+        let chunk = rows.len().div_ceil(parts * CLAIMS_PER_THREAD);
+        let tops = claim(
+            parts,
+            rows.len().div_ceil(chunk),
+            || TopK::new(keep),
+            |top, c| {
+                let part = &rows[c * chunk..((c + 1) * chunk).min(rows.len())];
+                self.refine_rows(lut, q4, part, top)
+            },
+        );
+        let mut top = TopK::new(keep);
         for t in tops {
             top.merge(t);
         }
         top
     }
 
-    /// The `keep` best of `rows` by the full codes' estimate.
+    /// `top` with `rows` pushed, keyed by the full codes' estimate.
     fn refine_rows(
         &self,
         lut: &QueryLut,
         q4: Option<&dot4::Query>,
         rows: &[(u64, f32)],
-        keep: usize,
+        mut top: TopK,
     ) -> TopK {
-        let mut top = TopK::new(keep);
         // A shortlist runs to thousands of rows (hard data needs `shortlist × k × oversample`
         // of 2,560 and more): touching them all first would evict the first from L2 before
         // they are scored, so each row's code and scalars are asked for REFINE_AHEAD rows
@@ -1046,41 +1046,38 @@ impl View<'_> {
             prep.tables_full(qi..qi + 1)
         };
         let (top, parts) = if split {
-            // One contiguous part per thread (at least ROW_CHUNK rows, whole blocks), each
-            // scanned with one heap whose threshold rises over the part. The calling thread
-            // scans the first part itself while the pool takes the others: called from outside
-            // the pool (a library caller's thread), a parallel iterator would hand the whole
-            // search to the pool and sleep until it ends, a wake-up each way per query.
+            // The rows go in chunks of whole blocks to threads that claim them in turn, each
+            // thread with one heap whose threshold rises over every chunk it scans. The calling
+            // thread is one of them: called from outside the pool (a library caller's thread),
+            // a parallel iterator would hand the whole search to the pool and sleep until it
+            // ends. Claiming instead of one fixed part per thread lets the calling thread go on
+            // while a sleeping worker wakes (about 40 µs here, a sixth of a query at d = 768).
             let parts = n
                 .div_ceil(ROW_CHUNK)
                 .min(rayon::current_num_threads())
                 .max(1);
-            let part = n.div_ceil(parts).next_multiple_of(BLOCK).max(BLOCK);
-            let scan_part = |c: usize| {
-                let mut tops = self.scan(
-                    luts,
-                    tables,
-                    c * part..((c + 1) * part).min(n),
-                    keep,
-                    masks,
-                    params,
-                    None,
-                );
-                tops.pop().unwrap_or_else(|| TopK::new(0))
+            // One thread scans its rows in one call.
+            let chunk = if parts == 1 {
+                n.max(1)
+            } else {
+                n.div_ceil(parts * CLAIMS_PER_THREAD)
+                    .next_multiple_of(BLOCK)
+                    .max(ROW_CHUNK / 2)
             };
-            let mut tops: Vec<Option<TopK>> = vec![None; n.div_ceil(part)];
-            // An empty source has no part.
-            if let Some((first, rest)) = tops.split_first_mut() {
-                rayon::in_place_scope(|s| {
-                    for (i, slot) in rest.iter_mut().enumerate() {
-                        let scan_part = &scan_part;
-                        s.spawn(move |_| *slot = Some(scan_part(i + 1)));
-                    }
-                    *first = Some(scan_part(0));
-                });
-            }
-            let mut top = TopK::new(self.scan_size(keep, params));
-            for t in tops.into_iter().flatten() {
+            let size = self.scan_size(keep, params);
+            let tops = claim(
+                parts,
+                n.div_ceil(chunk),
+                || TopK::new(size),
+                |top, c| {
+                    let rows = c * chunk..((c + 1) * chunk).min(n);
+                    self.scan(luts, tables, rows, keep, masks, params, Some((top, 0)))
+                        .pop()
+                        .unwrap_or_else(|| TopK::new(0))
+                },
+            );
+            let mut top = TopK::new(size);
+            for t in tops {
                 top.merge(t);
             }
             (top, parts)
@@ -1348,6 +1345,44 @@ pub(crate) fn bounded(
         .filter(|&(_, key, n)| key + margin(n) >= floor)
         .map(|(r, key, _)| (r, key))
         .collect()
+}
+
+/// Chunks each thread of a split single-query search claims, on average: enough that a
+/// thread that starts late (a worker waking up) or runs slower leaves little for the others
+/// to wait on at the end.
+const CLAIMS_PER_THREAD: usize = 8;
+
+/// Runs `step` over chunk indices `0..chunks` on `threads` threads, the calling thread one of
+/// them (see `search_prepared`); each thread claims the next unclaimed chunk until none is
+/// left, folding its chunks into one state that starts at `init()`. Returns the states.
+fn claim<T: Send>(
+    threads: usize,
+    chunks: usize,
+    init: impl Fn() -> T + Sync,
+    step: impl Fn(T, usize) -> T + Sync,
+) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let run = || {
+        let mut state = init();
+        loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= chunks {
+                return state;
+            }
+            state = step(state, c);
+        }
+    };
+    let mut states: Vec<Option<T>> = (0..threads.max(1)).map(|_| None).collect();
+    let (first, rest) = states.split_first_mut().expect("at least one thread");
+    rayon::in_place_scope(|s| {
+        for slot in rest {
+            let run = &run;
+            s.spawn(move |_| *slot = Some(run()));
+        }
+        *first = Some(run());
+    });
+    states.into_iter().flatten().collect()
 }
 
 /// A heap as a kernel's sink: rows offered relative to a chunk's first row, `base`.
