@@ -34,9 +34,10 @@ const REFINE_AHEAD: usize = 8;
 /// Queries scanned together in a batch (one pass of the widest kernels; groups of 32 sharing
 /// L2-sized chunks measured no faster at d = 768, 100k rows).
 const QUERY_GROUP: usize = 8;
-/// Smallest shortlist a split single-query search refines on several threads (a hand-off
-/// costs a few microseconds; refining 2,560 rows at d = 768 costs about 100).
-const SPLIT_REFINE_MIN: usize = 512;
+/// Smallest shortlist a split single-query search refines on several threads. The workers
+/// have just scanned, so a hand-off is quick; refining 160 rows at d = 768 (from DRAM) took
+/// 30 µs on one thread and 20–24 on two.
+const SPLIT_REFINE_MIN: usize = 64;
 /// See [`View::params_for`].
 const STAGED_ROWS_PER_CANDIDATE: usize = 64;
 /// Smallest dimension with a sign plane for staged search.
