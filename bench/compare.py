@@ -7,7 +7,7 @@
     bench/baselines/.venv/bin/python bench/compare.py --datasets docs --rounds 1 --queries 200
 
 For every dataset it runs `gyre-bench recall` (codes only: 2 and 4 bits, plain and staged scans
-with shortlists 2 to 64, oversampling 1/2/4; and rerank on f32 copies after a 4-bit scan, plain
+with shortlists 2 to 64 (12 and 24 among them), oversampling 1/2/4; and rerank on f32 copies after a 4-bit scan, plain
 or staged with shortlists 2 to 128, oversampling 1/2/4/8, of every candidate or of those
 `target_recall = 0.99` keeps, for the >= 0.99 rows; 2-bit codes never won a rerank row, so the
 rerank grid leaves them out) and
@@ -122,8 +122,8 @@ def run_gyre(tools, dataset, out_dir, args):
         base += ["--queries", str(args.queries)]
     rows = []
     grids = [
-        ("codes", ["--bits", "2,4", "--staged", "0,2,4,8,16,32,64", "--oversample", "1,2,4", "--rerank", "none"]),
-        ("rerank", ["--bits", "4", "--staged", "0,2,4,8,16,32,64,128", "--oversample", "1,2,4,8", "--rerank", "f32",
+        ("codes", ["--bits", "2,4", "--staged", "0,2,4,8,12,16,24,32,64", "--oversample", "1,2,4", "--rerank", "none"]),
+        ("rerank", ["--bits", "4", "--staged", "0,2,4,8,16,24,32,48,64,128", "--oversample", "1,2,4,8", "--rerank", "f32",
                     "--target-recall", "0,0.99"]),
     ]
     for name, grid in grids:
