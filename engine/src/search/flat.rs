@@ -892,46 +892,45 @@ mod tests {
 
     #[test]
     fn a_split_staged_search_answers_as_one_thread_does() {
-        // Enough rows for three parts of a split scan and a shortlist long enough
-        // (10 · 8 · 8 = 640 rows) to be refined on several threads.
+        // Enough rows for three parts of a split scan, a shortlist long enough
+        // (10 · 8 · 8 = 640 rows) to be refined on several threads, and 80 candidates to
+        // rerank on them.
         let (n, d) = (3 * super::super::view::ROW_CHUNK + 500, STAGED_MIN_DIM);
         let rows = data(n, d, 12);
         let queries = data(6, d, 13);
         let ids: Vec<u64> = (0..n as u64).collect();
-        let mut index = FlatIndex::new(
-            QuantizerConfig::new(d, 4),
-            Metric::Cosine,
-            RerankStorage::None,
-        )
-        .unwrap();
-        index.add(&ids, &rows).unwrap();
-        let params = SearchParams {
-            oversample: 8,
-            rescore: false,
-            staged: true,
-            shortlist: 8,
-            target_recall: None,
-            ef: 0,
-        };
-        let answers = |threads: usize| -> Vec<Vec<(u64, u32)>> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                queries
-                    .chunks_exact(d)
-                    .map(|q| {
-                        let hits = index.search(q, 10, &params).unwrap();
-                        hits.iter().map(|h| (h.id, h.score.to_bits())).collect()
-                    })
-                    .collect()
-            })
-        };
-        let one = answers(1);
-        assert!(one.iter().all(|a| a.len() == 10));
-        assert_eq!(answers(3), one, "three threads");
-        assert_eq!(answers(2), one, "two threads");
+        for rerank in [RerankStorage::None, RerankStorage::F32] {
+            let mut index =
+                FlatIndex::new(QuantizerConfig::new(d, 4), Metric::Cosine, rerank).unwrap();
+            index.add(&ids, &rows).unwrap();
+            let params = SearchParams {
+                oversample: 8,
+                rescore: rerank != RerankStorage::None,
+                staged: true,
+                shortlist: 8,
+                target_recall: None,
+                ef: 0,
+            };
+            let answers = |threads: usize| -> Vec<Vec<(u64, u32)>> {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    queries
+                        .chunks_exact(d)
+                        .map(|q| {
+                            let hits = index.search(q, 10, &params).unwrap();
+                            hits.iter().map(|h| (h.id, h.score.to_bits())).collect()
+                        })
+                        .collect()
+                })
+            };
+            let one = answers(1);
+            assert!(one.iter().all(|a| a.len() == 10));
+            assert_eq!(answers(3), one, "{rerank:?}: three threads");
+            assert_eq!(answers(2), one, "{rerank:?}: two threads");
+        }
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl<'a> View<'a> {
         })?;
         let mut params = *params;
         params.staged = false;
-        Some(self.finish(query, lut, q4, k, &params, top))
+        Some(self.finish(query, lut, q4, k, &params, top, 1))
     }
 }
 

@@ -38,6 +38,9 @@ const QUERY_GROUP: usize = 8;
 /// have just scanned, so a hand-off is quick; refining 160 rows at d = 768 (from DRAM) took
 /// 30 µs on one thread and 20–24 on two.
 const SPLIT_REFINE_MIN: usize = 64;
+/// Fewest candidates a split single-query search reranks on several threads (one row's
+/// stored vector is 3 KB at d = 768 in f32, a read from DRAM).
+const SPLIT_RERANK_MIN: usize = 16;
 /// See [`View::params_for`].
 const STAGED_ROWS_PER_CANDIDATE: usize = 64;
 /// Smallest dimension with a sign plane for staged search.
@@ -942,6 +945,7 @@ impl View<'_> {
         k: usize,
         params: &SearchParams,
         candidates: TopK,
+        parts: usize,
     ) -> Vec<Neighbor> {
         let metric = self.shape.metric;
         let mut candidates = candidates.into_by_id();
@@ -963,20 +967,44 @@ impl View<'_> {
                     .collect();
                 candidates = bounded(self.shape, lut.norm(), with_estimates, k, target);
             }
-            let rows = candidates.iter().map(|c| c.0 as usize);
             let d = self.shape.quantizer.dim();
-            match self.cols.vectors {
-                VectorsRef::F32(v) => self.touch(rows, bytemuck::cast_slice(v), 4 * d),
-                VectorsRef::F16(v) => self.touch(rows, bytemuck::cast_slice(v), 2 * d),
-                VectorsRef::None => {}
-            }
             let q_norm = squared_norm_f64(query).sqrt() as f32;
-            let mut buf = vec![0.0f32; self.shape.quantizer.dim()];
-            for (row, _) in candidates {
-                let score = self
-                    .exact_score(query, q_norm, row as usize, &mut buf)
-                    .unwrap_or(f32::NAN);
-                top.push(row, metric.to_key(score));
+            // Exact scores of some candidates pushed into `top`, their vectors read first.
+            let rerank = |rows: &[(u64, f32)], mut top: TopK, buf: &mut [f32]| {
+                let ids = rows.iter().map(|c| c.0 as usize);
+                match self.cols.vectors {
+                    VectorsRef::F32(v) => self.touch(ids, bytemuck::cast_slice(v), 4 * d),
+                    VectorsRef::F16(v) => self.touch(ids, bytemuck::cast_slice(v), 2 * d),
+                    VectorsRef::None => {}
+                }
+                for &(row, _) in rows {
+                    let score = self
+                        .exact_score(query, q_norm, row as usize, buf)
+                        .unwrap_or(f32::NAN);
+                    top.push(row, metric.to_key(score));
+                }
+                top
+            };
+            if parts >= 2 && candidates.len() >= SPLIT_RERANK_MIN {
+                // A split query reranks on its threads too, as it refines (the same answer:
+                // exact scores, one total order).
+                let chunk = candidates.len().div_ceil(parts * CLAIMS_PER_THREAD);
+                let chunks = candidates.len().div_ceil(chunk);
+                let tops = claim(
+                    parts,
+                    chunks,
+                    || (TopK::new(k), vec![0.0f32; d]),
+                    |(top, mut buf), c| {
+                        let part = &candidates[c * chunk..((c + 1) * chunk).min(candidates.len())];
+                        (rerank(part, top, &mut buf), buf)
+                    },
+                );
+                for (t, _) in tops {
+                    top.merge(t);
+                }
+            } else {
+                let mut buf = vec![0.0f32; d];
+                top = rerank(&candidates, top, &mut buf);
             }
         } else {
             // Stage 2: the exact code-domain estimate of each candidate (a staged search's
@@ -1092,7 +1120,7 @@ impl View<'_> {
             (top, 1)
         };
         let top = self.refine(&luts[0], prep.dot4_query(qi), top, keep, params, parts);
-        self.finish(query, &luts[0], prep.dot4_query(qi), k, params, top)
+        self.finish(query, &luts[0], prep.dot4_query(qi), k, params, top, parts)
     }
 
     /// The best of `rows` (few rows a filter let through, in increasing order) for query `qi`
@@ -1129,7 +1157,7 @@ impl View<'_> {
         // search's refined keys are kept.
         let mut params = *params;
         params.staged = self.shape.plane.is_some();
-        self.finish(query, lut, q4, k, &params, top)
+        self.finish(query, lut, q4, k, &params, top, 1)
     }
 
     /// [`search_masked`](Self::search_masked) for every row of checked `queries`, in parallel
@@ -1196,7 +1224,7 @@ impl View<'_> {
                     .map(|(i, ((q, lut), top))| {
                         let q4 = prep.dot4_query(g * size + i);
                         let top = self.refine(lut, q4, top, keep, params, 1);
-                        self.finish(q, lut, q4, k, params, top)
+                        self.finish(q, lut, q4, k, params, top, 1)
                     })
                     .collect::<Vec<_>>()
             })
