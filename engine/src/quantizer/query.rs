@@ -33,7 +33,11 @@ pub struct QueryLut {
     levels: usize,
     norm: f32,
     rotated: Vec<f32>,
-    table: Vec<f32>,
+    /// The codebook, for the float table.
+    codebook: Option<std::sync::Arc<super::Codebook>>,
+    /// Built on first use: a 4-bit scan (`dot4`) and a staged search never read it, and at
+    /// d = 768 it is 12,288 products a query.
+    table: std::sync::OnceLock<Vec<f32>>,
     projected: Vec<f32>,
     qjl_coefficient: f32,
 }
@@ -45,17 +49,8 @@ impl QueryLut {
         let mut rotated = query.to_vec();
         let mut scratch = vec![0.0; d];
         quantizer.rotation.apply(&mut rotated, &mut scratch);
-        let (bits, table) = match &quantizer.codebook {
-            Some(cb) => {
-                let c = cb.centroids_f32();
-                let mut table = Vec::with_capacity(d * c.len());
-                for &qj in &rotated {
-                    table.extend(c.iter().map(|&ck| qj * ck));
-                }
-                (cb.bits(), table)
-            }
-            None => (0, Vec::new()),
-        };
+        let codebook = quantizer.codebook.clone();
+        let bits = codebook.as_ref().map_or(0, |cb| cb.bits());
         let (projected, qjl_coefficient) = match &quantizer.qjl {
             Some(s) => {
                 let mut p = vec![0.0; d];
@@ -71,7 +66,8 @@ impl QueryLut {
             levels: 1 << bits,
             norm: squared_norm_f64(query).sqrt() as f32,
             rotated,
-            table,
+            codebook,
+            table: std::sync::OnceLock::new(),
             projected,
             qjl_coefficient,
         })
@@ -89,7 +85,17 @@ impl QueryLut {
 
     /// The float lookup table, `dim × 2^bits`, row `j` holding `q'_j · c_k`.
     pub fn table(&self) -> &[f32] {
-        &self.table
+        self.table.get_or_init(|| {
+            let c = self
+                .codebook
+                .as_ref()
+                .map_or(&[][..], |cb| cb.centroids_f32());
+            let mut table = Vec::with_capacity(self.rotated.len() * c.len());
+            for &qj in &self.rotated {
+                table.extend(c.iter().map(|&ck| qj * ck));
+            }
+            table
+        })
     }
 
     /// The u8 nibble tables for the blocked scan (`None` without scalar codes).
@@ -100,7 +106,7 @@ impl QueryLut {
     /// of the 2^(b-4) centroids that share it, an approximation that stage 2 corrects by
     /// rescoring the candidates with the float table.
     pub fn nibble_lut(&self) -> Option<NibbleLut> {
-        let (l, t) = (self.levels, &self.table);
+        let (l, t) = (self.levels, self.table());
         match self.bits {
             1 | 2 | 4 => nibble_tables(self.dim, self.bits, u8::MAX, |coord, code| {
                 t[coord * l + code]
@@ -159,7 +165,7 @@ impl QueryLut {
             return 0.0;
         }
         let l = self.levels;
-        let t = &self.table;
+        let t = self.table();
         let mut lanes = [0.0f32; 4];
         match self.bits {
             8 => {
