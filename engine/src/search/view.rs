@@ -508,10 +508,11 @@ impl View<'_> {
     /// After [`scan`](Self::scan): for a staged search, ranks the sign-plane shortlist by the
     /// full codes' float estimate and keeps `keep`; otherwise returns the candidates as they are.
     ///
-    /// A shortlist of a split single query is refined on `parts` threads (the calling thread
-    /// takes the first part), since it is the part of the query a split scan would otherwise
-    /// leave to one thread. The result does not depend on `parts`: each part keeps its `keep`
-    /// best by the same total order, so the best `keep` of the union are among them.
+    /// A shortlist of a split single query is refined on `parts` threads that claim chunks of
+    /// it in turn (the calling thread one of them), since it is the part of the query a split
+    /// scan would otherwise leave to one thread. The result does not depend on `parts`: each
+    /// thread keeps its `keep` best by the same total order, so the best `keep` of the union
+    /// are among them.
     fn refine(
         &self,
         lut: &QueryLut,
@@ -528,15 +529,11 @@ impl View<'_> {
         if parts < 2 || rows.len() < SPLIT_REFINE_MIN {
             return self.refine_rows(lut, q4, &rows, TopK::new(keep));
         }
-        let chunk = rows.len().div_ceil(parts * CLAIMS_PER_THREAD);
-        let tops = claim(
+        let tops = claim_slices(
             parts,
-            rows.len().div_ceil(chunk),
+            &rows,
             || TopK::new(keep),
-            |top, c| {
-                let part = &rows[c * chunk..((c + 1) * chunk).min(rows.len())];
-                self.refine_rows(lut, q4, part, top)
-            },
+            |top, part| self.refine_rows(lut, q4, part, top),
         );
         let mut top = TopK::new(keep);
         for t in tops {
@@ -988,16 +985,11 @@ impl View<'_> {
             if parts >= 2 && candidates.len() >= SPLIT_RERANK_MIN {
                 // A split query reranks on its threads too, as it refines (the same answer:
                 // exact scores, one total order).
-                let chunk = candidates.len().div_ceil(parts * CLAIMS_PER_THREAD);
-                let chunks = candidates.len().div_ceil(chunk);
-                let tops = claim(
+                let tops = claim_slices(
                     parts,
-                    chunks,
+                    &candidates,
                     || (TopK::new(k), vec![0.0f32; d]),
-                    |(top, mut buf), c| {
-                        let part = &candidates[c * chunk..((c + 1) * chunk).min(candidates.len())];
-                        (rerank(part, top, &mut buf), buf)
-                    },
+                    |(top, mut buf), part| (rerank(part, top, &mut buf), buf),
                 );
                 for (t, _) in tops {
                     top.merge(t);
@@ -1412,6 +1404,23 @@ fn claim<T: Send>(
         *first = Some(run());
     });
     states.into_iter().flatten().collect()
+}
+
+/// [`claim`] over the items of a slice, in chunks of about `1 / CLAIMS_PER_THREAD` of a
+/// thread's share: `step` folds one chunk of items into a thread's state.
+fn claim_slices<I: Sync, T: Send>(
+    threads: usize,
+    items: &[I],
+    init: impl Fn() -> T + Sync,
+    step: impl Fn(T, &[I]) -> T + Sync,
+) -> Vec<T> {
+    let chunk = items
+        .len()
+        .div_ceil(threads.max(1) * CLAIMS_PER_THREAD)
+        .max(1);
+    claim(threads, items.len().div_ceil(chunk), init, |state, c| {
+        step(state, &items[c * chunk..((c + 1) * chunk).min(items.len())])
+    })
 }
 
 /// A heap as a kernel's sink: rows offered relative to a chunk's first row, `base`.
