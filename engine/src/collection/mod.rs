@@ -407,13 +407,16 @@ impl Collection {
             schema: filter.as_ref().map(|f| &f.1),
         };
         let restricted = restrict.active();
+        let split = !opts.sequential;
+        if split {
+            crate::search::view::wake_for_split(self.len());
+        }
         // Rotation and tables once for all sources.
         let prep = if opts.exact {
             None
         } else {
             Some(shape.prepare(query, &opts.params)?)
         };
-        let split = !opts.sequential;
         let mut stats = FilterStats::default();
         let walk = |stats: &mut FilterStats| {
             walk_grouped(
