@@ -128,8 +128,8 @@ impl Kernel {
     #[inline]
     pub fn dot4_row(self, packed: &[u8], levels: &Levels, query: &Query) -> i32 {
         assert!(
-            packed.len().div_ceil(64) * 128 <= query.packed.len(),
-            "the query covers the row"
+            packed.len().div_ceil(64) * 128 == query.packed.len(),
+            "the row and the query have one dimension"
         );
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -511,11 +511,11 @@ mod vnni {
     /// `S` of one packed row: per 64 bytes, the low nibbles (even coordinates) and the high
     /// ones (odd) against their 64 weights each, into two accumulators (a row is one chain of
     /// `vpdpbusd` otherwise, 5 cycles each); the last chunk loaded under a mask. The `+128`
-    /// bias of the levels is cancelled by the query's `zero` when the row covers all its
-    /// weights (as every row of an index does), by a sum of the weights covered otherwise.
+    /// bias of the levels is cancelled by the query's `zero` (the row covers all its weights).
     ///
     /// # Safety
-    /// AVX-512 F, BW, VNNI; `query.packed` covers every 64-byte chunk of `packed`.
+    /// AVX-512 F, BW, VNNI; `query.packed` holds the weights of exactly `packed`'s 64-byte
+    /// chunks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
     pub(super) unsafe fn row(packed: &[u8], levels: &Levels, query: &Query) -> i32 {
         let lv = levels_reg(levels);
@@ -553,15 +553,8 @@ mod vnni {
         }
         // A masked-off byte has level code 0 but weight 0 past the dimension, or a real
         // weight inside it: both are counted, as the scalar sum counts them.
-        let zero = if 128 * c == query.packed.len() {
-            query.zero
-        } else {
-            -128 * query.packed[..128 * c]
-                .iter()
-                .map(|&x| i32::from(x))
-                .sum::<i32>()
-        };
-        _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1])) + zero
+        debug_assert_eq!(128 * c, query.packed.len());
+        _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1])) + query.zero
     }
 
     /// The levels biased into u8 (`L + 128`), in all four 128-bit lanes.
