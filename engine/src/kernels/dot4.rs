@@ -551,8 +551,7 @@ mod vnni {
             look(x, c, &mut acc);
             c += 1;
         }
-        // A masked-off byte has level code 0 but weight 0 past the dimension, or a real
-        // weight inside it: both are counted, as the scalar sum counts them.
+        // Masked-off bytes lie past the row, where the weights are 0.
         debug_assert_eq!(128 * c, query.packed.len());
         _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1])) + query.zero
     }
