@@ -1076,10 +1076,7 @@ impl View<'_> {
             // a parallel iterator would hand the whole search to the pool and sleep until it
             // ends. Claiming instead of one fixed part per thread lets the calling thread go on
             // while a sleeping worker wakes (about 40 µs here, a sixth of a query at d = 768).
-            let parts = n
-                .div_ceil(ROW_CHUNK)
-                .min(rayon::current_num_threads())
-                .max(1);
+            let parts = split_parts(n);
             // One thread scans its rows in one call.
             let chunk = if parts == 1 {
                 n.max(1)
@@ -1382,11 +1379,19 @@ const CLAIMS_PER_THREAD: usize = 8;
 /// woken by the chunks themselves starts 30–40 µs after the calling thread. Measured with the
 /// recall runner on random768, staged shortlist 16, single queries on 2 threads, 5 interleaved
 /// pairs: median 4,697 → 5,092 QPS (faster in every pair). The no-op job costs nothing where
-/// the workers are busy.
+/// the workers are busy. (A collection passes its live points, which may wake a worker that
+/// no single source then needs: a spurious no-op job, nothing more.)
 pub(crate) fn wake_for_split(rows: usize) {
-    if rows.div_ceil(ROW_CHUNK).min(rayon::current_num_threads()) > 1 {
+    if split_parts(rows) > 1 {
         rayon::spawn(|| {});
     }
+}
+
+/// Threads a split single query over `rows` rows runs on (at least one).
+fn split_parts(rows: usize) -> usize {
+    rows.div_ceil(ROW_CHUNK)
+        .min(rayon::current_num_threads())
+        .max(1)
 }
 
 /// Runs `step` over chunk indices `0..chunks` on `threads` threads, the calling thread one of
